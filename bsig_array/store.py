@@ -1,0 +1,309 @@
+"""The perplexity store: a Zarr v3 group holding ``nll (model, token)`` (DESIGN §3).
+
+Layout of a store written by :func:`create_store`::
+
+    nll       (model, token)  float32|float16   chunks (all models, chunk_tokens), Blosc-zstd
+    model     (model,)        str               coordinate
+    token     (token,)        int64             feature id (coordinate, written chunk by chunk)
+    doc       (token,)        int64             source document of each feature      (optional)
+    piece     (token,)        int32             piece index of the target in its doc (optional)
+    _complete (model, chunk)  uint8             progress record: 1 = block written
+
+Every write covers whole token chunks (one writer per chunk), so a writer killed at any point leaves
+at most the chunks it was writing unmarked, and :meth:`StoreWriter.pending` hands exactly those back
+on resume.  The store carries no default pandas index on ``token``: :func:`open_store` opens it with
+``create_default_indexes=False`` so a 1e8-token axis never materialises in memory.
+
+A store written by plain ``xarray.Dataset.to_zarr`` with just ``nll``, ``model`` and ``token`` is
+accepted too; it simply has no progress record (it is complete by construction).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+
+from bsig_array.errors import BsigError
+
+SCHEMA_VERSION = 1
+NLL = "nll"
+PROGRESS = "_complete"
+DEFAULT_CHUNK_TOKENS = 1 << 20
+FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+def default_chunk_tokens(n_tokens: int, chunk_tokens: int | None = None) -> int:
+    """Tokens per chunk: ``chunk_tokens`` if given, else 2**20 (DESIGN: ~1–4 M), capped at the axis."""
+    size = DEFAULT_CHUNK_TOKENS if chunk_tokens is None else int(chunk_tokens)
+    if size < 1:
+        raise BsigError(f"chunk size must be positive, got {size}; pass a positive --chunk-tokens")
+    return max(1, min(size, int(n_tokens)))
+
+
+def _compressor() -> BloscCodec:
+    # zstd + byte shuffle: NLLs of neighbouring tokens share exponents, shuffle groups those bytes.
+    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+
+def create_store(
+    path: str | os.PathLike,
+    models: Sequence[str],
+    n_tokens: int,
+    *,
+    chunk_tokens: int | None = None,
+    dtype: str = "float32",
+    with_doc_piece: bool = True,
+    attrs: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> "StoreWriter":
+    """Create an empty perplexity store and return a writer for it.
+
+    Only metadata is written here; data arrives chunk by chunk through :meth:`StoreWriter.write_chunk`.
+
+    Parameters
+    ----------
+    path
+        Directory of the Zarr v3 store to create.
+    models
+        Model names, in store order (unique, at least one).
+    n_tokens
+        Length of the token axis.
+    chunk_tokens
+        Tokens per chunk (default 2**20, capped at ``n_tokens``).
+    dtype
+        ``float32`` (default) or ``float16``.
+    with_doc_piece
+        Also create the per-token ``doc`` and ``piece`` coordinates.
+    attrs
+        Extra store attributes (``target``, ``context_pieces``, ``sample_rate``, ``seed``, ...).
+    overwrite
+        Replace an existing store at ``path``.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise BsigError(f"store {path} already exists; pass --overwrite to replace it or pick another path")
+    models = [str(m) for m in models]
+    if len(set(models)) != len(models):
+        dup = sorted({m for m in models if models.count(m) > 1})
+        raise BsigError(f"duplicate model names {dup}; give every model a unique name")
+    if dtype not in ("float16", "float32"):
+        raise BsigError(f"unsupported store dtype {dtype!r}; use float32 or float16")
+    n_tokens = int(n_tokens)
+    if n_tokens < 1:
+        raise BsigError(f"a store needs at least one token, got {n_tokens}")
+    m = len(models)
+    chunk = default_chunk_tokens(n_tokens, chunk_tokens)
+    n_chunks = -(-n_tokens // chunk)
+
+    # Lazy placeholders: to_zarr(compute=False) writes only metadata for dask-backed variables.
+    data_vars = {NLL: (("model", "token"), da.full((m, n_tokens), np.nan, dtype=dtype, chunks=(m, chunk)))}
+    coords: dict[str, Any] = {
+        "model": ("model", np.array(models, dtype=object)),
+        "token": ("token", da.zeros(n_tokens, dtype="int64", chunks=chunk)),
+    }
+    if with_doc_piece:
+        coords["doc"] = ("token", da.zeros(n_tokens, dtype="int64", chunks=chunk))
+        coords["piece"] = ("token", da.zeros(n_tokens, dtype="int32", chunks=chunk))
+    data_vars[PROGRESS] = (("model", "chunk"), np.zeros((m, n_chunks), dtype="uint8"))
+    ds = xr.Dataset(data_vars, coords=xr.Coordinates(coords, indexes={}))
+    ds.attrs.update(
+        {
+            "bsig_schema_version": SCHEMA_VERSION,
+            "chunk_tokens": chunk,
+            "target": "last-token",
+            "context_pieces": 30,
+        }
+    )
+    ds.attrs.update(attrs or {})
+    encoding = {
+        NLL: {"chunks": (m, chunk), "compressors": [_compressor()], "_FillValue": np.nan},
+        "token": {"chunks": (chunk,), "compressors": [_compressor()]},
+        # One progress chunk per token chunk: its writer owns it, so marks never race.
+        PROGRESS: {"chunks": (m, 1)},
+    }
+    if with_doc_piece:
+        encoding["doc"] = {"chunks": (chunk,), "compressors": [_compressor()]}
+        encoding["piece"] = {"chunks": (chunk,), "compressors": [_compressor()]}
+    ds.to_zarr(path, mode="w", compute=False, encoding=encoding, zarr_format=3, consolidated=True)
+    return StoreWriter(path)
+
+
+class StoreWriter:
+    """Writes whole token chunks of a store and records which (model, chunk) blocks are complete.
+
+    Parameters
+    ----------
+    path
+        An existing store created by :func:`create_store`.
+
+    Notes
+    -----
+    Exactly one process may write a given token chunk at a time (a chunk spans all models, so a
+    partial-model write is a read-modify-write of that chunk).  Different chunks may be written
+    concurrently by different processes.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        try:
+            self.group = zarr.open_group(self.path, mode="r+", zarr_format=3)
+        except Exception as exc:  # zarr raises several types for a missing/broken group
+            raise BsigError(f"cannot open store {self.path} for writing ({exc}); create it first") from None
+        if NLL not in self.group or PROGRESS not in self.group:
+            raise BsigError(f"{self.path} is not a writable bsig store (no nll or progress record)")
+        self.nll = self.group[NLL]
+        self.progress = self.group[PROGRESS]
+        self.models = [str(m) for m in self.group["model"][:]]
+        self.n_tokens = int(self.nll.shape[1])
+        self.chunk_tokens = int(self.nll.chunks[1])
+        self.n_chunks = -(-self.n_tokens // self.chunk_tokens)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Store attributes (a copy)."""
+        return dict(self.group.attrs)
+
+    def update_attrs(self, **attrs: Any) -> None:
+        """Merge ``attrs`` into the store attributes."""
+        self.group.attrs.update(attrs)
+        self._consolidate()
+
+    def _consolidate(self) -> None:
+        # Consolidated metadata is a copy of every array's metadata: refresh it after any change
+        # to shapes or attributes, or readers would see the old shapes.
+        zarr.consolidate_metadata(self.group.store)
+
+    def chunk_slice(self, j: int) -> slice:
+        """Token positions covered by chunk ``j``."""
+        if not 0 <= j < self.n_chunks:
+            raise IndexError(f"chunk {j} out of range [0, {self.n_chunks})")
+        start = j * self.chunk_tokens
+        return slice(start, min(start + self.chunk_tokens, self.n_tokens))
+
+    def model_index(self, names: Sequence[str]) -> list[int]:
+        """Row of each model name; unknown names are a :class:`BsigError`."""
+        lookup = {m: i for i, m in enumerate(self.models)}
+        missing = [n for n in names if n not in lookup]
+        if missing:
+            raise BsigError(f"models {missing} are not in store {self.path} (it has {self.models})")
+        return [lookup[n] for n in names]
+
+    def write_chunk(
+        self,
+        j: int,
+        nll: np.ndarray,
+        *,
+        rows: Sequence[int] | None = None,
+        token: np.ndarray | None = None,
+        doc: np.ndarray | None = None,
+        piece: np.ndarray | None = None,
+    ) -> None:
+        """Write token chunk ``j`` for all models (or the model ``rows``) and mark it complete.
+
+        Data go first, the progress mark last: a writer killed in between leaves the block unmarked,
+        so it is rewritten on resume and never counted twice.
+        """
+        sl = self.chunk_slice(j)
+        width = sl.stop - sl.start
+        rows = list(range(len(self.models))) if rows is None else list(rows)
+        nll = np.asarray(nll)
+        if nll.shape != (len(rows), width):
+            raise ValueError(f"chunk {j} expects shape {(len(rows), width)}, got {nll.shape}")
+        if len(rows) == len(self.models) and rows == sorted(rows):
+            self.nll[:, sl] = nll.astype(self.nll.dtype, copy=False)
+        else:
+            block = self.nll[:, sl]
+            block[rows] = nll
+            self.nll[:, sl] = block
+        for name, values in (("token", token), ("doc", doc), ("piece", piece)):
+            if values is not None:
+                if name not in self.group:
+                    raise ValueError(f"store {self.path} has no {name} coordinate")
+                self.group[name][sl] = np.asarray(values)
+        marks = self.progress[:, j]
+        marks[rows] = 1
+        self.progress[:, j] = marks
+
+    def complete(self) -> np.ndarray:
+        """Boolean (model, chunk) matrix of finished blocks."""
+        return np.asarray(self.progress[:, :], dtype=bool)
+
+    def pending(self, rows: Sequence[int] | None = None) -> list[int]:
+        """Chunks in which any of ``rows`` (default: all models) is not yet written."""
+        done = self.complete()
+        if rows is not None:
+            done = done[list(rows)]
+        return [int(j) for j in np.flatnonzero(~done.all(axis=0))]
+
+    def add_models(self, names: Sequence[str]) -> list[int]:
+        """Append new model rows (unwritten) and return their row indices."""
+        new = [str(n) for n in names if str(n) not in self.models]
+        if not new:
+            return self.model_index(names)
+        m_old = len(self.models)
+        m_new = m_old + len(new)
+        self.nll.resize((m_new, self.n_tokens))
+        self.progress.resize((m_new, self.n_chunks))
+        model = self.group["model"]
+        model.resize((m_new,))
+        model[m_old:] = np.array(new, dtype=model.dtype)
+        self.models = self.models + new
+        self._consolidate()
+        return self.model_index(names)
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """True when every (model, chunk) block of the store is written (or it has no progress record)."""
+    group = zarr.open_group(Path(path), mode="r", zarr_format=3)
+    if PROGRESS not in group:
+        return True
+    return bool(np.asarray(group[PROGRESS][:, :]).all())
+
+
+def open_store(path: str | os.PathLike, *, require_complete: bool = True) -> xr.Dataset:
+    """Open a perplexity store as a dask-backed :class:`xarray.Dataset` and check its structure.
+
+    Structure is checked here (cheap); values (NaN/inf, unreadable chunks) are checked by the stages
+    as they stream the data (see :mod:`bsig_array.validation`).
+
+    Parameters
+    ----------
+    path
+        Store directory (bsig-written or plain ``xarray.Dataset.to_zarr``).
+    require_complete
+        Refuse a bsig store with unwritten (model, chunk) blocks.
+    """
+    from bsig_array.validation import check_store_structure
+
+    path = Path(path)
+    if not path.exists():
+        raise BsigError(f"perplexity store {path} does not exist; check the path or create it with bsig synth/ingest")
+    try:
+        with warnings.catch_warnings():
+            # Plain xarray stores may lack consolidated metadata; reading them directly is fine.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ds = xr.open_zarr(path, consolidated=None, create_default_indexes=False, chunks={})
+    except Exception as exc:
+        raise BsigError(f"cannot open {path} as a Zarr store ({type(exc).__name__}: {exc})") from None
+    check_store_structure(ds, path)
+    # Small axis: load it and index it, so stages can .sel(model=...); the token axis stays lazy.
+    ds = ds.assign_coords(model=("model", np.asarray(ds["model"].values).astype(str)))
+    if PROGRESS in ds:
+        done = np.asarray(ds[PROGRESS].values, dtype=bool)
+        if require_complete and not done.all():
+            missing = int((~done).sum())
+            raise BsigError(
+                f"store {path} is incomplete: {missing} of {done.size} (model, chunk) blocks unwritten; "
+                "resume the writer (bsig perplexity / ingest) before using it"
+            )
+        ds = ds.drop_vars(PROGRESS)
+    return ds

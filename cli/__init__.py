@@ -1,0 +1,1 @@
+"""The ``bsig`` command line: thin click commands that parse, call a stage and report."""

@@ -1,0 +1,90 @@
+"""Entry point of the ``bsig`` command.
+
+Subcommands are imported lazily (only the one being run), so ``bsig --help`` stays fast and a stage's
+heavy imports (torch, lm-eval) never slow down the others.  Register a command by adding it to
+``COMMANDS``: ``name -> "module:attribute"`` inside :mod:`bsig_array.cli`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from bsig_array.errors import BsigError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module under bsig_array.cli, attribute, )
+    "synth": ("synth", "synth", ),
+    "ingest": ("ingest", "ingest"),
+    "validate": ("ingest", "validate"),
+    "performance": ("performance", "performance"),
+    "screen": ("screen", "screen"),
+    "select": ("select", "select"),
+    "corpus": ("corpus", "corpus"),
+    "perplexity": ("perplexity", "perplexity"),
+    "evaluate": ("evaluate", "evaluate"),
+    "overlap": ("overlap", "overlap"),
+    "stats": ("stats", "stats"),
+    "report": ("report", "report"),
+    "demo": ("demo", "demo"),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module only when it is invoked or listed in help."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name]
+        try:
+            mod = importlib.import_module(f"bsig_array.cli.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("bsig_array.cli"):
+                return None
+            raise
+        return getattr(mod, attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bsig-array")
+def cli() -> None:
+    """bsig: map overlaps between LLM benchmarks through perplexity in the wild.
+
+    \b
+    Typical chain:
+      bsig synth OUT                      # or: bsig corpus / perplexity / evaluate / ingest
+      bsig screen --perplexity P.zarr --performance Y.csv --out S.zarr
+      bsig select --screen S.zarr --performance Y.csv --out G.zarr
+      bsig overlap --signatures G.zarr --perplexity P.zarr --performance Y.csv --out O.nc
+      bsig stats --overlap O.nc --out DIR; bsig report --out DIR
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; a :class:`BsigError` becomes one line on stderr and a non-zero exit."""
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except BsigError as exc:
+        click.echo(f"bsig: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("bsig: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("bsig: interrupted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()
