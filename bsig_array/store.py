@@ -296,7 +296,7 @@ def open_store(path: str | os.PathLike, *, require_complete: bool = True) -> xr.
         raise BsigError(f"cannot open {path} as a Zarr store ({type(exc).__name__}: {exc})") from None
     check_store_structure(ds, path)
     # Small axis: load it and index it, so stages can .sel(model=...); the token axis stays lazy.
-    ds = ds.assign_coords(model=("model", np.asarray(ds["model"].values).astype(str)))
+    ds = ds.assign_coords(model=("model", np.array([str(m) for m in ds["model"].values], dtype=object)))
     if PROGRESS in ds:
         done = np.asarray(ds[PROGRESS].values, dtype=bool)
         if require_complete and not done.all():
