@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import dask.array as da
+from dask.base import tokenize
 import numpy as np
 import xarray as xr
 import zarr
@@ -39,6 +41,14 @@ NLL = "nll"
 PROGRESS = "_complete"
 DEFAULT_CHUNK_TOKENS = 1 << 20
 FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+@contextmanager
+def quiet_zarr() -> Iterator[None]:
+    """Silence zarr's notice that consolidated metadata is not in the v3 spec (we rely on it knowingly)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        yield
 
 
 def default_chunk_tokens(n_tokens: int, chunk_tokens: int | None = None) -> int:
@@ -133,7 +143,8 @@ def create_store(
     if with_doc_piece:
         encoding["doc"] = {"chunks": (chunk,), "compressors": [_compressor()]}
         encoding["piece"] = {"chunks": (chunk,), "compressors": [_compressor()]}
-    ds.to_zarr(path, mode="w", compute=False, encoding=encoding, zarr_format=3, consolidated=True)
+    with quiet_zarr():
+        ds.to_zarr(path, mode="w", compute=False, encoding=encoding, zarr_format=3, consolidated=True)
     return StoreWriter(path)
 
 
@@ -155,7 +166,8 @@ class StoreWriter:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         try:
-            self.group = zarr.open_group(self.path, mode="r+", zarr_format=3)
+            with quiet_zarr():
+                self.group = zarr.open_group(self.path, mode="r+", zarr_format=3)
         except Exception as exc:  # zarr raises several types for a missing/broken group
             raise BsigError(f"cannot open store {self.path} for writing ({exc}); create it first") from None
         if NLL not in self.group or PROGRESS not in self.group:
@@ -180,7 +192,8 @@ class StoreWriter:
     def _consolidate(self) -> None:
         # Consolidated metadata is a copy of every array's metadata: refresh it after any change
         # to shapes or attributes, or readers would see the old shapes.
-        zarr.consolidate_metadata(self.group.store)
+        with quiet_zarr():
+            zarr.consolidate_metadata(self.group.store)
 
     def chunk_slice(self, j: int) -> slice:
         """Token positions covered by chunk ``j``."""
@@ -244,6 +257,18 @@ class StoreWriter:
             done = done[list(rows)]
         return [int(j) for j in np.flatnonzero(~done.all(axis=0))]
 
+    def invalidate(self, chunks: Sequence[int], rows: Sequence[int] | None = None) -> None:
+        """Mark token ``chunks`` (for all models, or ``rows``) unwritten so the next resume rewrites them.
+
+        Use it after :func:`bsig_array.validation.validate_store` names a corrupt chunk.
+        """
+        rows = list(range(len(self.models))) if rows is None else list(rows)
+        for j in chunks:
+            self.chunk_slice(j)  # range check
+            marks = self.progress[:, j]
+            marks[rows] = 0
+            self.progress[:, j] = marks
+
     def add_models(self, names: Sequence[str]) -> list[int]:
         """Append new model rows (unwritten) and return their row indices."""
         new = [str(n) for n in names if str(n) not in self.models]
@@ -263,17 +288,24 @@ class StoreWriter:
 
 def is_complete(path: str | os.PathLike) -> bool:
     """True when every (model, chunk) block of the store is written (or it has no progress record)."""
-    group = zarr.open_group(Path(path), mode="r", zarr_format=3)
+    with quiet_zarr():
+        group = zarr.open_group(Path(path), mode="r", zarr_format=3)
     if PROGRESS not in group:
         return True
     return bool(np.asarray(group[PROGRESS][:, :]).all())
 
 
-def open_store(path: str | os.PathLike, *, require_complete: bool = True) -> xr.Dataset:
+def open_store(
+    path: str | os.PathLike, *, require_complete: bool = True, check_values: bool | None = None
+) -> xr.Dataset:
     """Open a perplexity store as a dask-backed :class:`xarray.Dataset` and check its structure.
 
-    Structure is checked here (cheap); values (NaN/inf, unreadable chunks) are checked by the stages
-    as they stream the data (see :mod:`bsig_array.validation`).
+    Structure is checked here (cheap).  Values are checked lazily, block by block, whenever a stage
+    computes ``nll``: every dask block is read through :func:`read_block`, so a truncated or corrupt
+    chunk file becomes a one-line :class:`BsigError` naming the file, and (with ``check_values``) a
+    NaN/inf becomes one naming the count, the first model and the token position.  Stages get this
+    for free by computing ``ds.nll`` (``.data.blocks``, ``map_blocks``, ``.values``, ...), on the
+    threaded scheduler or on dask.distributed.
 
     Parameters
     ----------
@@ -281,6 +313,9 @@ def open_store(path: str | os.PathLike, *, require_complete: bool = True) -> xr.
         Store directory (bsig-written or plain ``xarray.Dataset.to_zarr``).
     require_complete
         Refuse a bsig store with unwritten (model, chunk) blocks.
+    check_values
+        Raise on NaN/inf in any block read (default: same as ``require_complete``; unwritten blocks
+        of an incomplete store read as NaN).
     """
     from bsig_array.validation import check_store_structure
 
@@ -288,7 +323,7 @@ def open_store(path: str | os.PathLike, *, require_complete: bool = True) -> xr.
     if not path.exists():
         raise BsigError(f"perplexity store {path} does not exist; check the path or create it with bsig synth/ingest")
     try:
-        with warnings.catch_warnings():
+        with quiet_zarr():
             # Plain xarray stores may lack consolidated metadata; reading them directly is fine.
             warnings.simplefilter("ignore", RuntimeWarning)
             ds = xr.open_zarr(path, consolidated=None, create_default_indexes=False, chunks={})
@@ -306,4 +341,131 @@ def open_store(path: str | os.PathLike, *, require_complete: bool = True) -> xr.
                 "resume the writer (bsig perplexity / ingest) before using it"
             )
         ds = ds.drop_vars(PROGRESS)
-    return ds
+    check = require_complete if check_values is None else check_values
+    return _guard_nll(ds, path, check)
+
+
+def _guard_nll(ds: xr.Dataset, path: Path, check_values: bool) -> xr.Dataset:
+    """Replace the dask graph behind ``nll`` by one that reads through :func:`read_block`."""
+    with quiet_zarr():
+        array = zarr.open_group(path, mode="r", zarr_format=3)[NLL]
+    models = [str(m) for m in ds["model"].values]
+    guarded = GuardedArray(array, str(path), models, check_values)
+    chunks = ds[NLL].data.chunks
+    stamp = os.stat(path / NLL / "zarr.json").st_mtime_ns
+    name = "bsig-nll-" + tokenize(str(path.resolve()), array.shape, str(array.dtype), chunks, check_values, stamp)
+    data = da.from_array(
+        guarded, chunks=chunks, name=name, lock=False, fancy=False, asarray=False,
+        meta=np.empty((0, 0), dtype=array.dtype),
+    )
+    return ds.assign({NLL: ds[NLL].copy(data=data)})
+
+
+class GuardedArray:
+    """Array-like view of a store's ``nll`` whose reads go through :func:`read_block`.
+
+    Picklable (it holds the zarr array), so dask.distributed workers can read through it.
+    """
+
+    def __init__(self, array: zarr.Array, path: str, models: Sequence[str], check_values: bool) -> None:
+        self.array = array
+        self.path = path
+        self.models = list(models)
+        self.check_values = check_values
+        self.shape = tuple(array.shape)
+        self.dtype = array.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return read_block(self.array, key, path=self.path, models=self.models, check_values=self.check_values)
+
+
+def read_block(
+    array: zarr.Array,
+    key: Any,
+    *,
+    path: str | os.PathLike = "store",
+    models: Sequence[str] | None = None,
+    check_values: bool = True,
+) -> np.ndarray:
+    """Read ``array[key]`` of a store's ``nll``, turning storage and value problems into :class:`BsigError`.
+
+    This is the one place stages read NLL values: :func:`open_store` already routes every dask block
+    through it; call it directly when reading the zarr array by hand, e.g.
+    ``read_block(zarr.open_group(p)["nll"], (slice(None), slice(a, b)), path=p, models=names)``.
+
+    Parameters
+    ----------
+    array
+        The zarr ``nll`` array (model, token).
+    key
+        A ``(model_slice, token_slice)`` tuple, or one token slice for all models.
+    path
+        Store path, for messages.
+    models
+        Model names in store order, for messages (default: row numbers).
+    check_values
+        Also raise on NaN/inf (see :func:`bsig_array.validation.check_block`).
+
+    Raises
+    ------
+    BsigError
+        When a chunk file is truncated or corrupt (naming the file and its token range, and how to
+        rewrite it), or when ``check_values`` and the block holds NaN/inf.
+    """
+    from bsig_array.validation import check_block
+
+    rows, cols = _normalize_key(key, array.shape)
+    try:
+        block = np.asarray(array[rows, cols])
+    except BsigError:
+        raise
+    except Exception as exc:  # codecs raise RuntimeError/ValueError/... for damaged chunk bytes
+        raise BsigError(unreadable_message(array, rows, cols, path, exc)) from None
+    if check_values:
+        names = list(models) if models is not None else [f"row {i}" for i in range(array.shape[0])]
+        check_block(block, names[rows], cols.start, path=path)
+    return block
+
+
+def _normalize_key(key: Any, shape: tuple[int, ...]) -> tuple[slice, slice]:
+    if not isinstance(key, tuple):
+        key = (slice(None), key)
+    if len(key) != 2 or not all(isinstance(k, slice) for k in key):
+        raise TypeError(f"read_block takes (model_slice, token_slice), got {key!r}")
+    rows, cols = (slice(*k.indices(n)) for k, n in zip(key, shape))
+    if rows.step != 1 or cols.step != 1:
+        raise TypeError("read_block takes contiguous slices only")
+    return rows, cols
+
+
+def chunk_files(array: zarr.Array, rows: slice, cols: slice) -> Iterator[tuple[str, tuple[slice, slice]]]:
+    """Storage key and (model, token) region of every chunk (or shard) file overlapping the region."""
+    grid = array.shards or array.chunks
+    for i in range(rows.start // grid[0], -(-rows.stop // grid[0])):
+        for j in range(cols.start // grid[1], -(-cols.stop // grid[1])):
+            region = (
+                slice(i * grid[0], min((i + 1) * grid[0], array.shape[0])),
+                slice(j * grid[1], min((j + 1) * grid[1], array.shape[1])),
+            )
+            key = array.metadata.encode_chunk_key((i, j))
+            yield (f"{array.path}/{key}" if array.path else key), region
+
+
+def unreadable_message(array: zarr.Array, rows: slice, cols: slice, path: str | os.PathLike, exc: Exception) -> str:
+    """One-line message naming the damaged chunk file(s) in the region (re-read one by one to find them)."""
+    bad = []
+    for key, region in chunk_files(array, rows, cols):
+        try:
+            array[region]
+        except Exception:
+            bad.append((key, region[1]))
+    if not bad:  # the whole read failed but no single file does: report the region itself
+        bad = [(f"{array.path or 'nll'} region", cols)]
+    key, tokens = bad[0]
+    more = f" (and {len(bad) - 1} more in this block)" if len(bad) > 1 else ""
+    return (
+        f"store {path}: chunk file {key} (tokens {tokens.start}..{tokens.stop - 1}) is unreadable{more} "
+        f"({type(exc).__name__}: {exc}); the file is truncated or corrupt: rewrite that chunk "
+        "(re-run the writer after 'bsig validate --deep --mark-pending', or re-create the store)"
+    )

@@ -1,0 +1,226 @@
+"""Memory budgeting: turn ``--memory-limit`` into work sizes and concurrency (DESIGN §5).
+
+This module owns the whole memory model, after cubed's ``primitive/memory.py`` + ``core/plan.py``:
+every stage projects the peak memory of one task from the array sizes it will touch, adds the fixed
+overhead of the Python process and what the driver holds, picks the largest work size and
+concurrency that fit, and *refuses before running* (a one-line :class:`BsigError` with the numbers)
+when even the smallest plan does not fit.  ``tests/test_memory.py`` measures real peak RSS against it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from collections.abc import Sequence
+
+from bsig_array.errors import BsigError
+
+#: RSS of a Python process after importing numpy, dask, distributed, xarray, zarr, numba and pandas
+#: (measured at ~215 MiB with ``resource.getrusage``), plus headroom for numba-compiled kernels,
+#: allocator slack and thread stacks.
+PROCESS_OVERHEAD = 320 * 2**20
+
+#: Largest token sub-block a task processes at once: bigger blocks stop paying (the kernels are
+#: memory-bound) and only cost RAM.
+MAX_BLOCK_TOKENS = 1 << 16
+#: Smallest sub-block worth running; below it per-call overheads dominate.
+MIN_BLOCK_TOKENS = 1 << 10
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+
+
+def parse_memory(text: str | int | float) -> int:
+    """Bytes in a memory size such as ``"2GiB"``, ``"500 MB"``, ``"1.5g"`` or ``1e9``.
+
+    Decimal units (kB, MB, GB, TB; also k, m, g, t) are powers of 1000, binary ones (KiB, MiB, GiB,
+    TiB) powers of 1024.
+
+    Raises
+    ------
+    BsigError
+        On an unparsable or non-positive size.
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+        if match is None or match.group(2).lower() not in _UNITS:
+            raise BsigError(f"cannot read memory size {text!r}; write it like 2GiB, 500MB or 1e9")
+        value, unit = float(match.group(1)), match.group(2).lower()
+    size = int(value * _UNITS[unit])
+    if size <= 0:
+        raise BsigError(f"memory size must be positive, got {text!r}; write it like 2GiB")
+    return size
+
+
+def format_bytes(n: float) -> str:
+    """Human-readable binary size, e.g. ``1.50 GiB``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def thrush_bins(m: int) -> int:
+    """Size of the Thrush code lattice ``[-L, L]``, ``L = m(m²-1)/3``."""
+    return 2 * (m * (m * m - 1) // 3) + 1
+
+
+def preselect_bins(m: int) -> int:
+    """Size of the Pre-select code lattice ``[0, Z]``, ``Z = m(m-1)/2``."""
+    return m * (m - 1) // 2 + 1
+
+
+def lattice_bins(method: str, m: int) -> int:
+    """Number of histogram bins of ``method`` for ``m`` models."""
+    return thrush_bins(m) if method == "thrush" else preselect_bins(m)
+
+
+@dataclass(frozen=True)
+class ScreenPlan:
+    """How a screen runs within its memory limit.
+
+    Attributes
+    ----------
+    memory_limit
+        The promise, in bytes.
+    block_tokens
+        Tokens scored at once inside a task (a sub-block of one store chunk).
+    workers
+        Store chunks processed concurrently.
+    task_bytes
+        Projected peak of one task (one store chunk read and scored block by block).
+    driver_bytes
+        Projected peak held by the driver: histograms, merged candidate lists, output arrays.
+    overhead_bytes
+        Fixed cost of the Python process.
+    """
+
+    memory_limit: int
+    block_tokens: int
+    workers: int
+    task_bytes: int
+    driver_bytes: int
+    overhead_bytes: int
+
+    @property
+    def projected_bytes(self) -> int:
+        """Projected peak RSS of the whole run."""
+        return self.overhead_bytes + self.driver_bytes + self.workers * self.task_bytes
+
+    def describe(self) -> str:
+        """One line with the plan's numbers."""
+        return (
+            f"{self.workers} worker(s) x {format_bytes(self.task_bytes)} per task "
+            f"({self.block_tokens} tokens/block) + driver {format_bytes(self.driver_bytes)} "
+            f"+ process {format_bytes(self.overhead_bytes)} = {format_bytes(self.projected_bytes)} "
+            f"of {format_bytes(self.memory_limit)}"
+        )
+
+
+def screen_task_bytes(
+    *, n_models: int, chunk_tokens: int, itemsize: int, rows: int, block_tokens: int,
+    methods: Sequence[str], candidate_rows: int, k: int,
+) -> int:
+    """Projected peak bytes of one screen task.
+
+    A task decompresses one store chunk (compressed buffer + decoded block, both counted at raw size
+    since NLLs compress poorly), converts sub-blocks of ``block_tokens`` to float64, ranks them, forms
+    the coefficient codes of all ``rows`` (benchmarks x (1 + null permutations)) and histograms or
+    compares them; pass 2 also returns candidate ids/codes, at most ``2k`` per candidate row.
+    """
+    m, w, s = n_models, chunk_tokens, block_tokens
+    chunk = 2 * m * w * itemsize + w * 8 * 2  # encoded + decoded nll, token ids (+ positions)
+    ranks = 3 * m * s * 8  # float64 copy, argsort scratch, ranks
+    per_method = 0
+    for method in methods:
+        if method == "thrush":
+            per_method = max(per_method, rows * s * (8 + 4))  # float64 product, int32 codes
+        else:
+            pairs = m * (m - 1) // 2
+            per_method = max(per_method, rows * s * 4 + pairs * s * 2)  # codes, pair comparisons
+    hist = sum(candidate_rows * lattice_bins(meth, m) * 8 for meth in methods)
+    # Candidates returned by one task: id (int64) + code (int32) per token, <= 2k per row and method;
+    # bounded by the chunk itself.
+    cand = len(methods) * candidate_rows * min(2 * k, 2 * w) * 12
+    return int(chunk + ranks + per_method + 2 * hist + cand)
+
+
+def screen_driver_bytes(*, n_models: int, methods: Sequence[str], n_benchmarks: int, k: int, workers: int) -> int:
+    """Projected peak bytes held by the driver of a screen.
+
+    Summed histograms plus one in-flight result per worker, and the merged candidate lists with the
+    output arrays built from them (ids int64 + scores float64 + codes int32, about three copies
+    while sorting and writing).
+    """
+    hist = sum(n_benchmarks * lattice_bins(meth, n_models) * 8 for meth in methods) * (1 + workers)
+    cand = len(methods) * n_benchmarks * 2 * k * (8 + 8 + 4) * 3
+    return int(hist + cand)
+
+
+def plan_screen(
+    *,
+    n_models: int,
+    n_benchmarks: int,
+    null_permutations: int,
+    n_tokens: int,
+    chunk_tokens: int,
+    itemsize: int,
+    methods: Sequence[str],
+    k: int,
+    memory_limit: int | str,
+    max_workers: int | None = None,
+    overhead: int = PROCESS_OVERHEAD,
+) -> ScreenPlan:
+    """Choose block size and concurrency of a screen so its projected peak fits ``memory_limit``.
+
+    Prefers the largest block (up to :data:`MAX_BLOCK_TOKENS`) at one worker, then adds workers up
+    to ``max_workers`` (default: CPU count) while the projection fits.
+
+    Raises
+    ------
+    BsigError
+        When even one worker with the smallest block exceeds the limit; the message gives the
+        projected bytes, the limit, and what to change.
+    """
+    limit = parse_memory(memory_limit)
+    rows = n_benchmarks * (1 + null_permutations)
+    max_workers = max(1, max_workers or os.cpu_count() or 1)
+    n_chunks = -(-n_tokens // chunk_tokens)
+    max_workers = min(max_workers, n_chunks)
+
+    def task(s: int) -> int:
+        return screen_task_bytes(
+            n_models=n_models, chunk_tokens=chunk_tokens, itemsize=itemsize, rows=rows,
+            block_tokens=s, methods=methods, candidate_rows=n_benchmarks, k=k,
+        )
+
+    def total(s: int, w: int) -> int:
+        driver = screen_driver_bytes(n_models=n_models, methods=methods, n_benchmarks=n_benchmarks, k=k, workers=w)
+        return overhead + driver + w * task(s)
+
+    block = min(MAX_BLOCK_TOKENS, chunk_tokens)
+    smallest = min(MIN_BLOCK_TOKENS, chunk_tokens)
+    while block > smallest and total(block, 1) > limit:
+        block = max(smallest, block // 2)
+    if total(block, 1) > limit:
+        need = total(block, 1)
+        raise BsigError(
+            f"screen needs at least {format_bytes(need)} ({n_benchmarks} benchmarks x "
+            f"{1 + null_permutations} label sets, {n_models} models, store chunks of {chunk_tokens} tokens, "
+            f"k={k} per tail) but --memory-limit is {format_bytes(limit)}; raise --memory-limit, screen fewer "
+            "benchmarks or null permutations, lower --alpha, or rechunk the store smaller"
+        )
+    workers = 1
+    while workers < max_workers and total(block, workers + 1) <= limit:
+        workers += 1
+    driver = screen_driver_bytes(n_models=n_models, methods=methods, n_benchmarks=n_benchmarks, k=k, workers=workers)
+    return ScreenPlan(
+        memory_limit=limit, block_tokens=block, workers=workers, task_bytes=task(block),
+        driver_bytes=driver, overhead_bytes=overhead,
+    )

@@ -1,0 +1,654 @@
+"""Screen stage: out-of-core Thrush and Pre-select with exact tail thresholds (DESIGN §4, §5).
+
+Two streaming passes over the perplexity store, each a set of independent per-chunk tasks run on
+a Dask scheduler (:mod:`bsig_array.scheduler`) with the block size and concurrency that
+:mod:`bsig_array.memory` derives from ``memory_limit``:
+
+1. **histograms** — every chunk's integer codes (Thrush ``2γ``, Pre-select ``η·Z``) for all
+   benchmarks at once are counted on each method's exact lattice; the summed histograms give the
+   exact tail boundaries (:func:`bsig_array.kernels.tail_bounds`);
+2. **tails** — every chunk's members strictly beyond a boundary, and the lowest token ids *at*
+   it, are merged across chunks into exactly ``k = max(floor(alpha·d), 1)`` tokens per tail; label-
+   permuted copies of each benchmark (``null_permutations``) are scored in the same pass and
+   counted against the observed boundaries.
+
+The result never depends on chunking or scheduling: histograms are sums, tails are order-free
+merges with a token-id tie-break.  ``candidate_nll`` (the NLL columns of the union of candidates)
+is a lazy gather from the store; :func:`write_screen` streams it into the output, so selection never
+rereads the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import xarray as xr
+
+from bsig_array import kernels as K
+from bsig_array.errors import BsigError
+from bsig_array.memory import parse_memory, plan_screen
+from bsig_array.performance import align_performance
+from bsig_array.progress import progress_bar
+from bsig_array.scheduler import check_scheduler, describe_scheduler, task_runner
+from bsig_array.validation import check_block
+
+METHODS = ("thrush", "preselect")
+TAILS = ("low", "high")
+DEVICES = ("auto", "cpu", "gpu")
+#: Chunk length of the candidate axis of ``candidate_nll`` in the output store.
+CANDIDATE_CHUNK = 1 << 16
+#: Fold the per-chunk tail members into one part once this many are held (bounds driver memory).
+_COMPACT_EVERY = 8
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def resolve_methods(methods: str | Sequence[str]) -> tuple[str, ...]:
+    """``"both"``/``"thrush"``/``"preselect"`` or a sequence of method names → ordered tuple."""
+    if isinstance(methods, str):
+        methods = METHODS if methods == "both" else (methods,)
+    out = tuple(dict.fromkeys(str(m) for m in methods))
+    bad = [m for m in out if m not in METHODS]
+    if bad or not out:
+        raise BsigError(f"unknown screening method(s) {bad or list(out)}; use thrush, preselect or both")
+    return tuple(m for m in METHODS if m in out)
+
+
+def resolve_device(device: str) -> str:
+    """``"cpu"`` or ``"gpu"`` for ``--device auto|cpu|gpu`` (gpu = CuPy on an available GPU)."""
+    if device not in DEVICES:
+        raise BsigError(f"unknown device {device!r}; use auto, cpu or gpu")
+    if device == "cpu":
+        return "cpu"
+    available = _cupy_available()
+    if device == "gpu" and not available:
+        raise BsigError("--device gpu needs CuPy and a visible CUDA GPU (pip install 'bsig-array[gpu]'); use --device cpu")
+    return "gpu" if available else "cpu"
+
+
+def _cupy_available() -> bool:
+    try:
+        import cupy
+    except ImportError:
+        return False
+    try:
+        return bool(cupy.is_available())
+    except Exception:  # a broken CUDA install counts as no GPU
+        return False
+
+
+def _check_alpha(alpha: float, n_tokens: int) -> int:
+    if not (isinstance(alpha, (int, float)) and 0.0 < float(alpha) < 0.5):
+        raise BsigError(f"alpha must be in (0, 0.5) (the fraction kept per tail), got {alpha}; e.g. --alpha 0.01")
+    if n_tokens < 2:
+        raise BsigError(f"the store has {n_tokens} token(s); screening needs at least 2")
+    return K.tail_size(float(alpha), n_tokens)
+
+
+def permuted_scores(Y: np.ndarray, null_permutations: int, seed: int) -> np.ndarray:
+    """Label-permuted copies of every benchmark row of ``Y`` (B, m): (N·B, m), permutation-major.
+
+    Row ``r·B + b`` is benchmark ``b``'s scores under the ``r``-th random model permutation (one
+    independent permutation per benchmark and copy, from ``numpy.random.default_rng(seed)``).
+    """
+    B, m = Y.shape
+    rng = np.random.default_rng(seed)
+    out = np.empty((null_permutations * B, m), dtype=Y.dtype)
+    for r in range(null_permutations):
+        for b in range(B):
+            out[r * B + b] = Y[b, rng.permutation(m)]
+    return out
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+@dataclass
+class ChunkSource:
+    """One token chunk of the store, loaded inside the task that scores it.
+
+    Dask arrays sit inside this object so that dask does not turn the read into a separate task
+    whose decoded block would travel between processes; the task reads (and decompresses) the
+    chunk itself with the synchronous scheduler.
+    """
+
+    nll: Any
+    token: Any
+    start: int
+    stop: int
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(nll (m, w), token ids (w,) int64)``."""
+        block = _materialize(self.nll)
+        ids = (
+            np.arange(self.start, self.stop, dtype=np.int64)
+            if self.token is None
+            else _materialize(self.token).astype(np.int64, copy=False)
+        )
+        return block, ids
+
+
+def _materialize(x: Any) -> np.ndarray:
+    if hasattr(x, "compute"):
+        x = x.compute(scheduler="synchronous")
+    return np.asarray(x)
+
+
+@dataclass(frozen=True)
+class ScreenJob:
+    """What every task needs besides its chunk (shipped with each task; small)."""
+
+    methods: tuple[str, ...]
+    Y: np.ndarray  # (B, m) observed scores, store model order
+    Y_null: np.ndarray  # (N·B, m) label-permuted copies (0 rows without --null-permutations)
+    ties: str
+    block_tokens: int
+    backend: str
+    models: tuple[str, ...]
+    path: str
+    bounds: dict[str, K.TailBounds] = field(default_factory=dict)
+
+
+def _xp(job: ScreenJob) -> Any:
+    if job.backend == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
+def _codes(method: str, P: Any, Y: Any, job: ScreenJob) -> Any:
+    if method == "thrush":
+        return K.thrush_codes(P, Y, job.ties, backend=job.backend)
+    return K.preselect_codes(P, Y, backend=job.backend)
+
+
+def _host(x: Any) -> np.ndarray:
+    return x.get() if hasattr(x, "get") else np.asarray(x)
+
+
+def _blocks(block: np.ndarray, size: int) -> Iterator[tuple[int, int]]:
+    w = block.shape[1]
+    for s in range(0, w, size):
+        yield s, min(s + size, w)
+
+
+def histogram_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
+    """Pass 1 on one chunk: exact code histograms of the observed benchmarks, per method."""
+    xp = _xp(job)
+    times = dict.fromkeys(("read", "check", "codes", "count"), 0.0)
+    t0 = time.perf_counter()
+    block, _ = source.load()
+    times["read"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    check_block(block, job.models, source.start, path=job.path)
+    times["check"] += time.perf_counter() - t0
+    m = block.shape[0]
+    Y = xp.asarray(job.Y)
+    hist = {meth: None for meth in job.methods}
+    for s, e in _blocks(block, job.block_tokens):
+        P = xp.asarray(np.ascontiguousarray(block[:, s:e]))
+        for meth in job.methods:
+            t0 = time.perf_counter()
+            codes = _codes(meth, P, Y, job)
+            t1 = time.perf_counter()
+            hist[meth] = K.histogram_codes(codes, meth, m, out=hist[meth], backend=job.backend)
+            times["codes"] += t1 - t0
+            times["count"] += time.perf_counter() - t1
+    return {"hist": {meth: _host(h) for meth, h in hist.items()}, "tokens": block.shape[1], "times": times}
+
+
+def tails_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
+    """Pass 2 on one chunk: tail members (and null-row counts) against the final boundaries.
+
+    Returns the chunk's :class:`~bsig_array.kernels.TailMembers` per method (host arrays, one
+    part per chunk), per null row the counts strictly beyond / at each boundary, and the
+    (token id, position) pairs of every member, for the gather of ``candidate_nll``.
+    """
+    xp = _xp(job)
+    times = dict.fromkeys(("read", "check", "codes", "count"), 0.0)
+    t0 = time.perf_counter()
+    block, ids = source.load()
+    times["read"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    check_block(block, job.models, source.start, path=job.path)
+    times["check"] += time.perf_counter() - t0
+    B = job.Y.shape[0]
+    n_null = job.Y_null.shape[0]
+    Y = xp.asarray(np.concatenate([job.Y, job.Y_null]) if n_null else job.Y)
+    parts: dict[str, list[K.TailMembers]] = {meth: [] for meth in job.methods}
+    null = {meth: np.zeros((n_null, 4), dtype=np.int64) for meth in job.methods}
+    edges = {}
+    for meth in job.methods:
+        bd = job.bounds[meth]
+        edges[meth] = (
+            xp.asarray(np.tile(bd.low_code, n_null // B if B else 0))[:, None],
+            xp.asarray(np.tile(bd.high_code, n_null // B if B else 0))[:, None],
+        )
+    for s, e in _blocks(block, job.block_tokens):
+        P = xp.asarray(np.ascontiguousarray(block[:, s:e]))
+        sub_ids = xp.asarray(ids[s:e])
+        for meth in job.methods:
+            t0 = time.perf_counter()
+            codes = _codes(meth, P, Y, job)
+            t1 = time.perf_counter()
+            members = K.tail_members(codes[:B], sub_ids, job.bounds[meth], backend=job.backend)
+            parts[meth].append(_members_to_host(members))
+            if n_null:
+                low, high = edges[meth]
+                c = codes[B:]
+                counts = xp.stack(
+                    [xp.sum(c < low, axis=1), xp.sum(c == low, axis=1), xp.sum(c > high, axis=1), xp.sum(c == high, axis=1)],
+                    axis=1,
+                )
+                null[meth] += _host(counts).astype(np.int64)
+            times["codes"] += t1 - t0
+            times["count"] += time.perf_counter() - t1
+    members = {meth: compact_members(p, job.bounds[meth]) for meth, p in parts.items()}
+    member_ids = np.unique(np.concatenate([_all_tokens(mb) for mb in members.values()]))
+    return {
+        "members": members,
+        "null": null,
+        "pairs": (member_ids, source.start + _positions(ids, member_ids)),
+        "tokens": block.shape[1],
+        "times": times,
+    }
+
+
+def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Column of each of ``wanted`` (a subset of ``ids``) in ``ids``."""
+    if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        return np.searchsorted(ids, wanted)
+    order = np.argsort(ids, kind="stable")
+    return order[np.searchsorted(ids[order], wanted)]
+
+
+def _members_to_host(mb: K.TailMembers) -> K.TailMembers:
+    def rs(r: K.RowSets) -> K.RowSets:
+        return K.RowSets(ptr=_host(r.ptr), token=_host(r.token).astype(np.int64, copy=False), code=_host(r.code))
+
+    return K.TailMembers(rs(mb.low_beyond), rs(mb.low_at), rs(mb.high_beyond), rs(mb.high_at))
+
+
+def _all_tokens(mb: K.TailMembers) -> np.ndarray:
+    return np.concatenate([mb.low_beyond.token, mb.low_at.token, mb.high_beyond.token, mb.high_at.token])
+
+
+def compact_members(parts: Sequence[K.TailMembers], bounds: K.TailBounds) -> K.TailMembers:
+    """Fold several chunks' tail members into one equivalent part (host numpy arrays).
+
+    Beyond-boundary sets are concatenated per row; at-boundary sets keep only the ``take`` lowest
+    token ids per row, which is all :func:`~bsig_array.kernels.merge_tails` could ever keep, so
+    merging the compacted part gives the same tails as merging all parts.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    B = bounds.n_rows
+
+    def fold(name: str, take: np.ndarray | None) -> K.RowSets:
+        sets = [getattr(p, name) for p in parts]
+        rows = np.concatenate([np.repeat(np.arange(B), np.diff(r.ptr)) for r in sets])
+        tok = np.concatenate([r.token for r in sets])
+        code = np.concatenate([r.code for r in sets])
+        if take is None:
+            order = np.argsort(rows, kind="stable")
+            rows, tok, code = rows[order], tok[order], code[order]
+        else:
+            order = np.lexsort((tok, rows))
+            rows, tok, code = rows[order], tok[order], code[order]
+            rank = np.arange(rows.size) - np.searchsorted(rows, rows, side="left")
+            keep = rank < take[rows]
+            rows, tok, code = rows[keep], tok[keep], code[keep]
+        ptr = np.zeros(B + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=B), out=ptr[1:])
+        return K.RowSets(ptr=ptr, token=tok.astype(np.int64, copy=False), code=code.astype(np.int32, copy=False))
+
+    return K.TailMembers(
+        low_beyond=fold("low_beyond", None),
+        low_at=fold("low_at", bounds.low_take),
+        high_beyond=fold("high_beyond", None),
+        high_at=fold("high_at", bounds.high_take),
+    )
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+def chunk_sources(nll: xr.DataArray, chunk_tokens: int | None = None) -> list[ChunkSource]:
+    """One :class:`ChunkSource` per token chunk of ``nll`` (its dask chunks, else ``chunk_tokens``)."""
+    from bsig_array.store import DEFAULT_CHUNK_TOKENS
+
+    d = nll.sizes["token"]
+    data = nll.data
+    token = nll["token"].data if "token" in nll.coords else None
+    if hasattr(data, "chunks") and hasattr(data, "dask"):
+        widths = data.chunks[1]
+    else:
+        size = int(chunk_tokens or DEFAULT_CHUNK_TOKENS)
+        widths = tuple(min(size, d - s) for s in range(0, d, size))
+    sources = []
+    start = 0
+    for w in widths:
+        stop = start + w
+        blk = data[:, start:stop]
+        tok = None if token is None else token[start:stop]
+        if hasattr(blk, "dask"):
+            (blk,) = dask.optimize(blk)  # cull: ship only this chunk's graph
+        if tok is not None and hasattr(tok, "dask"):
+            (tok,) = dask.optimize(tok)
+        sources.append(ChunkSource(blk, tok, start, stop))
+        start = stop
+    return sources
+
+
+def screen(
+    nll: xr.DataArray,
+    score: xr.DataArray,
+    *,
+    methods: str | Sequence[str] = ("thrush", "preselect"),
+    alpha: float = 0.01,
+    ties: str = "average",
+    memory_limit: str | int = "2GiB",
+    scheduler: Any = "threads",
+    device: str = "auto",
+    null_permutations: int = 0,
+    seed: int = 0,
+    workers: int | None = None,
+    backend: str = "auto",
+) -> xr.Dataset:
+    """Screen every token against every benchmark with exact tail thresholds.
+
+    Parameters
+    ----------
+    nll
+        ``nll (model, token)`` from :func:`bsig_array.store.open_store` (dask-backed; the store's
+        token chunks are the unit of work) or an in-memory DataArray.
+    score
+        ``score (model, benchmark)``; matched to ``nll``'s models by name.
+    methods
+        ``"thrush"``, ``"preselect"``, ``"both"`` or a sequence of them.
+    alpha
+        Fraction kept per tail, in (0, 0.5); ``k = max(floor(alpha·d), 1)`` tokens per tail.
+    ties
+        Ranking of tied NLLs for Thrush: ``"average"`` (midranks) or ``"first"`` (store order, the
+        paper repo's behaviour).  Pre-select counts tied pairs as 0 either way.
+    memory_limit
+        Peak-memory promise (e.g. ``"2GiB"``), turned into block size and concurrency by
+        :func:`bsig_array.memory.plan_screen`; a plan that cannot fit is refused before running.
+    scheduler
+        ``"threads"``, ``"processes"``, ``"synchronous"``, a dask.distributed address, or a
+        ``distributed.Client``.
+    device
+        ``"auto"``, ``"cpu"`` or ``"gpu"`` (CuPy).
+    null_permutations
+        Label-permuted copies of each benchmark scored in pass 2; gives ``null_exceedances`` and
+        ``null_fdr``.
+    seed
+        Seed of the permutations.
+    workers
+        Upper bound on concurrent tasks (default: CPU count, lowered by the memory plan).
+    backend
+        Kernel backend on CPU (``"auto"`` = numba; ``"numpy"`` = portable array-API code).
+
+    Returns
+    -------
+    xarray.Dataset
+        The README's screen output; ``candidate_nll`` is a lazy gather from ``nll`` (write it with
+        :func:`write_screen`).
+    """
+    methods = resolve_methods(methods)
+    if ties not in ("average", "first"):
+        raise BsigError(f"unknown ties rule {ties!r}; use average (midranks) or first (store order, as the paper repo)")
+    check_scheduler(scheduler)
+    device = resolve_device(device)
+    if int(null_permutations) < 0:
+        raise BsigError(f"null permutations must be >= 0, got {null_permutations}")
+    null_permutations = int(null_permutations)
+    if set(nll.dims) != {"model", "token"}:
+        raise BsigError(f"nll has dims {nll.dims}, expected (model, token)")
+    nll = nll.transpose("model", "token")
+    models = [str(m) for m in nll["model"].values]
+    d = int(nll.sizes["token"])
+    k = _check_alpha(alpha, d)
+    score = align_performance(score, models)
+    Y = np.ascontiguousarray(score.values.T, dtype=np.float64)  # (B, m)
+    B, m = Y.shape
+
+    sources = chunk_sources(nll)
+    widest = max(s.stop - s.start for s in sources)
+    if not isinstance(scheduler, str):
+        max_workers = workers or sum(scheduler.nthreads().values())
+    else:
+        max_workers = 1 if scheduler == "synchronous" else workers
+    plan = plan_screen(
+        n_models=m, n_benchmarks=B, null_permutations=null_permutations, n_tokens=d, chunk_tokens=widest,
+        itemsize=nll.dtype.itemsize, methods=methods, k=k, memory_limit=memory_limit, max_workers=max_workers,
+    )
+    job = ScreenJob(
+        methods=methods, Y=Y, Y_null=permuted_scores(Y, null_permutations, seed), ties=ties,
+        block_tokens=plan.block_tokens, backend="cupy" if device == "gpu" else backend,
+        models=tuple(models), path=str(nll.encoding.get("source", "store")),
+    )
+
+    timings: dict[str, float] = {}
+    with task_runner(scheduler, plan.workers) as runner:
+        t0 = time.perf_counter()
+        hist = _run_pass1(runner, sources, job, d, timings)
+        timings["pass1_s"] = time.perf_counter() - t0
+        bounds = {meth: K.tail_bounds(hist[meth], k, meth, m) for meth in methods}
+        job = dataclasses.replace(job, bounds=bounds)
+        t0 = time.perf_counter()
+        merged, null_counts, pairs = _run_pass2(runner, sources, job, d, timings)
+        timings["pass2_s"] = time.perf_counter() - t0
+    selection = {meth: K.merge_tails([merged[meth]], bounds[meth]) for meth in methods}
+
+    ds = _build_output(
+        nll, score, methods=methods, hist=hist, bounds=bounds, selection=selection, pairs=pairs, k=k, m=m,
+    )
+    if null_permutations:
+        exceed = np.stack([
+            null_exceedance(null_counts[meth], hist[meth], bounds[meth], meth, m, null_permutations)
+            for meth in methods
+        ])
+        ds["null_exceedances"] = (("method", "benchmark"), exceed)
+        ds["null_exceedances"].attrs["description"] = (
+            "mean over label permutations of the tokens the screen's tail rule would keep from the null "
+            "(strictly beyond the boundary, plus the boundary count times the observed take fraction)"
+        )
+        ds["null_fdr"] = (("method", "benchmark"), np.minimum(exceed / (2 * k), 1.0))
+        ds["null_fdr"].attrs["description"] = "null_exceedances / (2k), capped at 1: estimated FDR of both tails"
+    ds.attrs.update(
+        alpha=float(alpha), ties=ties, n_tokens=d, k=k, methods=list(methods), null_permutations=null_permutations,
+        seed=int(seed), device=device, scheduler=describe_scheduler(scheduler),
+        memory_limit=int(parse_memory(memory_limit)), plan=plan.describe(), workers=plan.workers,
+        timings={key: round(val, 4) for key, val in timings.items()},
+        preselect_sign=(
+            "eta counts correctly ordered pairs (Eq. 2 as printed): a perfect predictor has eta = 1, so the high "
+            "tail holds tokens whose NLL order agrees with the benchmark"
+        ),
+    )
+    return ds
+
+
+def _run_pass1(runner: Any, sources: list[ChunkSource], job: ScreenJob, d: int, timings: dict) -> dict[str, np.ndarray]:
+    hist: dict[str, np.ndarray] = {}
+    with progress_bar("screen pass 1/2 (histograms)", total=d, unit="tokens") as bar:
+        for res in runner.imap_unordered(histogram_task, [(s, job) for s in sources]):
+            for meth, h in res["hist"].items():
+                if meth in hist:
+                    hist[meth] += h
+                else:
+                    hist[meth] = h.astype(np.int64, copy=True)
+            _add_times(timings, res["times"], "pass1")
+            bar.advance(res["tokens"])
+    return hist
+
+
+def _run_pass2(
+    runner: Any, sources: list[ChunkSource], job: ScreenJob, d: int, timings: dict,
+) -> tuple[dict[str, K.TailMembers], dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    parts: dict[str, list[K.TailMembers]] = {meth: [] for meth in job.methods}
+    null = {meth: np.zeros((job.Y_null.shape[0], 4), dtype=np.int64) for meth in job.methods}
+    ids: list[np.ndarray] = []
+    pos: list[np.ndarray] = []
+    with progress_bar("screen pass 2/2 (tails)", total=d, unit="tokens") as bar:
+        for res in runner.imap_unordered(tails_task, [(s, job) for s in sources]):
+            for meth in job.methods:
+                parts[meth].append(res["members"][meth])
+                if len(parts[meth]) >= _COMPACT_EVERY:
+                    parts[meth] = [compact_members(parts[meth], job.bounds[meth])]
+                null[meth] += res["null"][meth]
+            ids.append(res["pairs"][0])
+            pos.append(res["pairs"][1])
+            _add_times(timings, res["times"], "pass2")
+            bar.advance(res["tokens"])
+    merged = {meth: compact_members(p, job.bounds[meth]) for meth, p in parts.items()}
+    return merged, null, (np.concatenate(ids), np.concatenate(pos))
+
+
+def _add_times(total: dict[str, float], times: dict[str, float], prefix: str) -> None:
+    for key, val in times.items():
+        total[f"{prefix}_{key}_s"] = total.get(f"{prefix}_{key}_s", 0.0) + val
+
+
+def null_exceedance(
+    counts: np.ndarray, hist: np.ndarray, bounds: K.TailBounds, method: str, m: int, n_perm: int,
+) -> np.ndarray:
+    """Mean per benchmark of the tokens the tail rule keeps from the label-permuted null.
+
+    ``counts`` (N·B, 4) holds per null row the tokens strictly below / at the low boundary and
+    strictly above / at the high boundary.  The rule keeps everything strictly beyond and, at a
+    boundary, the fraction ``take / count_at_boundary`` it kept from the observed scores.
+    """
+    offset, _ = K.lattice(method, m)
+    B = hist.shape[0]
+    rows = np.arange(B)
+    f_low = bounds.low_take / hist[rows, bounds.low_code + offset]
+    f_high = bounds.high_take / hist[rows, bounds.high_code + offset]
+    c = counts.reshape(n_perm, B, 4).astype(np.float64)
+    kept = c[..., 0] + c[..., 1] * f_low + c[..., 2] + c[..., 3] * f_high
+    return kept.mean(axis=0)
+
+
+def _strings(values: Any) -> np.ndarray:
+    # object dtype: Zarr v3 stores it as variable-length strings (fixed-width unicode has no v3 spec)
+    return np.array([str(v) for v in values], dtype=object)
+
+
+def _build_output(
+    nll: xr.DataArray, score: xr.DataArray, *, methods: tuple[str, ...], hist: dict[str, np.ndarray],
+    bounds: dict[str, K.TailBounds], selection: dict[str, K.TailSelection],
+    pairs: tuple[np.ndarray, np.ndarray], k: int, m: int,
+) -> xr.Dataset:
+    scale = {meth: K.code_scale(meth, m) for meth in methods}
+    token = np.stack([selection[meth].token for meth in methods])  # (method, B, 2, k)
+    cand_score = np.stack([selection[meth].code / scale[meth] for meth in methods])
+    threshold = np.stack([
+        np.stack([bounds[meth].low_code, bounds[meth].high_code], axis=1) / scale[meth] for meth in methods
+    ])
+    bench_coords = {
+        name: ("benchmark", _strings(c.values) if c.dtype.kind in "OUS" else c.values)
+        for name, c in score.coords.items() if c.dims == ("benchmark",)
+    }
+    ds = xr.Dataset(
+        {
+            "candidate_token": (("method", "benchmark", "tail", "rank"), token),
+            "candidate_score": (("method", "benchmark", "tail", "rank"), cand_score),
+            "threshold": (("method", "benchmark", "tail"), threshold),
+        },
+        coords={"method": _strings(methods), "tail": _strings(TAILS), "model": _strings(nll["model"].values), **bench_coords},
+    )
+    ds["candidate_token"].attrs["description"] = "token ids kept in each tail, sorted by id (exactly k per tail)"
+    ds["candidate_score"].attrs["description"] = "gamma (thrush) or eta (preselect) of each candidate"
+    ds["threshold"].attrs["description"] = "score at each tail's boundary (ties there broken by lowest token id)"
+    for meth in methods:
+        offset, n_bins = K.lattice(meth, m)
+        codes = np.arange(n_bins) - offset
+        ds[f"histogram_{meth}"] = (("benchmark", f"{meth}_bin"), hist[meth])
+        ds = ds.assign_coords({f"{meth}_bin": codes / 2.0 if meth == "thrush" else codes})
+        ds[f"histogram_{meth}"].attrs["description"] = (
+            "exact counts of gamma over its half-integer lattice" if meth == "thrush" else "exact counts of eta*Z over 0..Z"
+        )
+
+    # Union of candidates, ordered by token id, and where each lives in the store.
+    union = np.unique(token)
+    pair_ids, uniq_idx = np.unique(pairs[0], return_index=True)
+    pair_pos = pairs[1][uniq_idx]
+    if pair_ids.size != np.unique(pairs[1]).size:
+        raise BsigError("the store's token ids are not unique; give every token a unique id before screening")
+    where = np.searchsorted(pair_ids, union)
+    positions = pair_pos[where]
+    gathered = nll.isel(token=positions).drop_vars([c for c in nll.coords if c != "model"])
+    if hasattr(gathered.data, "dask"):
+        gathered = gathered.chunk({"token": CANDIDATE_CHUNK})
+    gathered = gathered.rename({"token": "candidate"}).astype(np.float32)
+    ds["candidate_nll"] = gathered.assign_coords(model=ds["model"], candidate=union)
+    ds["candidate_nll"].attrs["description"] = "NLL columns of the union of candidates (coord candidate = token id)"
+    return ds
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def write_screen(
+    ds: xr.Dataset, out: str | os.PathLike, *, overwrite: bool = False, scheduler: Any = "threads",
+    workers: int | None = None,
+) -> Path:
+    """Write a screen result to ``out`` (Zarr v3), atomically: temp directory, then rename.
+
+    The lazy ``candidate_nll`` gather runs here, on ``scheduler`` with the plan's concurrency.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise BsigError(f"output {out} already exists; pass --overwrite to replace it or pick another path")
+    n_workers = workers or ds.attrs.get("workers")
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    encoding = {"candidate_nll": {"chunks": (ds.sizes["model"], min(CANDIDATE_CHUNK, max(ds.sizes["candidate"], 1)))}}
+    try:
+        delayed = ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True, encoding=encoding, compute=False)
+        _compute_with_progress(delayed, scheduler, n_workers)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _compute_with_progress(delayed: Any, scheduler: Any, workers: int | None) -> None:
+    from dask.callbacks import Callback
+
+    if not isinstance(scheduler, str) or "://" in scheduler:
+        from distributed import Client
+
+        client = scheduler if not isinstance(scheduler, str) else Client(scheduler, set_as_default=False)
+        try:
+            client.compute(delayed).result()
+        finally:
+            if isinstance(scheduler, str):
+                client.close()
+        return
+    n_tasks = len(delayed.__dask_graph__())
+    with progress_bar("screen gather candidate_nll", total=n_tasks, unit="tasks") as bar:
+
+        class _Advance(Callback):
+            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+                bar.advance(1)
+
+        kwargs: dict[str, Any] = {"scheduler": {"synchronous": "synchronous"}.get(scheduler, scheduler)}
+        if workers and scheduler != "synchronous":
+            kwargs["num_workers"] = workers
+        with _Advance():
+            dask.compute(delayed, **kwargs)

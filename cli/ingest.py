@@ -1,0 +1,64 @@
+"""``bsig ingest`` (NLL files -> perplexity store) and ``bsig validate`` (check a store)."""
+
+from __future__ import annotations
+
+import click
+
+from bsig_array.errors import BsigError
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "-o", required=True, type=click.Path(), help="Perplexity store to create (a .zarr directory).")
+@click.option("--format", "fmt", type=click.Choice(["auto", "paper", "wide"]), default="auto", show_default=True,
+              help="paper: one Parquet per model (text_id, chunk_id, logprobs); wide: one table, token rows x model columns.")
+@click.option("--model-names", help="Comma-separated names: one per paper file (default: file stems), or the wide table's model columns to take.")
+@click.option("--chunk-tokens", type=int, help="Tokens per store chunk (default 2**20).")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--batch-rows", type=int, default=1 << 16, show_default=True, help="Rows per record batch read from the inputs.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
+def ingest(inputs, out, fmt, model_names, chunk_tokens, dtype, batch_rows, overwrite) -> None:
+    """Build a perplexity store from NLLs computed elsewhere.
+
+    \b
+    INPUTS is either the paper repository's output -- one Parquet file per model (or a directory of
+    them) with columns text_id, chunk_id, logprobs (list<float>); the feature is the last logprob of
+    each row, nll = -logprob, rows are matched across models by (text_id, chunk_id) -- or one wide
+    Parquet/CSV table with one NLL column per model and optional token, doc, piece columns.
+    Files are streamed in record batches; see bsig_array.ingest for the memory use.
+    """
+    from bsig_array.ingest import ingest as run_ingest
+    from bsig_array.store import open_store
+
+    if batch_rows < 1:
+        raise BsigError(f"--batch-rows must be positive, got {batch_rows}")
+    path = run_ingest(inputs, out, format=fmt, model_names=_names(model_names), chunk_tokens=chunk_tokens,
+                      dtype=dtype, overwrite=overwrite, batch_rows=batch_rows)
+    ds = open_store(path)
+    click.echo(f"wrote {path}: {ds.sizes['model']} models x {ds.sizes['token']:,} tokens ({dtype})")
+
+
+@click.command()
+@click.argument("store", type=click.Path())
+@click.option("--deep", is_flag=True, help="Stream every chunk: count NaN/inf and find unreadable chunk files.")
+@click.option("--mark-pending", is_flag=True, help="With --deep: mark unreadable chunks unwritten so the writer rewrites them.")
+@click.option("--performance", "performance", type=click.Path(exists=True),
+              help="Also check a performance table (CSV/Parquet/NetCDF/Zarr) against the store's models.")
+@click.option("--metadata", type=click.Path(exists=True), help="Benchmark metadata CSV for --performance.")
+def validate(store, deep, mark_pending, performance, metadata) -> None:
+    """Check a perplexity store (and optionally a performance table) and print a summary."""
+    from bsig_array.validation import validate_store
+
+    if mark_pending and not deep:
+        raise BsigError("--mark-pending needs --deep (it marks the chunks that a deep scan finds unreadable)")
+    summary = validate_store(store, deep=deep, mark_pending=mark_pending)
+    if performance is not None:
+        from bsig_array.performance import align_performance, load_performance
+
+        score = align_performance(load_performance(performance, metadata=metadata), summary.models)
+        summary.notes.append(f"performance {performance}: {score.sizes['benchmark']} benchmarks, models match the store")
+    click.echo(summary.format())

@@ -1,0 +1,34 @@
+"""``bsig overlap``: signature, performance and semantic overlap matrices."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--signatures", "signatures_path", required=True, type=click.Path(), help="signatures.zarr from bsig select")
+@click.option("--perplexity", "perplexity_path", required=True, type=click.Path(), help="perplexity store the signatures came from")
+@click.option("--performance", "performance_path", required=True, type=click.Path(), help="scores: CSV/Parquet/NetCDF/Zarr")
+@click.option("--metadata", type=click.Path(), default=None, help="benchmark metadata CSV (family, format, category, function)")
+@click.option("--questions", type=click.Path(), default=None, help="directory of <benchmark>.jsonl|.txt question files")
+@click.option("--population", type=click.Choice(["signatures", "pool"]), default="signatures", show_default=True,
+              help="tokens each model is z-scored over")
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="semantic samples per benchmark pair")
+@click.option("--encoder", type=click.Path(), default=None, help="sentence-transformers directory (default: offline all-MiniLM-L6-v2)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(), help="output overlap file (*.nc or *.zarr)")
+def overlap(signatures_path, perplexity_path, performance_path, metadata, questions, population, bootstrap, encoder, seed, out):
+    """Overlap matrices (benchmark_a x benchmark_b) at the signature, performance and semantic level."""
+    from bsig_array.overlap import compute_overlaps, load_signatures, write_overlap
+    from bsig_array.performance import load_performance
+    from bsig_array.store import open_store
+
+    signatures = load_signatures(signatures_path)
+    nll = open_store(perplexity_path)["nll"]
+    score = load_performance(performance_path, metadata=metadata)
+    ds = compute_overlaps(signatures, nll, score, questions=questions, population=population,
+                          bootstrap=bootstrap, encoder=encoder, seed=seed)
+    path = write_overlap(ds, out)
+    if "missing_questions" in ds["semantic"].attrs:
+        click.echo(f"warning: no questions for {ds['semantic'].attrs['missing_questions']} (semantic overlap NaN)", err=True)
+    click.echo(f"wrote {path} ({ds.sizes['benchmark_a']} benchmarks)")

@@ -1,0 +1,68 @@
+"""``bsig select``: each benchmark's signature from the screened candidates (AIC or Lasso, LOO-CV)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--screen", "screen_path", required=True, type=click.Path(), help="screen.zarr from bsig screen")
+@click.option("--performance", "performance_path", required=True, type=click.Path(),
+              help="scores the screen was run with: CSV/Parquet/NetCDF/Zarr")
+@click.option("--out", required=True, type=click.Path(), help="output signatures.zarr")
+@click.option("--method", type=click.Choice(["aic", "lasso"]), default="aic", show_default=True,
+              help="AIC forward selection, or the paper repo's Lasso (for the AIC-vs-Lasso comparison)")
+@click.option("--screen-method", type=click.Choice(["thrush", "preselect"]), default="thrush", show_default=True,
+              help="whose tails are the candidates")
+@click.option("--delta", type=float, default=0.0, show_default=True, help="add a token only while AIC drops by more than this")
+@click.option("--max-features", type=int, default=None, help="cap on tokens per signature  [default: models - 2]")
+@click.option("--covariate", type=click.Choice(["perplexity", "nll"]), default="perplexity", show_default=True,
+              help="regress scores on exp(nll) (the paper) or on nll")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the candidate shuffle that breaks exact ties")
+@click.option("--lasso-alpha", type=float, default=None, help="Lasso penalty on standardized columns  [default: 1e-3]")
+@click.option("--corpus", "corpus_path", type=click.Path(), default=None,
+              help="corpus.zarr: add each token's context and target text")
+@click.option("--memory-limit", default="2GiB", show_default=True, help="peak memory promise, e.g. 2GiB")
+@click.option("--workers", type=int, default=None, help="cap on benchmarks selected at once  [default: memory plan]")
+@click.option("--loocv/--no-loocv", default=True, show_default=True,
+              help="leave-one-model-out validation (reruns the selection once per model)")
+@click.option("--overwrite", is_flag=True, help="replace --out if it exists")
+def select(screen_path, performance_path, out, method, screen_method, delta, max_features, covariate, seed,
+           lasso_alpha, corpus_path, memory_limit, workers, loocv, overwrite):
+    """Pick each benchmark's signature tokens from its screened candidates.
+
+    AIC forward selection (OLS with intercept, statsmodels' AIC) adds the best candidate while the AIC
+    drops by more than --delta; --no-loocv skips the leave-one-model-out R2 (m reruns per benchmark).
+    """
+    from pathlib import Path
+
+    from bsig_array.errors import BsigError
+    from bsig_array.performance import load_performance
+    from bsig_array.progress import progress_bar
+    from bsig_array.selection import (
+        DEFAULT_LASSO_ALPHA,
+        attach_contexts,
+        open_screen,
+        select_signatures,
+        write_signatures,
+    )
+
+    if Path(out).exists() and not overwrite:  # fail before the work, not after
+        raise BsigError(f"output {out} already exists; pass --overwrite to replace it or pick another path")
+    screen = open_screen(screen_path)
+    score = load_performance(performance_path)
+    with progress_bar(f"select ({method})", total=screen.sizes["benchmark"], unit="benchmarks") as bar:
+        ds = select_signatures(
+            screen, score, method=method, screen_method=screen_method, delta=delta, max_features=max_features,
+            covariate=covariate, seed=seed, loocv=loocv, memory_limit=memory_limit,
+            lasso_alpha=DEFAULT_LASSO_ALPHA if lasso_alpha is None else lasso_alpha, workers=workers,
+            on_benchmark=lambda _name: bar.advance(1),
+        )
+    if corpus_path is not None:
+        ds = attach_contexts(ds, corpus_path)
+    path = write_signatures(ds, out, overwrite=overwrite)
+    n = ds["n_selected"].values
+    summary = f"{int(n.min())}-{int(n.max())} tokens per signature" if n.size else "no benchmarks"
+    if loocv and n.size:
+        summary += f", median LOO-CV R2 {float(ds['loocv_r2'].median()):.3f} (in-sample R2_adj {float(ds['r2_adj'].median()):.3f})"
+    click.echo(f"wrote {path} ({ds.sizes['benchmark']} benchmarks; {summary})")

@@ -1,0 +1,229 @@
+"""Exact tail selection from exact histograms (DESIGN §4 "Exact thresholds").
+
+Each tail keeps exactly ``k`` tokens per row: every token strictly beyond the boundary code, plus
+the ``take`` lowest token ids *at* the boundary code.  :func:`tail_bounds` finds the boundary from
+the full histogram; the backends' ``tail_members`` collect one chunk's members; :func:`merge_tails`
+merges the chunks (order-independent, so the result never depends on chunking or scheduling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bsig_array.kernels.lattice import lattice
+
+TAILS = ("low", "high")
+
+
+@dataclass(frozen=True)
+class TailBounds:
+    """Per-row tail boundaries (numpy int64 arrays of shape (B,)).
+
+    Tokens with ``code < low_code`` are all kept, plus the ``low_take`` lowest token ids with
+    ``code == low_code``; symmetrically tokens with ``code > high_code`` plus ``high_take`` at
+    ``high_code``.  ``k`` tokens per tail in all.
+    """
+
+    low_code: np.ndarray
+    low_take: np.ndarray
+    high_code: np.ndarray
+    high_take: np.ndarray
+    k: int
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.low_code.shape[0])
+
+
+@dataclass(frozen=True)
+class RowSets:
+    """Ragged per-row token sets in CSR form: row ``i`` is ``token[ptr[i]:ptr[i+1]]``.
+
+    ``token`` (int64) and ``code`` (int32) are in the backend's array namespace; ``ptr`` (int64,
+    shape (B+1,)) too.  Within a row, tokens keep the order of the chunk's ``token_ids``.
+    """
+
+    ptr: object
+    token: object
+    code: object
+
+    def row(self, i: int) -> tuple[object, object]:
+        """Token ids and codes of row ``i``."""
+        lo, hi = int(self.ptr[i]), int(self.ptr[i + 1])
+        return self.token[lo:hi], self.code[lo:hi]
+
+
+@dataclass(frozen=True)
+class TailMembers:
+    """One chunk's tail members: strictly beyond each boundary, and at it.
+
+    ``low_at``/``high_at`` hold at most ``take`` tokens per row: the lowest ids of this chunk at the
+    boundary code (only those can survive the merge across chunks).
+    """
+
+    low_beyond: RowSets
+    low_at: RowSets
+    high_beyond: RowSets
+    high_at: RowSets
+
+
+@dataclass(frozen=True)
+class TailSelection:
+    """The final tails: ``token`` (B, 2, k) int64 sorted by id within each tail, ``code`` (B, 2, k)
+    int32; axis 1 is ``TAILS = ("low", "high")``."""
+
+    token: np.ndarray
+    code: np.ndarray
+
+
+def tail_bounds(hist, k: int, method: str, m: int) -> TailBounds:
+    """Boundary codes and boundary take-counts of both tails from full histograms.
+
+    Parameters
+    ----------
+    hist : array (B, n_bins) of int64
+        Exact counts over the method's lattice (:func:`~bsig_array.kernels.lattice.lattice`), over
+        the whole token axis.
+    k : int
+        Tokens per tail, ``1 ≤ k ≤ d`` (see :func:`~bsig_array.kernels.lattice.tail_size`).
+    method : {"thrush", "preselect"}
+    m : int
+        Number of models.
+
+    Returns
+    -------
+    TailBounds
+    """
+    offset, n_bins = lattice(method, m)
+    h = _to_numpy(hist).astype(np.int64, copy=False)
+    if h.ndim != 2 or h.shape[1] != n_bins:
+        raise ValueError(f"histogram must have shape (B, {n_bins}) for {method} with m={m}, got {h.shape}")
+    totals = h.sum(axis=1)
+    k = int(k)
+    if k < 1 or (totals.size and k > int(totals.min())):
+        raise ValueError(f"tail size k={k} must be between 1 and the token count {int(totals.min(initial=0))}")
+    cum = np.cumsum(h, axis=1)
+    # low: first bin whose cumulative count reaches k; tokens below it number cum - h < k
+    low_bin = np.argmax(cum >= k, axis=1)
+    rows = np.arange(h.shape[0])
+    low_take = k - (cum[rows, low_bin] - h[rows, low_bin])
+    rcum = np.cumsum(h[:, ::-1], axis=1)
+    high_rbin = np.argmax(rcum >= k, axis=1)
+    high_bin = n_bins - 1 - high_rbin
+    high_take = k - (rcum[rows, high_rbin] - h[rows, high_bin])
+    return TailBounds(
+        low_code=(low_bin - offset).astype(np.int64),
+        low_take=low_take.astype(np.int64),
+        high_code=(high_bin - offset).astype(np.int64),
+        high_take=high_take.astype(np.int64),
+        k=k,
+    )
+
+
+def merge_tails(parts: Sequence[TailMembers], bounds: TailBounds) -> TailSelection:
+    """Merge the chunks' :class:`TailMembers` into exactly ``k`` tokens per row and tail.
+
+    All tokens beyond the boundary are kept; at the boundary, the ``take`` lowest ids over all
+    chunks.  Raises ``ValueError`` if the members do not add up to ``k`` (histogram and members
+    computed from different data).
+    """
+    k = bounds.k
+    n_rows = bounds.n_rows
+    token = np.full((n_rows, 2, k), -1, dtype=np.int64)
+    code = np.zeros((n_rows, 2, k), dtype=np.int32)
+    for t, (beyond_name, at_name, takes, edge) in enumerate(
+        (
+            ("low_beyond", "low_at", bounds.low_take, bounds.low_code),
+            ("high_beyond", "high_at", bounds.high_take, bounds.high_code),
+        )
+    ):
+        beyond = [_rowsets_to_numpy(getattr(p, beyond_name)) for p in parts]
+        at = [_rowsets_to_numpy(getattr(p, at_name)) for p in parts]
+        for i in range(n_rows):
+            b_tok = np.concatenate([_row(r, i)[0] for r in beyond]) if beyond else np.empty(0, np.int64)
+            b_code = np.concatenate([_row(r, i)[1] for r in beyond]) if beyond else np.empty(0, np.int32)
+            a_tok = np.concatenate([_row(r, i)[0] for r in at]) if at else np.empty(0, np.int64)
+            a_tok = np.sort(a_tok)[: int(takes[i])]
+            if b_tok.size + a_tok.size != k:
+                raise ValueError(
+                    f"row {i} {TAILS[t]} tail: {b_tok.size} beyond + {a_tok.size} at the boundary != k={k}; "
+                    "histogram and members come from different data"
+                )
+            toks = np.concatenate([b_tok, a_tok])
+            codes = np.concatenate([b_code, np.full(a_tok.size, edge[i], dtype=np.int32)])
+            order = np.argsort(toks, kind="stable")
+            token[i, t] = toks[order]
+            code[i, t] = codes[order]
+    return TailSelection(token=token, code=code)
+
+
+def _row(r: tuple[np.ndarray, np.ndarray, np.ndarray], i: int) -> tuple[np.ndarray, np.ndarray]:
+    ptr, tok, code = r
+    return tok[ptr[i] : ptr[i + 1]], code[ptr[i] : ptr[i + 1]]
+
+
+def _rowsets_to_numpy(r: RowSets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _to_numpy(r.ptr), _to_numpy(r.token), _to_numpy(r.code)
+
+
+def _to_numpy(x) -> np.ndarray:
+    """Host copy of an array from any array-API namespace (numpy, array_api_strict, CuPy)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "get"):  # CuPy
+        return x.get()
+    return np.asarray(np.from_dlpack(x))
+
+
+def tail_members(codes, token_ids, bounds: TailBounds, *, backend: str = "auto") -> TailMembers:
+    """One chunk's tail members per row: tokens strictly beyond each boundary, and at it.
+
+    Parameters
+    ----------
+    codes : array (B, n) of int
+        The chunk's codes (same rows as the histogram behind ``bounds``).
+    token_ids : array (n,) of int64
+        Token ids of the chunk's columns.
+    bounds : TailBounds
+        From :func:`tail_bounds` on the full histogram.
+    backend : {"auto", "numpy", "numba", "cupy"}
+
+    Returns
+    -------
+    TailMembers
+        ``*_beyond``: all tokens strictly beyond; ``*_at``: the ``take`` lowest ids of this chunk at
+        the boundary.  Merge chunks with :func:`merge_tails`.
+    """
+    from bsig_array.kernels.backends import get_backend  # backends imports this module's types
+
+    if len(codes.shape) != 2 or codes.shape[0] != bounds.n_rows:
+        raise ValueError(f"codes must have shape ({bounds.n_rows}, n), got {tuple(codes.shape)}")
+    if tuple(token_ids.shape) != (codes.shape[1],):
+        raise ValueError(f"token_ids must have shape ({codes.shape[1]},), got {tuple(token_ids.shape)}")
+    return get_backend(backend, codes).tail_members(codes, token_ids, bounds)
+
+
+def tail_counts(codes, low_code, high_code, *, backend: str = "auto"):
+    """Per-row counts of codes beyond and at given boundaries (for label-permuted null rows).
+
+    Parameters
+    ----------
+    codes : array (B, n) of int
+    low_code, high_code : array (B,) of int
+        Boundary codes per row (e.g. the real benchmark's :class:`TailBounds` repeated for each of
+        its permuted copies).
+    backend : {"auto", "numpy", "numba", "cupy"}
+
+    Returns
+    -------
+    array (B, 4) int64: counts of ``code < low``, ``code == low``, ``code > high``, ``code == high``.
+    Summed over chunks they give how many null tokens fall beyond each threshold.
+    """
+    from bsig_array.kernels.backends import get_backend
+
+    if len(codes.shape) != 2 or tuple(low_code.shape) != (codes.shape[0],) or tuple(high_code.shape) != (codes.shape[0],):
+        raise ValueError(f"codes must be (B, n) with low_code and high_code of shape (B,), got {tuple(codes.shape)}")
+    return get_backend(backend, codes).tail_counts(codes, low_code, high_code)
