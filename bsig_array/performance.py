@@ -144,6 +144,10 @@ def canonical_benchmark(name: str, known: Iterable[str] | None = None) -> str:
     known
         Benchmark names to map onto (default: the shipped table).
     """
+    if known is not None:
+        known = list(known)
+        if name in known:
+            return name
     lookup = _default_lookup() if known is None else {k.replace("_", ""): k for k in known}
 
     def find(candidate: str) -> str | None:
@@ -161,7 +165,11 @@ def canonical_benchmark(name: str, known: Iterable[str] | None = None) -> str:
 
 def benchmark_metadata(benchmarks: Sequence[str], metadata: str | os.PathLike | pd.DataFrame | None = None) -> pd.DataFrame:
     """Metadata rows for ``benchmarks`` (in that order); unknown benchmarks get ``"unknown"``."""
-    table = metadata if isinstance(metadata, pd.DataFrame) else load_metadata(metadata)
+    if isinstance(metadata, pd.DataFrame):
+        table = metadata.reindex(columns=list(METADATA_COLUMNS)).astype(object).fillna(UNKNOWN).astype(str).replace("", UNKNOWN)
+        table.index = table.index.astype(str)
+    else:
+        table = load_metadata(metadata)
     known = list(table.index)
     rows = []
     for name in benchmarks:
@@ -315,7 +323,7 @@ def write_performance(score: xr.DataArray, path: str | os.PathLike) -> Path:
         table = score.transpose("model", "benchmark").to_pandas()
         table.index.name = "model"
         table.columns.name = None
-        table.to_csv(tmp, float_format="%.10g")
+        table.to_csv(tmp)  # shortest repr: floats round-trip exactly
     else:
         # Object-dtype strings so both NetCDF3 (scipy) and Zarr store them as text.
         ds = score.to_dataset().assign_coords(
@@ -388,6 +396,8 @@ def align_performance(score: xr.DataArray, models: Sequence[str] | xr.Dataset | 
         On models missing from the performance or absent from the store, NaN/inf scores, a benchmark
         whose scores are all equal, duplicate models, or fewer than three models.
     """
+    if set(score.dims) != {"model", "benchmark"}:
+        raise BsigError(f"score has dims {score.dims}, expected (model, benchmark)")
     store_models = _models_of(models)
     names = [str(m) for m in score["model"].values]
     dup = sorted({m for m in names if names.count(m) > 1})

@@ -127,7 +127,7 @@ class TaskRunner:
 
         client = self._client
         pending = iter(arguments)
-        window = as_completed()
+        window = as_completed(loop=client.loop)
         for args in pending:
             window.add(client.submit(fn, *args, pure=False))
             if window.count() >= self.workers:

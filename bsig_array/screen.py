@@ -633,12 +633,11 @@ def _compute_with_progress(delayed: Any, scheduler: Any, workers: int | None) ->
     if not isinstance(scheduler, str) or "://" in scheduler:
         from distributed import Client
 
-        client = scheduler if not isinstance(scheduler, str) else Client(scheduler, set_as_default=False)
-        try:
-            client.compute(delayed).result()
-        finally:
-            if isinstance(scheduler, str):
-                client.close()
+        if isinstance(scheduler, str):
+            with Client(scheduler, timeout="20s") as client:
+                client.compute(delayed).result()
+        else:
+            scheduler.compute(delayed).result()
         return
     n_tasks = len(delayed.__dask_graph__())
     with progress_bar("screen gather candidate_nll", total=n_tasks, unit="tasks") as bar:
@@ -647,7 +646,8 @@ def _compute_with_progress(delayed: Any, scheduler: Any, workers: int | None) ->
             def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
                 bar.advance(1)
 
-        kwargs: dict[str, Any] = {"scheduler": {"synchronous": "synchronous"}.get(scheduler, scheduler)}
+        # The gather is decompression and copying, which release the GIL: threads, never a new process pool.
+        kwargs: dict[str, Any] = {"scheduler": "synchronous" if scheduler == "synchronous" else "threads"}
         if workers and scheduler != "synchronous":
             kwargs["num_workers"] = workers
         with _Advance():

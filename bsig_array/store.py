@@ -20,6 +20,7 @@ accepted too; it simply has no progress record (it is complete by construction).
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from contextlib import contextmanager
@@ -333,7 +334,13 @@ def open_store(
     # Small axis: load it and index it, so stages can .sel(model=...); the token axis stays lazy.
     ds = ds.assign_coords(model=("model", np.array([str(m) for m in ds["model"].values], dtype=object)))
     if PROGRESS in ds:
-        done = np.asarray(ds[PROGRESS].values, dtype=bool)
+        try:
+            done = np.asarray(ds[PROGRESS].values, dtype=bool)
+        except Exception as exc:
+            raise BsigError(
+                f"store {path}: the progress record {PROGRESS} is unreadable ({type(exc).__name__}: {exc}); "
+                "the store is damaged: re-create it"
+            ) from None
         if require_complete and not done.all():
             missing = int((~done).sum())
             raise BsigError(
@@ -342,27 +349,37 @@ def open_store(
             )
         ds = ds.drop_vars(PROGRESS)
     check = require_complete if check_values is None else check_values
-    return _guard_nll(ds, path, check)
+    return _guard(ds, path, check)
 
 
-def _guard_nll(ds: xr.Dataset, path: Path, check_values: bool) -> xr.Dataset:
-    """Replace the dask graph behind ``nll`` by one that reads through :func:`read_block`."""
+def _guard(ds: xr.Dataset, path: Path, check_values: bool) -> xr.Dataset:
+    """Replace the dask graphs behind ``nll`` and the per-token coordinates by reads through
+    :func:`read_block` (value checks on ``nll`` only)."""
     with quiet_zarr():
-        array = zarr.open_group(path, mode="r", zarr_format=3)[NLL]
+        group = zarr.open_group(path, mode="r", zarr_format=3)
     models = [str(m) for m in ds["model"].values]
-    guarded = GuardedArray(array, str(path), models, check_values)
-    chunks = ds[NLL].data.chunks
-    stamp = os.stat(path / NLL / "zarr.json").st_mtime_ns
-    name = "bsig-nll-" + tokenize(str(path.resolve()), array.shape, str(array.dtype), chunks, check_values, stamp)
-    data = da.from_array(
-        guarded, chunks=chunks, name=name, lock=False, fancy=False, asarray=False,
-        meta=np.empty((0, 0), dtype=array.dtype),
-    )
-    return ds.assign({NLL: ds[NLL].copy(data=data)})
+    guarded = {}
+    for name in (NLL, "token", "doc", "piece"):
+        if name not in ds or name not in group or not isinstance(ds[name].data, da.Array):
+            continue
+        array = group[name]
+        view = GuardedArray(array, str(path), models, check_values and name == NLL)
+        chunks = ds[name].data.chunks
+        stamp = os.stat(path / name / "zarr.json").st_mtime_ns
+        token = tokenize(str(path.resolve()), name, array.shape, str(array.dtype), chunks, view.check_values, stamp)
+        data = da.from_array(
+            view, chunks=chunks, name=f"bsig-{name}-{token}", lock=False, fancy=False, asarray=False,
+            meta=np.empty((0,) * array.ndim, dtype=array.dtype),
+        )
+        guarded[name] = ds[name].variable.copy(data=data)
+    coords = {k: v for k, v in guarded.items() if k != NLL}
+    if coords:  # without indexes: a dimension coordinate would otherwise get a pandas index
+        ds = ds.assign_coords(xr.Coordinates(coords, indexes={}))
+    return ds.assign({NLL: guarded[NLL]}) if NLL in guarded else ds
 
 
 class GuardedArray:
-    """Array-like view of a store's ``nll`` whose reads go through :func:`read_block`.
+    """Array-like view of a store array whose reads go through :func:`read_block`.
 
     Picklable (it holds the zarr array), so dask.distributed workers can read through it.
     """
@@ -388,7 +405,7 @@ def read_block(
     models: Sequence[str] | None = None,
     check_values: bool = True,
 ) -> np.ndarray:
-    """Read ``array[key]`` of a store's ``nll``, turning storage and value problems into :class:`BsigError`.
+    """Read ``array[key]`` of a store array, turning storage and value problems into :class:`BsigError`.
 
     This is the one place stages read NLL values: :func:`open_store` already routes every dask block
     through it; call it directly when reading the zarr array by hand, e.g.
@@ -397,15 +414,15 @@ def read_block(
     Parameters
     ----------
     array
-        The zarr ``nll`` array (model, token).
+        The zarr ``nll`` array (model, token), or a per-token coordinate array (token,).
     key
-        A ``(model_slice, token_slice)`` tuple, or one token slice for all models.
+        Contiguous slices, one per dimension; for ``nll`` one token slice means all models.
     path
         Store path, for messages.
     models
         Model names in store order, for messages (default: row numbers).
     check_values
-        Also raise on NaN/inf (see :func:`bsig_array.validation.check_block`).
+        Also raise on NaN/inf (see :func:`bsig_array.validation.check_block`); ``nll`` only.
 
     Raises
     ------
@@ -415,53 +432,51 @@ def read_block(
     """
     from bsig_array.validation import check_block
 
-    rows, cols = _normalize_key(key, array.shape)
+    region = _normalize_key(key, array.shape)
     try:
-        block = np.asarray(array[rows, cols])
+        block = np.asarray(array[region])
     except BsigError:
         raise
     except Exception as exc:  # codecs raise RuntimeError/ValueError/... for damaged chunk bytes
-        raise BsigError(unreadable_message(array, rows, cols, path, exc)) from None
+        raise BsigError(unreadable_message(array, region, path, exc)) from None
     if check_values:
+        rows, cols = region
         names = list(models) if models is not None else [f"row {i}" for i in range(array.shape[0])]
         check_block(block, names[rows], cols.start, path=path)
     return block
 
 
-def _normalize_key(key: Any, shape: tuple[int, ...]) -> tuple[slice, slice]:
+def _normalize_key(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...]:
     if not isinstance(key, tuple):
-        key = (slice(None), key)
-    if len(key) != 2 or not all(isinstance(k, slice) for k in key):
-        raise TypeError(f"read_block takes (model_slice, token_slice), got {key!r}")
-    rows, cols = (slice(*k.indices(n)) for k, n in zip(key, shape))
-    if rows.step != 1 or cols.step != 1:
+        key = (slice(None), key) if len(shape) == 2 else (key,)
+    if len(key) != len(shape) or not all(isinstance(k, slice) for k in key):
+        raise TypeError(f"read_block takes one slice per dimension, got {key!r}")
+    region = tuple(slice(*k.indices(n)) for k, n in zip(key, shape))
+    if any(k.step != 1 for k in region):
         raise TypeError("read_block takes contiguous slices only")
-    return rows, cols
+    return region
 
 
-def chunk_files(array: zarr.Array, rows: slice, cols: slice) -> Iterator[tuple[str, tuple[slice, slice]]]:
-    """Storage key and (model, token) region of every chunk (or shard) file overlapping the region."""
+def chunk_files(array: zarr.Array, region: tuple[slice, ...]) -> Iterator[tuple[str, tuple[slice, ...]]]:
+    """Storage key and region of every chunk (or shard) file of ``array`` overlapping ``region``."""
     grid = array.shards or array.chunks
-    for i in range(rows.start // grid[0], -(-rows.stop // grid[0])):
-        for j in range(cols.start // grid[1], -(-cols.stop // grid[1])):
-            region = (
-                slice(i * grid[0], min((i + 1) * grid[0], array.shape[0])),
-                slice(j * grid[1], min((j + 1) * grid[1], array.shape[1])),
-            )
-            key = array.metadata.encode_chunk_key((i, j))
-            yield (f"{array.path}/{key}" if array.path else key), region
+    ranges = [range(k.start // g, -(-k.stop // g)) for k, g in zip(region, grid)]
+    for index in itertools.product(*ranges):
+        part = tuple(slice(i * g, min((i + 1) * g, n)) for i, g, n in zip(index, grid, array.shape))
+        key = array.metadata.encode_chunk_key(index)
+        yield (f"{array.path}/{key}" if array.path else key), part
 
 
-def unreadable_message(array: zarr.Array, rows: slice, cols: slice, path: str | os.PathLike, exc: Exception) -> str:
+def unreadable_message(array: zarr.Array, region: tuple[slice, ...], path: str | os.PathLike, exc: Exception) -> str:
     """One-line message naming the damaged chunk file(s) in the region (re-read one by one to find them)."""
     bad = []
-    for key, region in chunk_files(array, rows, cols):
+    for key, part in chunk_files(array, region):
         try:
-            array[region]
+            array[part]
         except Exception:
-            bad.append((key, region[1]))
+            bad.append((key, part[-1]))
     if not bad:  # the whole read failed but no single file does: report the region itself
-        bad = [(f"{array.path or 'nll'} region", cols)]
+        bad = [(f"{array.path or 'array'} region", region[-1])]
     key, tokens = bad[0]
     more = f" (and {len(bad) - 1} more in this block)" if len(bad) > 1 else ""
     return (

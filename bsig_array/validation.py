@@ -42,6 +42,14 @@ def check_store_structure(ds: xr.Dataset, path: str | Path = "store") -> None:
         raise BsigError(f"{path}: only {len(models)} models, need at least {MIN_MODELS} to rank tokens across models")
 
 
+def _readable(array: zarr.Array, region: tuple[slice, ...]) -> bool:
+    try:
+        array[region]
+    except Exception:  # any codec/storage error means the file is damaged
+        return False
+    return True
+
+
 def _first_bad(bad: np.ndarray) -> tuple[int, int]:
     """(row, column) of the first True in token order (lowest column, then lowest row)."""
     col = int(np.argmax(bad.any(axis=0)))
@@ -198,7 +206,7 @@ def validate_store(
             cols = slice(j * chunk, min((j + 1) * chunk, n_tokens))
             # A deleted chunk file reads back as the NaN fill value: name it instead of counting NaN.
             missing = [
-                k for k, (rows, _) in chunk_files(nll, slice(0, nll.shape[0]), cols)
+                k for k, (rows, _) in chunk_files(nll, (slice(0, nll.shape[0]), cols))
                 if done[rows, j].any() and not (path / k).exists()
             ]
             summary.unreadable += [f"{k} (missing)" for k in missing]
@@ -206,12 +214,7 @@ def validate_store(
             try:
                 block = None if missing else np.asarray(nll[:, cols])
             except Exception:  # find the damaged files one by one (only on this error path)
-                found = []
-                for key, region in chunk_files(nll, slice(0, nll.shape[0]), cols):
-                    try:
-                        nll[region]
-                    except Exception:
-                        found.append(key)
+                found = [k for k, part in chunk_files(nll, (slice(0, nll.shape[0]), cols)) if not _readable(nll, part)]
                 summary.unreadable += found or [f"nll tokens {cols.start}..{cols.stop - 1}"]
                 bad_chunks.append(j)
                 block = None
@@ -219,7 +222,7 @@ def validate_store(
                 try:
                     coord[cols]
                 except Exception:
-                    summary.unreadable.append(f"{coord.path} tokens {cols.start}..{cols.stop - 1}")
+                    summary.unreadable += [k for k, part in chunk_files(coord, (cols,)) if not _readable(coord, part)]
                     bad_chunks.append(j)
             if block is not None:
                 block = block[done[:, j]]  # unwritten blocks of an incomplete store are NaN by design

@@ -4,8 +4,9 @@ Layout: ``P`` is (m, n) with tokens contiguous, so every inner loop runs over a 
 tokens and LLVM vectorizes it (AVX2/AVX-512); blocks are spread over threads with ``prange``.
 
 * ranks: per block, pairwise comparison counts (m² compares per token, branch-free, vectorized);
-* Thrush: ranks and the product ``C · 2R`` fused per token block in float32 (exact, see
-  :mod:`~bsig_array.kernels.thrush`; measured faster than ranks + a BLAS product with K = m);
+* Thrush: ranks and the product ``C · 2R`` fused per token block, on AVX-512 VNNI (u8 ranks ·
+  s8 weights) where the CPU has it, else in float32 (exact, see :mod:`~bsig_array.kernels.thrush`);
+  both measured faster than ranks + a BLAS product with K = m;
 * Pre-select: per token, bitmasks ``GT[a] = {b : p_b < p_a}`` (uint32 words); per benchmark
   ``code = Σ_a popcount(GT[a] & AFTER[a])`` with ``AFTER[a] = {b : pos(b) > pos(a)}`` precomputed
   once per call — an inversion count with m ANDs + popcounts per benchmark and token;
@@ -17,16 +18,21 @@ so no float32 copy of the chunk is made.
 
 from __future__ import annotations
 
-import numba
+import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from bsig_array.kernels.tails import RowSets, TailBounds, TailMembers
 
 name = "numba"
 _T = 128  # tokens per inner block: keys (m × _T) and bitmasks stay in L1
+# AVX-512 VNNI: the Thrush product as u8 ranks · s8 weights, 64 multiply-adds per instruction
+# (needs 2R ≤ 255 and |c| ≤ 127, i.e. m ≤ 127).  Tests switch it off to cover the float path.
+_USE_VNNI = bool(llvm.get_host_cpu_features().get("avx512vnni", False))
+_VNNI_MAX_MODELS = 127
 
 
 @intrinsic
@@ -39,6 +45,34 @@ def _popcount(typingctx, x):
         return builder.ctpop(args[0])
 
     return x(x), codegen
+
+
+@intrinsic
+def _dpbusd16(typingctx, acc, acc_at, x, x_at, w):
+    """``acc[acc_at + i] += Σ_j x[x_at + 4i + j] · w_j`` for i < 16, j < 4 (u8 · s8, int32 sums).
+
+    One ``vpdpbusd`` on 512 bits; ``w`` packs four signed bytes.  Only compiled when the CPU has
+    AVX-512 VNNI (see ``_USE_VNNI``).
+    """
+    sig = types.void(acc, types.intp, x, types.intp, types.int32)
+
+    def codegen(context, builder, signature, args):
+        acc_v, acc_at_v, x_v, x_at_v, w_v = args
+        acc_arr = context.make_array(signature.args[0])(context, builder, acc_v)
+        x_arr = context.make_array(signature.args[2])(context, builder, x_v)
+        v16 = ir.VectorType(ir.IntType(32), 16)
+        p_acc = builder.bitcast(builder.gep(acc_arr.data, [acc_at_v]), v16.as_pointer())
+        p_x = builder.bitcast(builder.gep(x_arr.data, [x_at_v]), v16.as_pointer())
+        w_vec = builder.insert_element(ir.Constant(v16, ir.Undefined), w_v, ir.Constant(ir.IntType(32), 0))
+        w_vec = builder.shuffle_vector(w_vec, ir.Constant(v16, ir.Undefined), ir.Constant(v16, [0] * 16))
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v16, [v16, v16, v16]), "llvm.x86.avx512.vpdpbusd.512"
+        )
+        total = builder.call(fn, [builder.load(p_acc, align=4), builder.load(p_x, align=1), w_vec])
+        builder.store(total, p_acc, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 def _key(x):  # pragma: no cover - replaced by the overload below inside numba
@@ -157,6 +191,44 @@ def _thrush(src, C, first, out, proto):
                     out[r0 + j, t0 + t] = np.int32(g[j, t])
 
 
+@njit(parallel=True, cache=True)
+def _thrush_vnni(src, Cw, first, out, proto):
+    """Thrush with the product on AVX-512 VNNI; ``Cw`` (B, G) packs weights of models 4g..4g+3."""
+    m, n = src.shape
+    nb, G = Cw.shape
+    for bi in prange((n + _T - 1) // _T):
+        t0 = bi * _T
+        w = min(_T, n - t0)
+        key = np.empty((m, _T), proto.dtype)
+        _load_keys(src, t0, w, key)
+        r2 = np.empty((m, _T), np.float32)
+        _rank_block(key, first, r2)
+        # bytes of 4 consecutive models per token: X[(g·_T + t)·4 + j] = 2R of model 4g + j
+        X = np.zeros(G * _T * 4, np.uint8)
+        for a in range(m):
+            g, j = a >> 2, a & 3
+            for t in range(_T):
+                X[(g * _T + t) * 4 + j] = np.uint8(r2[a, t])
+        acc = np.empty(_T, np.int32)
+        for r in range(nb):
+            acc[:] = 0
+            for g in range(G):
+                c = Cw[r, g]
+                for tb in range(0, _T, 16):
+                    _dpbusd16(acc, tb, X, (g * _T + tb) * 4, c)
+            for t in range(w):
+                out[r, t0 + t] = acc[t]
+
+
+def _pack_weights(C: np.ndarray) -> np.ndarray:
+    """Weights (B, m) as int32 words of 4 signed bytes (models 4g..4g+3, zero-padded)."""
+    B, m = C.shape
+    G = (m + 3) // 4
+    packed = np.zeros((B, 4 * G), np.int8)
+    packed[:, :m] = C
+    return packed.view(np.int32).reshape(B, G)
+
+
 def _proto(src: np.ndarray) -> np.ndarray:
     return np.empty(0, np.float64 if src.dtype == np.float64 else np.float32)
 
@@ -179,9 +251,12 @@ def thrush_codes(P, C, ties: str = "average") -> np.ndarray:
     if ties not in ("average", "first"):
         raise ValueError(f"ties must be 'average' or 'first', got {ties!r}")
     src = _as_keys(P)
-    C32 = np.ascontiguousarray(np.asarray(C), dtype=np.float32)
-    out = np.empty((C32.shape[0], src.shape[1]), np.int32)
-    _thrush(src, C32, ties == "first", out, _proto(src))
+    C = np.asarray(C)
+    out = np.empty((C.shape[0], src.shape[1]), np.int32)
+    if _USE_VNNI and src.shape[0] <= _VNNI_MAX_MODELS:
+        _thrush_vnni(src, _pack_weights(C), ties == "first", out, _proto(src))
+    else:
+        _thrush(src, np.ascontiguousarray(C, dtype=np.float32), ties == "first", out, _proto(src))
     return out
 
 
@@ -237,25 +312,52 @@ def preselect_codes(P, pos) -> np.ndarray:
     return out
 
 
+@njit(cache=True, inline="always")
+def _in_lattice(j, n_bins):
+    return (j >= 0) & (j < n_bins)
+
+
 @njit(parallel=True, cache=True)
 def _histogram(codes, offset, out):
+    """Add per-row counts of ``codes + offset`` into ``out``; returns how many fell off the lattice.
+
+    Neighbouring tokens often share a bin; four interleaved sub-histograms break the
+    load-increment-store dependency between them (measured ~1.3× on one core).
+    """
     nb, n = codes.shape
     n_bins = out.shape[1]
+    n4 = n - n % 4
     bad = 0
     for r in prange(nb):
-        row = out[r]
-        for t in range(n):
-            j = codes[r, t] + offset
-            if j < 0 or j >= n_bins:
-                bad += 1
+        sub = np.zeros((4, n_bins), np.int32)
+        for t in range(0, n4, 4):
+            j0, j1 = codes[r, t] + offset, codes[r, t + 1] + offset
+            j2, j3 = codes[r, t + 2] + offset, codes[r, t + 3] + offset
+            ok = _in_lattice(j0, n_bins) & _in_lattice(j1, n_bins)
+            if ok & _in_lattice(j2, n_bins) & _in_lattice(j3, n_bins):
+                sub[0, j0] += 1
+                sub[1, j1] += 1
+                sub[2, j2] += 1
+                sub[3, j3] += 1
             else:
-                row[j] += 1
+                bad += 1
+        for t in range(n4, n):
+            j = codes[r, t] + offset
+            if _in_lattice(j, n_bins):
+                sub[0, j] += 1
+            else:
+                bad += 1
+        row = out[r]
+        for j in range(n_bins):
+            row[j] += sub[0, j] + sub[1, j] + sub[2, j] + sub[3, j]
     return bad
 
 
 def histogram_codes(codes, offset: int, n_bins: int, out=None) -> np.ndarray:
     """Exact per-row counts of ``codes + offset``, accumulated in place into ``out`` (int64)."""
     codes = np.ascontiguousarray(codes)
+    if codes.shape[1] >= 2**31:
+        raise ValueError("histogram_codes counts at most 2**31 - 1 tokens per call; pass smaller blocks")
     if out is None:
         out = np.zeros((codes.shape[0], n_bins), np.int64)
     if _histogram(codes, np.int64(offset), out):

@@ -363,10 +363,10 @@ def forward_select(
 
     selected = np.full((P, K), -1, dtype=np.int64)
     aic_path = np.full((P, K), np.nan)
+    k = [0] * P  # features selected so far, per problem
     q_last = xp.zeros((P, m), dtype=xp.float64)
-    for step in range(K):
-        if not any(active):
-            break
+    first = True
+    while any(active):
         act = xp.asarray([1.0 if a else 0.0 for a in active], dtype=xp.float64)[:, None]
         V = xp.concat([q_last, e * act], axis=0)  # inactive problems contribute zero rows
         best = np.full(P, -1.0)
@@ -376,47 +376,47 @@ def forward_select(
             C = _products(V, cols.block(a, b))
             if fused:
                 g, pr, loc = _block_best_numba(
-                    np.ascontiguousarray(C), norm2[:, a:b], floor[:, a:b], prio[a:b], step > 0
+                    np.ascontiguousarray(C), norm2[:, a:b], floor[:, a:b], prio[a:b], not first
                 )
             else:
                 sub = norm2[:, a:b]
-                g, pr, loc = _block_best_portable(C, sub, floor[:, a:b], prio[a:b], step > 0)
+                g, pr, loc = _block_best_portable(C, sub, floor[:, a:b], prio[a:b], not first)
                 norm2[:, a:b] = sub
             g, pr, loc = _host(g), _host(pr), _host(loc)
             better = _beats_host(g, pr, best, best_pri)
             best = np.where(better, g, best)
             best_pri = np.where(better, pr, best_pri)
             best_idx = np.where(better, loc + a, best_idx)
+        first = False
 
         new_q = []
         for p in range(P):
             q_new = xp.zeros(m, dtype=xp.float64)
-            if active[p] and best_idx[p] >= 0:
+            if active[p] and best_idx[p] < 0:
+                active[p] = False  # no candidate left
+            elif active[p]:
                 j = int(best_idx[p])
+                norm2[p, j] = 0.0  # picked or found collinear: never a candidate again
                 x = cols.column(j) * W[p, :]
                 Qp = xp.stack(basis[p], axis=1)
                 for _ in range(2):  # twice is enough (Kahan–Parlett)
                     x = x - Qp @ (xp.matmul(xp.matrix_transpose(Qp), x))
-                nx = float(xp.linalg.vector_norm(x))
-                if nx > 0.0:
-                    q = x / nx
+                nx2 = float(xp.sum(x * x))
+                if nx2 > float(floor[p, j]):  # else collinear after all: dropped, search again
+                    q = x / math.sqrt(nx2)
                     e_new = e[p, :] - q * xp.sum(q * e[p, :])
                     rss_new = float(xp.sum(e_new * e_new))
-                    aic_new = ols_aic(rss_new, n_rows[p], step + 2)
+                    aic_new = ols_aic(rss_new, n_rows[p], k[p] + 2)
                     if aic_new < current[p] - delta:
                         basis[p].append(q)
                         e[p, :] = e_new
                         rss[p], current[p] = rss_new, aic_new
-                        selected[p, step], aic_path[p, step] = j, aic_new
-                        norm2[p, j] = 0.0
+                        selected[p, k[p]], aic_path[p, k[p]] = j, aic_new
+                        k[p] += 1
                         q_new = q
-                        active[p] = step + 1 < caps[p]
+                        active[p] = k[p] < caps[p]
                     else:
                         active[p] = False
-                else:
-                    norm2[p, j] = 0.0  # exactly collinear after all: drop, keep searching
-            else:
-                active[p] = False
             new_q.append(q_new)
         q_last = xp.stack(new_q, axis=0)
 

@@ -43,7 +43,8 @@ class RowSets:
     """Ragged per-row token sets in CSR form: row ``i`` is ``token[ptr[i]:ptr[i+1]]``.
 
     ``token`` (int64) and ``code`` (int32) are in the backend's array namespace; ``ptr`` (int64,
-    shape (B+1,)) too.  Within a row, tokens keep the order of the chunk's ``token_ids``.
+    shape (B+1,)) too.  Within a row, tokens beyond a boundary keep the order of the chunk's
+    ``token_ids``; tokens at a boundary are sorted by id.
     """
 
     ptr: object

@@ -1,7 +1,7 @@
 """Reusable hypothesis strategies: score vectors and NLL matrices with ties, small planted pools.
 
-Import them from any test (``from strategies import nll_matrices`` works because pytest puts
-``tests/`` on ``sys.path``; ``from tests.strategies import ...`` works from the repo root).
+Import them from any test module: ``from strategies import nll_matrices`` (pytest's default
+rootdir-relative import mode puts ``tests/`` on ``sys.path``).
 
 Ties are the point: scores are accuracies ``k / n_questions`` with few questions, and NLLs are drawn
 from a small grid of values that are exact in float16, float32 and float64 (multiples of 1/8 up to

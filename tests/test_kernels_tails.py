@@ -71,6 +71,8 @@ def test_histogram_rejects_codes_off_the_lattice(backend):
         K.histogram_codes(np.array([[0, 4]], np.int32), "preselect", 3, backend=backend)  # Z = 3
     with pytest.raises(ValueError, match="lattice"):
         K.histogram_codes(np.array([[-1]], np.int32), "preselect", 3, backend=backend)
+    with pytest.raises(ValueError, match="lattice"):  # long rows take numba's 4-way path
+        K.histogram_codes(np.array([[0, 1, 7, 3, 0, 1, 2, 3, 0]], np.int32), "preselect", 3, backend=backend)
 
 
 def test_bounds_on_a_known_histogram():

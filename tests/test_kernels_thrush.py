@@ -49,9 +49,22 @@ def test_equals_literal_eq1(backend, ties, data):
     assert np.all(np.abs(codes) <= L)
 
 
-@given(data=pool(m_max=64, n_max=300, b_max=9))
-def test_numba_equals_portable(data):
-    P, Y = data
+@pytest.mark.parametrize("vnni", [True, False], ids=["vnni", "float32"])
+@given(data=pool(m_max=140, n_max=300, b_max=9))
+def test_numba_equals_portable(vnni, data):
+    from bsig_array.kernels import backend_numba
+
+    if vnni and not backend_numba._USE_VNNI:
+        pytest.skip("CPU without AVX-512 VNNI")
+    saved, backend_numba._USE_VNNI = backend_numba._USE_VNNI, vnni  # both product paths
+    try:
+        check_numba_equals_portable(*data)
+    finally:
+        backend_numba._USE_VNNI = saved
+
+
+def check_numba_equals_portable(P, Y):
+    # m up to 140 crosses the VNNI limit (m ≤ 127) and n the 128-token blocks
     for ties in ("average", "first"):
         np.testing.assert_array_equal(
             K.thrush_codes(P, Y, ties, backend="numba"), K.thrush_codes(P, Y, ties, backend="numpy")

@@ -18,14 +18,16 @@ from bsig_array.errors import BsigError
 from bsig_array.performance import (
     METADATA_COLUMNS,
     align_performance,
+    benchmark_metadata,
     canonical_benchmark,
     default_metric,
     import_lm_eval,
     load_metadata,
     load_performance,
+    with_metadata,
     write_performance,
 )
-from bsig_array.store import create_store
+from bsig_array.store import create_store, open_store
 from strategies import score_vectors
 
 CATEGORIES = {
@@ -107,6 +109,14 @@ def test_metadata_csv_overrides_and_unknowns(tmp_path):
     assert list(default["category"].values) == ["unknown", "Medicine", "unknown"]
 
 
+def test_metadata_from_a_dataframe():
+    table = pd.DataFrame({"category": ["Medicine", ""]}, index=["x", "anatomy"])
+    got = benchmark_metadata(["anatomy", "x", "mmlu_anatomy", "y"], table)
+    assert list(got["category"]) == ["unknown", "Medicine", "unknown", "unknown"]
+    assert list(got["family"]) == ["unknown"] * 4
+    assert list(benchmark_metadata(["mmlu_anatomy"])["category"]) == ["Medicine"]
+
+
 def test_bad_metadata_csv(tmp_path):
     bad = tmp_path / "m.csv"
     bad.write_text("name,category\nx,y\n")
@@ -122,10 +132,7 @@ def test_bad_metadata_csv(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".csv", ".nc", ".zarr"])
 def test_write_load_roundtrip(tmp_path, suffix):
-    score = _score([f"m{i}" for i in range(5)], ["anatomy", "gsm8k", "custom"])
-    from bsig_array.performance import with_metadata
-
-    score = with_metadata(score)
+    score = with_metadata(_score([f"m{i}" for i in range(5)], ["anatomy", "gsm8k", "custom"]))
     path = write_performance(score, tmp_path / f"y{suffix}")
     got = load_performance(path)
     assert got.name == "score" and got.dims == ("model", "benchmark") and got.dtype == np.float64
@@ -196,8 +203,6 @@ def test_align_accepts_a_store(tmp_path):
     writer = create_store(tmp_path / "p.zarr", ["z", "a", "m"], 10)
     for j in writer.pending():
         writer.write_chunk(j, np.ones((3, 10)))
-    from bsig_array.store import open_store
-
     score = _score(["a", "m", "z"], ["x"], [[0.1], [0.2], [0.3]])
     aligned = align_performance(score, open_store(tmp_path / "p.zarr"))
     assert list(aligned["model"].values) == ["z", "a", "m"]

@@ -117,14 +117,14 @@ def screen_inputs(draw):
         if np.all(Y[b] == Y[b, 0]):
             Y[b, 0] += 1
     ids = rng.permutation(d).astype(np.int64) * 3 + 5
-    chunk = draw(st.integers(1, d))
+    chunk = draw(st.integers(max(1, d // 6), d))  # up to ~6 chunks: per-chunk overhead dominates otherwise
     alpha = draw(st.sampled_from([0.01, 0.1, 0.2, 0.3, 0.49]))
     ties = draw(st.sampled_from(["average", "first"]))
     return P, Y, ids, chunk, alpha, ties
 
 
 @given(screen_inputs())
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 def test_screen_equals_literal_full_sort(inputs):
     P, Y, ids, chunk, alpha, ties = inputs
     m, d = P.shape
@@ -150,7 +150,7 @@ def test_portable_backend_same_result():
 # ----------------------------------------------------------------------------- real stores
 
 
-M, D, B = 8, 3000, 4
+M, D, B = 7, 1500, 4
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +204,7 @@ def test_output_format(reference):
     assert ds["candidate_nll"].dims == ("model", "candidate") and ds["candidate_nll"].dtype == np.float32
     assert ds["histogram_thrush"].dims == ("benchmark", "thrush_bin")
     assert ds["histogram_preselect"].sum("preselect_bin").values.tolist() == [D] * B
-    assert ds.attrs["k"] == 60 and ds.attrs["n_tokens"] == D and ds.attrs["alpha"] == 0.02
+    assert ds.attrs["k"] == 30 and ds.attrs["n_tokens"] == D and ds.attrs["alpha"] == 0.02
     assert ds.attrs["methods"] == ["thrush", "preselect"] and ds.attrs["ties"] == "average"
     tok = ds["candidate_token"].values
     assert (np.diff(tok, axis=-1) > 0).all()  # sorted by id within each tail
@@ -274,7 +274,7 @@ def test_planted_signal_has_low_null_fdr():
     P[:, :100] = (-y[:, None] * 2 + rng.normal(scale=0.1, size=(m, 100))).astype("float32")  # better model, lower NLL
     out = screen(make_nll(P), make_score(y[None, :], [f"m{i}" for i in range(m)]), alpha=0.01,
                  null_permutations=20, scheduler="synchronous").compute()
-    assert set(range(40)) <= set(out["candidate_token"].sel({"method": "thrush"}, tail="low").values[0].tolist())
+    assert set(range(40)) <= set(out["candidate_token"].sel({"method": "thrush", "tail": "low"}).values[0].tolist())
     assert float(out["null_fdr"].sel({"method": "thrush"})[0]) < 0.2
 
 

@@ -247,6 +247,15 @@ def test_nan_in_block_names_count_model_and_position(tmp_path):
     assert np.isnan(open_store(tmp_path / "s.zarr", check_values=False)["nll"].values).sum() == 2
 
 
+def test_truncated_coordinate_chunk_read_is_one_line_error(tmp_path):
+    fill_store(tmp_path / "s.zarr", n_tokens=300, chunk_tokens=100)
+    corrupt(tmp_path / "s.zarr" / "doc" / "c" / "2")
+    ds = open_store(tmp_path / "s.zarr")
+    np.testing.assert_array_equal(ds["token"].values, np.arange(300) * 7)
+    with pytest.raises(BsigError, match=r"chunk file doc/c/2 \(tokens 200\.\.299\) is unreadable"):
+        ds["doc"].values
+
+
 def test_read_block_directly(tmp_path):
     fill_store(tmp_path / "s.zarr", n_tokens=300, chunk_tokens=100)
     array = zarr.open_group(tmp_path / "s.zarr", mode="r")["nll"]

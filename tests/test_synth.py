@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,15 @@ import xarray as xr
 import zarr
 from hypothesis import given, settings
 from scipy.stats import rankdata, spearmanr
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from bsig_array.cli.main import main
 from bsig_array.errors import BsigError
 from bsig_array.performance import align_performance, load_metadata, load_performance
+from bsig_array.questions import write_questions
 from bsig_array.store import PROGRESS, open_store
 from bsig_array.synth import BLOCK_TOKENS, choose_benchmarks, make_spec, simulate, synthesize
-from strategies import planted_pools
+from strategies import NLL_DTYPES, nll_matrices, planted_pools
 
 SMALL = dict(models=5, benchmarks=6, tokens=BLOCK_TOKENS + 5_000, planted_per_benchmark=4, seed=3)
 
@@ -75,8 +78,6 @@ def test_float16_store(tmp_path):
 
 
 def test_resume_rewrites_exactly_the_unfinished_chunks(pool, tmp_path):
-    import shutil
-
     out = tmp_path / "r"
     shutil.copytree(pool.perplexity.parent, out)
     group = zarr.open_group(out / "perplexity.zarr", mode="r+")
@@ -190,17 +191,43 @@ def test_planted_pools_strategy(p):
     assert p.dataset()["nll"].dims == ("model", "token")
 
 
+@given(nll_matrices(levels=3), nll_matrices())
+def test_nll_matrices_strategy(few, any_):
+    for x in (few, any_):
+        assert str(x.dtype) in NLL_DTYPES and (x >= 0).all() and not np.signbit(x).any()
+        np.testing.assert_array_equal(x.astype(np.float16).astype(np.float64), x.astype(np.float64))  # exact in all dtypes
+    m, n = few.shape
+    assert m >= 3 and len(np.unique(few)) <= 3  # so every column of >= 4 models has a tie
+    if m > 3:
+        assert all(len(np.unique(few[:, j])) < m for j in range(n))
+
+
+def test_questions_share_vocabulary_within_a_category(tmp_path):
+    meta = choose_benchmarks(24)
+    write_questions(tmp_path, list(meta.index), list(meta["category"]), seed=0)
+    docs = [" ".join(json.loads(line)["question"] for line in (tmp_path / f"{b}.jsonl").read_text().splitlines()) for b in meta.index]
+    x = TfidfVectorizer().fit_transform(docs)
+    sim = (x @ x.T).toarray()
+    cat = meta["category"].to_numpy()
+    same = (cat[:, None] == cat[None, :]) & ~np.eye(len(cat), dtype=bool)
+    assert sim[same].mean() > 2 * sim[cat[:, None] != cat[None, :]].mean()
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         (dict(models=2), "at least 3 models"),
         (dict(benchmarks=0), "at least one benchmark"),
         (dict(tokens=100, benchmarks=10, planted_per_benchmark=30), "cannot hold 300 planted tokens"),
+        (dict(out_is_file=True), "is a file"),
     ],
 )
 def test_errors(tmp_path, kwargs, message):
+    out = tmp_path / "x"
+    if kwargs.pop("out_is_file", False):
+        out.write_text("")
     with pytest.raises(BsigError, match=message):
-        synthesize(tmp_path / "x", **kwargs)
+        synthesize(out, **kwargs)
 
 
 def test_cli(tmp_path, capsys):

@@ -156,7 +156,7 @@ def test_validate_deep_finds_corrupt_coordinate_chunk(tmp_path):
     write_full(tmp_path / "s.zarr")
     bad = tmp_path / "s.zarr" / "token" / "c" / "2"
     bad.write_bytes(bad.read_bytes()[:10])
-    with pytest.raises(BsigError, match=r"1 unreadable chunk files \(token tokens 200\.\.299\)"):
+    with pytest.raises(BsigError, match=r"1 unreadable chunk files \(token/c/2\)"):
         validate_store(tmp_path / "s.zarr", deep=True)
 
 
