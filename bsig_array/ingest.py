@@ -12,14 +12,15 @@ Two input layouts, both read in streaming fashion (pyarrow record batches, never
   ``doc`` and ``piece`` columns.
 
 Memory (paper layout).  Rows may come in any order, so a token's position is only known once the key
-set is.  Pass 1 streams the key columns of the first file and keeps the sorted keys (8 bytes per
-token).  Pass 2 streams each model's file once, places its NLLs by key into one float32 vector
-(4 bytes per token, plus a 1-byte seen-mask) and spills it to a raw file in a temporary directory
-next to the output (4 bytes x models x tokens on disk).  Pass 3 reads one store chunk of every
-model back with positioned reads (no memory map) and writes whole chunks.  Peak memory is therefore
-about 13 bytes per token plus one batch and one store chunk -- ~220 MB for the paper's 1.7e7 tokens --
-independent of the length of the ``logprobs`` lists.  Every mismatch between files is found in pass
-2, before the store is created.
+set is.  Pass 1 streams the key columns of the first file (about 24 bytes per token while the keys
+are built) and keeps the sorted int64 keys (8 bytes per token).  Pass 2 streams each model's file
+once, places its NLLs by key into one float32 vector (4 bytes per token, plus a 1-byte seen-mask)
+and spills it to a raw file in a temporary directory next to the output (4 bytes x models x tokens
+on disk).  Pass 3 reads one store chunk of every model back with positioned reads (no memory map)
+and writes whole chunks.  Peak memory is therefore about 24 bytes per token plus one record batch
+and one store chunk (~0.4 GB for the paper's 1.7e7 tokens), independent of the number of models and
+of the length of the ``logprobs`` lists.  Every mismatch between files is found in pass 2, before
+the store is created; the store is built under a temporary name and renamed when complete.
 
 The wide layout is a single pass (after reading the row count from the Parquet footer, or counting
 CSV rows in a first streaming pass): rows fill a (model x chunk) buffer written when full.
@@ -28,7 +29,6 @@ CSV rows in a first streaming pass): rows fill a (model x chunk) buffer written 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -48,7 +48,6 @@ from bsig_array.store import StoreWriter, create_store, default_chunk_tokens
 PAPER_COLUMNS = ("text_id", "chunk_id", "logprobs")
 COORD_COLUMNS = ("token", "doc", "piece")
 BATCH_ROWS = 1 << 16
-_INT_RE = re.compile(r"^[+-]?\d+$")
 
 
 # --------------------------------------------------------------------------------------------- entry
@@ -176,7 +175,10 @@ class _KeyIndex:
         if self.doc_is_int and pa.types.is_integer(text_id.type):
             values = text_id.cast(pa.int64()).to_numpy(zero_copy_only=False)
         elif self.doc_is_int:  # ids written as strings/floats in this file: non-integers find no code
-            values = pd.to_numeric(text_id.to_numpy(zero_copy_only=False), errors="coerce")
+            try:
+                values = _int_like(text_id)
+            except (ValueError, pa.ArrowException):
+                values = pd.to_numeric(text_id.to_numpy(zero_copy_only=False), errors="coerce")
         else:
             values = np.asarray(text_id.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
         return self.doc_lookup.get_indexer(values)

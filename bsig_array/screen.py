@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -616,7 +617,9 @@ def write_screen(
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     encoding = {"candidate_nll": {"chunks": (ds.sizes["model"], min(CANDIDATE_CHUNK, max(ds.sizes["candidate"], 1)))}}
     try:
-        delayed = ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True, encoding=encoding, compute=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            delayed = ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True, encoding=encoding, compute=False)
         _compute_with_progress(delayed, scheduler, n_workers)
         if out.exists():
             shutil.rmtree(out)
