@@ -7,6 +7,7 @@ planted truth came back:
 - ``first_token_planted``: share of benchmarks whose first selected signature token is one of the
   tokens planted for that benchmark (``truth.json``);
 - ``first_token_in_cluster``: the same against the planted tokens of the benchmark's cluster;
+- ``signature_tokens_in_cluster``: share of all signature tokens planted in the benchmark's cluster;
 - ``within_minus_cross``: mean signature overlap of benchmark pairs in the same planted cluster minus
   that of pairs in different clusters (positive = the clusters were recovered).
 
@@ -43,6 +44,8 @@ def recovery(signatures: xr.Dataset, overlap: xr.Dataset, truth: dict[str, Any])
     firsts = [(b, int(row[0])) for b, row in zip(names, tok) if row[0] >= 0]
     planted = [t in set(bench[b]["planted_tokens"]) for b, t in firsts]
     in_cluster = [t in clusters.get(bench[b]["cluster"], set()) for b, t in firsts]
+    all_tokens = [(b, int(t)) for b, row in zip(names, tok) for t in row if t >= 0]
+    all_in_cluster = [t in clusters.get(bench[b]["cluster"], set()) for b, t in all_tokens]
     m = np.asarray(overlap["signature"].transpose("benchmark_a", "benchmark_b").values, dtype=float)
     cl = np.array([bench[str(b)]["cluster"] for b in overlap["benchmark_a"].values])
     a, b = np.triu_indices(len(cl), 1)
@@ -56,6 +59,7 @@ def recovery(signatures: xr.Dataset, overlap: xr.Dataset, truth: dict[str, Any])
         "benchmarks_with_signature": len(firsts),
         "first_token_planted": float(np.mean(planted)) if planted else float("nan"),
         "first_token_in_cluster": float(np.mean(in_cluster)) if in_cluster else float("nan"),
+        "signature_tokens_in_cluster": float(np.mean(all_in_cluster)) if all_in_cluster else float("nan"),
         "mean_signature_length": float((tok >= 0).sum(axis=1).mean()) if len(tok) else 0.0,
         "within_cluster_overlap": within,
         "cross_cluster_overlap": cross,
@@ -70,7 +74,7 @@ def run_demo(
     benchmarks: int = DEFAULTS["benchmarks"],
     tokens: int = DEFAULTS["tokens"],
     seed: int = 0,
-    semantic_bootstrap: int = 100,
+    semantic_bootstrap: int = 10,
     resamples: int = 10_000,
     memory_limit: str = "1GiB",
     encoder: Any = None,

@@ -102,10 +102,12 @@ def _first_alpha(rng: random.Random) -> Item:
 
 
 def _next_letter(rng: random.Random) -> Item:
-    i = rng.randint(0, 24)
+    step = rng.randint(1, 4)
+    i = rng.randint(0, 25 - step)
     letters = string.ascii_uppercase
-    wrong = rng.sample([c for c in letters if c != letters[i + 1]], 3)
-    return _mc(rng, f"Which letter comes right after {letters[i]} in the alphabet?", letters[i + 1], wrong)
+    wrong = rng.sample([c for c in letters if c != letters[i + step]], 3)
+    where = "right after" if step == 1 else f"{step} places after"
+    return _mc(rng, f"Which letter comes {where} {letters[i]} in the alphabet?", letters[i + step], wrong)
 
 
 def _count_words(rng: random.Random) -> Item:
@@ -125,7 +127,7 @@ GENERATORS: dict[str, Callable[[random.Random], Item]] = {
 }
 
 
-def generate_tasks(out: str | os.PathLike = TASKS_DIR, *, n_items: int = 100, seed: int = 0) -> list[str]:
+def generate_tasks(out: str | os.PathLike = TASKS_DIR, *, n_items: int = 80, seed: int = 0) -> list[str]:
     """Write the project's local lm-eval tasks (one folder per task: YAML + JSONL); returns task names."""
     out = Path(out)
     for k, (task, make) in enumerate(GENERATORS.items()):
@@ -133,11 +135,15 @@ def generate_tasks(out: str | os.PathLike = TASKS_DIR, *, n_items: int = 100, se
         folder = out / task
         folder.mkdir(parents=True, exist_ok=True)
         items, seen = [], set()
-        while len(items) < n_items:
+        for _ in range(100 * n_items):
+            if len(items) == n_items:
+                break
             item = make(rng)
             if item["question"] not in seen:  # no duplicate questions
                 seen.add(item["question"])
                 items.append(item)
+        if len(items) < n_items:
+            raise ValueError(f"{task}: fewer than {n_items} distinct questions; ask for fewer items")
         (folder / f"{task}.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
         (folder / f"{task}.yaml").write_text(_YAML.format(task=task, seed=seed))
     return list(GENERATORS)
@@ -202,6 +208,7 @@ def evaluate_model(
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
 
     from bsig_array.models import load_causal_lm
 
@@ -210,7 +217,7 @@ def evaluate_model(
     hf_model, tok = loaded if loaded is not None else load_causal_lm(model, gguf_file=gguf_file, device=device)
     lm = HFLM(pretrained=hf_model, tokenizer=tok, batch_size=batch_size, device=device)
     with prepared_include_path(include_path) as paths:
-        manager = lm_eval.tasks.TaskManager(include_path=paths)
+        manager = TaskManager(include_path=paths)
         unknown = [t for t in tasks if t not in manager.all_tasks]
         if unknown:
             raise BsigError(f"unknown lm-eval tasks {unknown}; check --tasks and --include-path")

@@ -12,14 +12,14 @@ Two input layouts, both read in streaming fashion (pyarrow record batches, never
   ``doc`` and ``piece`` columns.
 
 Memory (paper layout).  Rows may come in any order, so a token's position is only known once the key
-set is.  Pass 1 streams the key columns of the first file (about 24 bytes per token while the keys
-are built) and keeps the sorted int64 keys (8 bytes per token).  Pass 2 streams each model's file
+set is.  Pass 1 streams the key columns of the first file twice (distinct text ids and chunk-id
+range, then the keys) and keeps the sorted int64 keys (8 bytes per token).  Pass 2 streams each model's file
 once, places its NLLs by key into one float32 vector (4 bytes per token, plus a 1-byte seen-mask)
 and spills it to a raw file in a temporary directory next to the output (4 bytes x models x tokens
 on disk).  Pass 3 reads one store chunk of every model back with positioned reads (no memory map)
-and writes whole chunks.  Peak memory is therefore about 24 bytes per token plus one record batch
-and one store chunk (~0.4 GB for the paper's 1.7e7 tokens), independent of the number of models and
-of the length of the ``logprobs`` lists.  Every mismatch between files is found in pass 2, before
+and writes whole chunks.  Peak memory is therefore about 13 bytes per token plus one record batch
+(or Parquet row group) and one store chunk, independent of the number of models and of the length
+of the ``logprobs`` lists.  Every mismatch between files is found in pass 2, before
 the store is created; the store is built under a temporary name and renamed when complete.
 
 The wide layout is a single pass (after reading the row count from the Parquet footer, or counting
@@ -43,7 +43,8 @@ import pyarrow.parquet as pq
 
 from bsig_array.errors import BsigError
 from bsig_array.progress import progress_bar
-from bsig_array.store import StoreWriter, create_store, default_chunk_tokens
+from bsig_array.store import StoreWriter, create_store
+from bsig_array.validation import check_block
 
 PAPER_COLUMNS = ("text_id", "chunk_id", "logprobs")
 COORD_COLUMNS = ("token", "doc", "piece")
@@ -147,7 +148,8 @@ def ingest(
 
 def _parquet_file(path: Path) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(path)
+        # pre_buffer would read every column chunk of the file ahead (memory ~ file size).
+        return pq.ParquetFile(path, pre_buffer=False)
     except (pa.ArrowException, OSError) as exc:
         raise BsigError(f"cannot read {path} as Parquet ({exc}); check the file") from None
 
@@ -246,41 +248,51 @@ def _chunk_ids(batch: pa.RecordBatch, path: Path) -> np.ndarray:
 
 
 def _key_index(path: Path, batch_rows: int) -> _KeyIndex:
-    """Pass 1: the key set of one file (key columns only), sorted, with duplicates refused."""
-    text_parts: list[pa.Array] = []
-    chunk_parts: list[np.ndarray] = []
+    """Pass 1: the key set of one file, sorted, with duplicates refused.
+
+    Two streaming reads of the key columns only: the first finds the distinct text ids and the
+    chunk-id range, the second writes each row's key straight into the preallocated key array, so
+    memory stays at 8 bytes per token plus the distinct text ids.
+    """
+    distinct: pa.Array | None = None
+    pending: list[pa.Array] = []
+    n, chunk_min, chunk_max = 0, None, None
     for batch in _batches(path, ("text_id", "chunk_id"), batch_rows):
         text = batch.column("text_id")
         if text.null_count:
             raise BsigError(f"{path}: text_id has {text.null_count} empty values; every row needs a text_id")
-        text_parts.append(text.dictionary_encode() if pa.types.is_string(text.type) else text)
-        chunk_parts.append(_chunk_ids(batch, path))
-    if not chunk_parts:
+        chunk = _chunk_ids(batch, path)
+        if len(chunk):
+            lo, hi = int(chunk.min()), int(chunk.max())
+            chunk_min = lo if chunk_min is None else min(chunk_min, lo)
+            chunk_max = hi if chunk_max is None else max(chunk_max, hi)
+        pending.append(pc.unique(text))
+        if sum(len(a) for a in pending) > max(0 if distinct is None else len(distinct), 1 << 20):
+            distinct, pending = _distinct(distinct, pending), []  # compact: bounded by the doc count
+        n += batch.num_rows
+    if n == 0:
         raise BsigError(f"{path} has no rows; nothing to ingest")
-    chunk = np.concatenate(chunk_parts)
-    del chunk_parts
-    distinct = pa.chunked_array(text_parts).unique()
-    if isinstance(distinct, pa.DictionaryArray):
-        distinct = distinct.dictionary_decode()
+    distinct = _distinct(distinct, pending)
     try:
         docs = np.unique(_int_like(distinct))
         doc_is_int = True
     except (ValueError, pa.ArrowException):
         docs = np.unique(np.asarray(distinct.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=str)).astype(object)
         doc_is_int = False
-    chunk_min = int(chunk.min())
-    span = int(chunk.max()) - chunk_min + 1
+    span = chunk_max - chunk_min + 1
     if len(docs) * span >= 2**62:
-        raise BsigError(f"{path}: chunk_id range {chunk_min}..{chunk_min + span - 1} is too wide to index; renumber chunk_id per text")
+        raise BsigError(f"{path}: chunk_id range {chunk_min}..{chunk_max} is too wide to index; renumber chunk_id per text")
     index = _KeyIndex(docs, doc_is_int, chunk_min, span, np.empty(0, np.int64))
-    keys = np.empty(len(chunk), np.int64)
+    keys = np.empty(n, np.int64)
     start = 0
-    for text in text_parts:
-        text = text.dictionary_decode() if isinstance(text, pa.DictionaryArray) else text
-        stop = start + len(text)
-        keys[start:stop] = index.codes(text).astype(np.int64) * span + (chunk[start:stop] - chunk_min)
+    for batch in _batches(path, ("text_id", "chunk_id"), batch_rows):
+        stop = start + batch.num_rows
+        if stop > n:
+            break
+        keys[start:stop] = index.codes(batch.column("text_id")).astype(np.int64) * span + (_chunk_ids(batch, path) - chunk_min)
         start = stop
-    del text_parts, chunk
+    if start != n:
+        raise BsigError(f"{path} changed while reading; ingest it again")
     keys.sort()
     dup = np.flatnonzero(keys[1:] == keys[:-1])
     if len(dup):
@@ -290,6 +302,11 @@ def _key_index(path: Path, batch_rows: int) -> _KeyIndex:
         )
     index.keys = keys
     return index
+
+
+def _distinct(distinct: pa.Array | None, pending: list[pa.Array]) -> pa.Array:
+    parts = ([] if distinct is None else [distinct]) + pending
+    return pa.concat_arrays(parts).unique()
 
 
 def _last_logprob(batch: pa.RecordBatch, path: Path) -> np.ndarray:
@@ -506,8 +523,6 @@ def ingest_wide(
 def _write_wide_chunk(writer: StoreWriter, j: int, block: np.ndarray, cbuf: dict, coords: list[str],
                       width: int, path: Path, names: list[str]) -> None:
     sl = writer.chunk_slice(j)
-    from bsig_array.validation import check_block
-
     check_block(block, names, sl.start, label=f"input {path}")
     token = cbuf["token"][:width].copy() if "token" in coords else np.arange(sl.start, sl.stop, dtype=np.int64)
     doc = cbuf["doc"][:width].copy() if "doc" in coords else None

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 
 from bsig_array.errors import BsigError
 
-#: RSS of a Python process after importing numpy, dask, distributed, xarray, zarr, numba and pandas
-#: (measured at ~215 MiB with ``resource.getrusage``), plus headroom for numba-compiled kernels,
-#: allocator slack and thread stacks.
-PROCESS_OVERHEAD = 320 * 2**20
+#: Fixed cost of the Python process: ~150-215 MiB after importing numpy, dask, distributed, xarray,
+#: zarr, numba and pandas, ~100 MiB more on the first numba kernel call (compiled code, threading
+#: layer), and glibc's retention of freed chunk-sized buffers (~60 MiB measured with 8 MiB chunks;
+#: buffers above its 32 MiB mmap threshold go back to the OS).
+PROCESS_OVERHEAD = 384 * 2**20
 
 #: Largest token sub-block a task processes at once: bigger blocks stop paying (the kernels are
 #: memory-bound) and only cost RAM.
@@ -125,17 +126,18 @@ class ScreenPlan:
 
 def screen_task_bytes(
     *, n_models: int, chunk_tokens: int, itemsize: int, rows: int, block_tokens: int,
-    methods: Sequence[str], candidate_rows: int, k: int,
+    methods: Sequence[str], n_benchmarks: int,
 ) -> int:
     """Projected peak bytes of one screen task.
 
-    A task decompresses one store chunk (compressed buffer + decoded block, both counted at raw size
-    since NLLs compress poorly), converts sub-blocks of ``block_tokens`` to float64, ranks them, forms
-    the coefficient codes of all ``rows`` (benchmarks x (1 + null permutations)) and histograms or
-    compares them; pass 2 also returns candidate ids/codes, at most ``2k`` per candidate row.
+    A task decompresses one store chunk: zarr's compressed buffer and decoded chunk, the copies
+    made by xarray/dask indexing, counted as four raw-size buffers (measured), then it copies sub-blocks of ``block_tokens``, ranks them (float64), forms
+    the integer codes of all ``rows`` (benchmarks x (1 + null permutations)) and histograms or
+    compares them.  The tail members a task returns are counted with the driver: all tasks together
+    never return more than the final tails plus their boundary ties.
     """
     m, w, s = n_models, chunk_tokens, block_tokens
-    chunk = 2 * m * w * itemsize + w * 8 * 2  # encoded + decoded nll, token ids (+ positions)
+    chunk = 4 * m * w * itemsize + w * 8  # read path buffers, token ids
     ranks = 3 * m * s * 8  # float64 copy, argsort scratch, ranks
     per_method = 0
     for method in methods:
@@ -143,24 +145,26 @@ def screen_task_bytes(
             per_method = max(per_method, rows * s * (8 + 4))  # float64 product, int32 codes
         else:
             pairs = m * (m - 1) // 2
-            per_method = max(per_method, rows * s * 4 + pairs * s * 2)  # codes, pair comparisons
-    hist = sum(candidate_rows * lattice_bins(meth, m) * 8 for meth in methods)
-    # Candidates returned by one task: id (int64) + code (int32) per token, <= 2k per row and method;
-    # bounded by the chunk itself.
-    cand = len(methods) * candidate_rows * min(2 * k, 2 * w) * 12
-    return int(chunk + ranks + per_method + 2 * hist + cand)
+            per_method = max(per_method, rows * s * (8 + 4) + pairs * s * 2)  # product, codes, pair signs
+    hist = sum(n_benchmarks * lattice_bins(meth, m) * 8 for meth in methods)
+    return int(chunk + ranks + per_method + 2 * hist)
 
 
-def screen_driver_bytes(*, n_models: int, methods: Sequence[str], n_benchmarks: int, k: int, workers: int) -> int:
+def screen_driver_bytes(
+    *, n_models: int, n_tokens: int, methods: Sequence[str], n_benchmarks: int, k: int, workers: int,
+) -> int:
     """Projected peak bytes held by the driver of a screen.
 
-    Summed histograms plus one in-flight result per worker, and the merged candidate lists with the
-    output arrays built from them (ids int64 + scores float64 + codes int32, about three copies
-    while sorting and writing).
+    Summed histograms plus one in-flight result per worker; for the ``n`` candidate entries
+    (methods x benchmarks x 2 tails x k) the output arrays (int64 ids + float64 scores, 16 B each),
+    plus the larger of the merge (members 12 B + one method's merged tails) and the location of
+    the candidate union (at most ``min(d, n)`` ids: sorted ids, found ids and positions, order).
     """
     hist = sum(n_benchmarks * lattice_bins(meth, n_models) * 8 for meth in methods) * (1 + workers)
-    cand = len(methods) * n_benchmarks * 2 * k * (8 + 8 + 4) * 3
-    return int(hist + cand)
+    n = len(methods) * n_benchmarks * 2 * k
+    merge = 12 * n + 12 * n // len(methods)
+    union = 32 * min(n_tokens, n)
+    return int(hist + 16 * n + max(merge, union))
 
 
 def plan_screen(
@@ -197,11 +201,13 @@ def plan_screen(
     def task(s: int) -> int:
         return screen_task_bytes(
             n_models=n_models, chunk_tokens=chunk_tokens, itemsize=itemsize, rows=rows,
-            block_tokens=s, methods=methods, candidate_rows=n_benchmarks, k=k,
+            block_tokens=s, methods=methods, n_benchmarks=n_benchmarks,
         )
 
     def total(s: int, w: int) -> int:
-        driver = screen_driver_bytes(n_models=n_models, methods=methods, n_benchmarks=n_benchmarks, k=k, workers=w)
+        driver = screen_driver_bytes(
+            n_models=n_models, n_tokens=n_tokens, methods=methods, n_benchmarks=n_benchmarks, k=k, workers=w,
+        )
         return overhead + driver + w * task(s)
 
     block = min(MAX_BLOCK_TOKENS, chunk_tokens)
@@ -219,7 +225,9 @@ def plan_screen(
     workers = 1
     while workers < max_workers and total(block, workers + 1) <= limit:
         workers += 1
-    driver = screen_driver_bytes(n_models=n_models, methods=methods, n_benchmarks=n_benchmarks, k=k, workers=workers)
+    driver = screen_driver_bytes(
+        n_models=n_models, n_tokens=n_tokens, methods=methods, n_benchmarks=n_benchmarks, k=k, workers=workers,
+    )
     return ScreenPlan(
         memory_limit=limit, block_tokens=block, workers=workers, task_bytes=task(block),
         driver_bytes=driver, overhead_bytes=overhead,

@@ -115,29 +115,29 @@ def permuted_scores(Y: np.ndarray, null_permutations: int, seed: int) -> np.ndar
 # ----------------------------------------------------------------------------- tasks
 
 
-@dataclass
 class ChunkSource:
     """One token chunk of the store, loaded inside the task that scores it.
 
-    Dask arrays sit inside this object so that dask does not turn the read into a separate task
-    whose decoded block would travel between processes; the task reads (and decompresses) the
-    chunk itself with the synchronous scheduler.
+    Dask arrays sit inside this plain object (dask traverses lists, dicts and dataclasses, not
+    arbitrary objects), so dask does not turn the read into a separate task whose decoded block
+    would be held, or travel between processes, before the task runs; the task reads (and
+    decompresses) its chunk itself with the synchronous scheduler.
     """
 
-    nll: Any
-    token: Any
-    start: int
-    stop: int
+    __slots__ = ("nll", "token", "start", "stop")
+
+    def __init__(self, nll: Any, token: Any, start: int, stop: int) -> None:
+        self.nll, self.token, self.start, self.stop = nll, token, start, stop
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         """``(nll (m, w), token ids (w,) int64)``."""
-        block = _materialize(self.nll)
-        ids = (
-            np.arange(self.start, self.stop, dtype=np.int64)
-            if self.token is None
-            else _materialize(self.token).astype(np.int64, copy=False)
-        )
-        return block, ids
+        return _materialize(self.nll), self.load_ids()
+
+    def load_ids(self) -> np.ndarray:
+        """Token ids (int64) of the chunk; positions when the store has no ``token`` coordinate."""
+        if self.token is None:
+            return np.arange(self.start, self.stop, dtype=np.int64)
+        return _materialize(self.token).astype(np.int64, copy=False)
 
 
 def _materialize(x: Any) -> np.ndarray:
@@ -214,8 +214,7 @@ def tails_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
     """Pass 2 on one chunk: tail members (and null-row counts) against the final boundaries.
 
     Returns the chunk's :class:`~bsig_array.kernels.TailMembers` per method (host arrays, one
-    part per chunk), per null row the counts strictly beyond / at each boundary, and the
-    (token id, position) pairs of every member, for the gather of ``candidate_nll``.
+    part per chunk) and per null row the counts strictly beyond / at each boundary.
     """
     xp = _xp(job)
     times = dict.fromkeys(("read", "check", "codes", "count"), 0.0)
@@ -257,22 +256,15 @@ def tails_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
             times["codes"] += t1 - t0
             times["count"] += time.perf_counter() - t1
     members = {meth: compact_members(p, job.bounds[meth]) for meth, p in parts.items()}
-    member_ids = np.unique(np.concatenate([_all_tokens(mb) for mb in members.values()]))
-    return {
-        "members": members,
-        "null": null,
-        "pairs": (member_ids, source.start + _positions(ids, member_ids)),
-        "tokens": block.shape[1],
-        "times": times,
-    }
+    return {"members": members, "null": null, "tokens": block.shape[1], "times": times}
 
 
-def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Column of each of ``wanted`` (a subset of ``ids``) in ``ids``."""
-    if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
-        return np.searchsorted(ids, wanted)
-    order = np.argsort(ids, kind="stable")
-    return order[np.searchsorted(ids[order], wanted)]
+def locate_task(source: ChunkSource, union: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of ``union`` (sorted) found in this chunk's token coordinate, and their positions."""
+    ids = source.load_ids()
+    idx = np.minimum(np.searchsorted(union, ids), max(union.size - 1, 0))
+    hit = np.flatnonzero(union[idx] == ids) if union.size else np.empty(0, dtype=np.int64)
+    return ids[hit], source.start + hit
 
 
 def _members_to_host(mb: K.TailMembers) -> K.TailMembers:
@@ -280,10 +272,6 @@ def _members_to_host(mb: K.TailMembers) -> K.TailMembers:
         return K.RowSets(ptr=_host(r.ptr), token=_host(r.token).astype(np.int64, copy=False), code=_host(r.code))
 
     return K.TailMembers(rs(mb.low_beyond), rs(mb.low_at), rs(mb.high_beyond), rs(mb.high_at))
-
-
-def _all_tokens(mb: K.TailMembers) -> np.ndarray:
-    return np.concatenate([mb.low_beyond.token, mb.low_at.token, mb.high_beyond.token, mb.high_at.token])
 
 
 def compact_members(parts: Sequence[K.TailMembers], bounds: K.TailBounds) -> K.TailMembers:
@@ -450,13 +438,12 @@ def screen(
         bounds = {meth: K.tail_bounds(hist[meth], k, meth, m) for meth in methods}
         job = dataclasses.replace(job, bounds=bounds)
         t0 = time.perf_counter()
-        merged, null_counts, pairs = _run_pass2(runner, sources, job, d, timings)
+        merged, null_counts = _run_pass2(runner, sources, job, d, timings)
         timings["pass2_s"] = time.perf_counter() - t0
-    selection = {meth: K.merge_tails([merged[meth]], bounds[meth]) for meth in methods}
 
-    ds = _build_output(
-        nll, score, methods=methods, hist=hist, bounds=bounds, selection=selection, pairs=pairs, k=k, m=m,
-    )
+    t0 = time.perf_counter()
+    ds = _build_output(nll, score, sources, methods=methods, hist=hist, bounds=bounds, merged=merged, k=k, m=m)
+    timings["merge_s"] = time.perf_counter() - t0
     if null_permutations:
         exceed = np.stack([
             null_exceedance(null_counts[meth], hist[meth], bounds[meth], meth, m, null_permutations)
@@ -498,11 +485,9 @@ def _run_pass1(runner: Any, sources: list[ChunkSource], job: ScreenJob, d: int, 
 
 def _run_pass2(
     runner: Any, sources: list[ChunkSource], job: ScreenJob, d: int, timings: dict,
-) -> tuple[dict[str, K.TailMembers], dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+) -> tuple[dict[str, K.TailMembers], dict[str, np.ndarray]]:
     parts: dict[str, list[K.TailMembers]] = {meth: [] for meth in job.methods}
     null = {meth: np.zeros((job.Y_null.shape[0], 4), dtype=np.int64) for meth in job.methods}
-    ids: list[np.ndarray] = []
-    pos: list[np.ndarray] = []
     with progress_bar("screen pass 2/2 (tails)", total=d, unit="tokens") as bar:
         for res in runner.imap_unordered(tails_task, [(s, job) for s in sources]):
             for meth in job.methods:
@@ -510,12 +495,10 @@ def _run_pass2(
                 if len(parts[meth]) >= _COMPACT_EVERY:
                     parts[meth] = [compact_members(parts[meth], job.bounds[meth])]
                 null[meth] += res["null"][meth]
-            ids.append(res["pairs"][0])
-            pos.append(res["pairs"][1])
             _add_times(timings, res["times"], "pass2")
             bar.advance(res["tokens"])
     merged = {meth: compact_members(p, job.bounds[meth]) for meth, p in parts.items()}
-    return merged, null, (np.concatenate(ids), np.concatenate(pos))
+    return merged, null
 
 
 def _add_times(total: dict[str, float], times: dict[str, float], prefix: str) -> None:
@@ -548,16 +531,23 @@ def _strings(values: Any) -> np.ndarray:
 
 
 def _build_output(
-    nll: xr.DataArray, score: xr.DataArray, *, methods: tuple[str, ...], hist: dict[str, np.ndarray],
-    bounds: dict[str, K.TailBounds], selection: dict[str, K.TailSelection],
-    pairs: tuple[np.ndarray, np.ndarray], k: int, m: int,
+    nll: xr.DataArray, score: xr.DataArray, sources: list[ChunkSource], *, methods: tuple[str, ...],
+    hist: dict[str, np.ndarray], bounds: dict[str, K.TailBounds], merged: dict[str, K.TailMembers], k: int, m: int,
 ) -> xr.Dataset:
-    scale = {meth: K.code_scale(meth, m) for meth in methods}
-    token = np.stack([selection[meth].token for meth in methods])  # (method, B, 2, k)
-    cand_score = np.stack([selection[meth].code / scale[meth] for meth in methods])
-    threshold = np.stack([
-        np.stack([bounds[meth].low_code, bounds[meth].high_code], axis=1) / scale[meth] for meth in methods
-    ])
+    B = score.sizes["benchmark"]
+    # Filled one method at a time, dropping each method's members once merged: the candidate
+    # arrays are the largest thing the driver holds (see memory.screen_driver_bytes).
+    token = np.empty((len(methods), B, 2, k), dtype=np.int64)
+    cand_score = np.empty((len(methods), B, 2, k), dtype=np.float64)
+    threshold = np.empty((len(methods), B, 2), dtype=np.float64)
+    for i, meth in enumerate(methods):
+        sel = K.merge_tails([merged.pop(meth)], bounds[meth])
+        scale = K.code_scale(meth, m)
+        token[i] = sel.token
+        np.divide(sel.code, scale, out=cand_score[i])
+        threshold[i, :, 0] = bounds[meth].low_code / scale
+        threshold[i, :, 1] = bounds[meth].high_code / scale
+        del sel
     bench_coords = {
         name: ("benchmark", _strings(c.values) if c.dtype.kind in "OUS" else c.values)
         for name, c in score.coords.items() if c.dims == ("benchmark",)
@@ -582,21 +572,63 @@ def _build_output(
             "exact counts of gamma over its half-integer lattice" if meth == "thrush" else "exact counts of eta*Z over 0..Z"
         )
 
-    # Union of candidates, ordered by token id, and where each lives in the store.
-    union = np.unique(token)
-    pair_ids, uniq_idx = np.unique(pairs[0], return_index=True)
-    pair_pos = pairs[1][uniq_idx]
-    if pair_ids.size != np.unique(pairs[1]).size:
-        raise BsigError("the store's token ids are not unique; give every token a unique id before screening")
-    where = np.searchsorted(pair_ids, union)
-    positions = pair_pos[where]
-    gathered = nll.isel(token=positions).drop_vars([c for c in nll.coords if c != "model"])
-    if hasattr(gathered.data, "dask"):
-        gathered = gathered.chunk({"token": CANDIDATE_CHUNK})
-    gathered = gathered.rename({"token": "candidate"}).astype(np.float32)
-    ds["candidate_nll"] = gathered.assign_coords(model=ds["model"], candidate=union)
+    union = np.unique(token)  # sorted token ids
+    ds["candidate_nll"] = (("model", "candidate"), gather(sources, locate(sources, union), m))
+    ds = ds.assign_coords(candidate=union)
     ds["candidate_nll"].attrs["description"] = "NLL columns of the union of candidates (coord candidate = token id)"
     return ds
+
+
+def _take_columns(source: ChunkSource, columns: np.ndarray) -> np.ndarray:
+    block, _ = source.load()
+    return block[:, columns].astype(np.float32)
+
+
+def gather(sources: Sequence[ChunkSource], positions: np.ndarray, m: int) -> Any:
+    """Lazy (dask) float32 array of the store columns at ``positions``, in that order.
+
+    One task per store chunk reads the chunk once and keeps its columns, so memory stays at one
+    chunk per worker (dask's own fancy indexing reads many chunks per output block).  When the
+    positions are not increasing (token ids not sorted along the store), a permutation follows.
+    """
+    import dask.array as da
+
+    order = np.argsort(positions, kind="stable")
+    by_pos = positions[order]
+    starts = np.searchsorted(by_pos, [src.start for src in sources] + [sources[-1].stop])
+    pieces = [
+        da.from_delayed(dask.delayed(_take_columns)(src, by_pos[a:b] - src.start), shape=(m, int(b - a)), dtype=np.float32)
+        for src, a, b in zip(sources, starts[:-1], starts[1:])
+        if b > a
+    ]
+    arr = da.concatenate(pieces, axis=1)
+    if not np.array_equal(order, np.arange(order.size)):
+        arr = arr[:, np.argsort(order)]
+    return arr.rechunk((m, CANDIDATE_CHUNK))
+
+
+def locate(sources: Sequence[ChunkSource], union: np.ndarray) -> np.ndarray:
+    """Store position of every token id in ``union`` (sorted, unique), by one scan of the token ids.
+
+    Raises
+    ------
+    BsigError
+        When a candidate id occurs more than once in the store (token ids must be unique).
+    """
+    found_ids, found_pos = [], []
+    for src in sources:
+        ids, pos = locate_task(src, union)
+        found_ids.append(ids)
+        found_pos.append(pos)
+    ids = np.concatenate(found_ids)
+    pos = np.concatenate(found_pos)
+    if ids.size != union.size:
+        counts = np.bincount(np.searchsorted(union, ids), minlength=union.size)
+        raise BsigError(
+            f"token id {int(union[np.argmax(counts > 1)])} occurs {int(counts.max())} times in the store; screening "
+            "needs unique token ids (write the token coordinate when creating the store)"
+        )
+    return pos[np.argsort(ids, kind="stable")]
 
 
 # ----------------------------------------------------------------------------- output

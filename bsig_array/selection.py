@@ -188,7 +188,7 @@ def benchmark_candidates(
     """
     # dict form: DataArray.sel's own ``method`` keyword would swallow the dimension name
     tokens = np.asarray(screen["candidate_token"].sel({"method": screen_method, "benchmark": benchmark}).values).ravel()
-    tokens = np.unique(tokens[tokens >= 0]).astype(np.int64)
+    tokens = _sorted_unique(tokens[tokens >= 0].astype(np.int64))
     union = _candidate_axis(screen) if union is None else union
     cols = np.searchsorted(union, tokens)
     ok = cols < union.size
@@ -199,6 +199,12 @@ def benchmark_candidates(
             "column; rerun bsig screen"
         )
     return tokens, cols.astype(np.int64)
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sort-based: numpy's hash ``unique`` took 0.35 s on 3.4e5 ids)."""
+    values = np.sort(values)
+    return values[np.r_[True, values[1:] != values[:-1]]] if values.size else values
 
 
 def _candidate_axis(screen: xr.Dataset) -> np.ndarray:
@@ -398,7 +404,7 @@ def select_benchmark(
 
     def column(cols: np.ndarray) -> np.ndarray:
         """Covariate columns (m, len(cols)) for the final fits, each read once."""
-        need = np.unique(np.asarray([c for c in cols if int(c) not in fetched], dtype=np.int64))
+        need = _sorted_unique(np.asarray([c for c in cols if int(c) not in fetched], dtype=np.int64))
         if need.size:
             for c, v in zip(need.tolist(), _covariate(np.asarray(X[:, need]), covariate).T):
                 fetched[c] = v

@@ -107,7 +107,9 @@ def load_encoder(encoder: Any = None, *, device: str | None = None) -> Any:
     if not path.exists():
         raise BsigError(f"encoder {path} does not exist; pass a local sentence-transformers directory to --encoder")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # the weight-loading bar is noise on stderr; ours shows the encoding
     try:
         return SentenceTransformer(str(path), device=device, local_files_only=True)
     except Exception as exc:  # many loader errors; all mean "not a usable model directory"

@@ -149,7 +149,8 @@ def within_cross(
                 "resamples": int(resamples),
             }
         )
-    return pd.DataFrame(rows).set_index("category")
+    columns = ["category", "n_benchmarks", "within", "cross", "diff", "diff_pct", "p_value", "resamples"]
+    return pd.DataFrame(rows, columns=columns).set_index("category")
 
 
 def _pairs(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from bsig_array.demo import DEFAULTS
 @click.option("--benchmarks", type=int, default=DEFAULTS["benchmarks"], show_default=True)
 @click.option("--tokens", type=int, default=DEFAULTS["tokens"], show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--semantic-bootstrap", type=int, default=100, show_default=True, help="semantic samples per benchmark pair")
+@click.option("--semantic-bootstrap", type=int, default=10, show_default=True, help="semantic samples per benchmark pair")
 @click.option("--memory-limit", default="1GiB", show_default=True)
 def demo(out, models, benchmarks, tokens, seed, semantic_bootstrap, memory_limit):
     """Run synth -> screen -> select -> overlap -> stats -> report and print how much planted truth came back."""

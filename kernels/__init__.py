@@ -7,6 +7,7 @@ No I/O, no Dask, no xarray.  Every kernel takes arrays from any array-API namesp
 Typical streaming use (the screen stage)::
 
     C = thrush_codes(P_chunk, Y)                       # (B, n) int32, 2γ
+    # (screen_codes(P_chunk, Y) gives both methods from one pass over the comparisons)
     hist = histogram_codes(C, "thrush", m, out=hist)   # pass 1, exact counts
     bounds = tail_bounds(hist, tail_size(alpha, d), "thrush", m)
     parts.append(tail_members(C, token_ids, bounds))   # pass 2, per chunk
@@ -14,6 +15,7 @@ Typical streaming use (the screen stage)::
 """
 
 from bsig_array.kernels.backends import BACKENDS, get_backend, register_backend
+from bsig_array.kernels.codes import screen_codes
 from bsig_array.kernels.histogram import histogram_codes
 from bsig_array.kernels.lattice import (
     METHODS,
@@ -58,6 +60,7 @@ __all__ = [
     "preselect_positions",
     "ranks",
     "register_backend",
+    "screen_codes",
     "tail_bounds",
     "tail_counts",
     "tail_members",

@@ -41,6 +41,12 @@ def preselect_codes(P, pos):
     return _portable.preselect_codes(cp.asarray(P), cp.asarray(pos))
 
 
+def screen_codes(P, C, pos, ties: str = "average"):
+    """See :func:`bsig_array.kernels.backend_portable.screen_codes`."""
+    cp = _cupy()
+    return _portable.screen_codes(cp.asarray(P), cp.asarray(C), cp.asarray(pos), ties)
+
+
 def histogram_codes(codes, offset: int, n_bins: int, out=None):
     """Per-row ``bincount`` of ``codes + offset`` (one flat bincount over row-shifted keys)."""
     cp = _cupy()

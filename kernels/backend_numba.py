@@ -140,6 +140,106 @@ def _rank_block(key, first, r2):
             r2[a, t] = acc[t]
 
 
+@njit(cache=True, inline="always")
+def _bits_block(key, gt):
+    """Bitmasks ``gt[w, a, t]``: bit b (word w = b // 32) set when ``p_b < p_a``."""
+    m = key.shape[0]
+    gt[:, :, :] = 0
+    for a in range(m):
+        for b in range(m):
+            bit = np.uint32(1) << np.uint32(b & 31)
+            wi = b >> 5
+            for t in range(_T):
+                gt[wi, a, t] |= np.uint32(key[b, t] < key[a, t]) * bit
+
+
+@njit(cache=True, inline="always")
+def _rank_bits_block(key, first, r2, gt):
+    """:func:`_rank_block` and :func:`_bits_block` from one pass of comparisons."""
+    m = key.shape[0]
+    gt[:, :, :] = 0
+    acc = np.empty(_T, np.int32)
+    for a in range(m):
+        acc[:] = 2 if first else 1
+        for b in range(m):
+            bit = np.uint32(1) << np.uint32(b & 31)
+            wi = b >> 5
+            for t in range(_T):
+                lt = np.int32(key[b, t] < key[a, t])
+                le = np.int32(key[b, t] <= key[a, t])
+                if first:
+                    acc[t] += np.int32(2) * (le if b < a else lt)
+                else:
+                    acc[t] += lt + le
+                gt[wi, a, t] |= np.uint32(lt) * bit
+        for t in range(_T):
+            r2[a, t] = acc[t]
+
+
+@njit(cache=True, inline="always")
+def _thrush_product(r2, C, g, out, t0, w):
+    """``out[:, t0:t0+w] = C · r2`` in float32, 4 benchmarks per pass over ``r2``."""
+    m = r2.shape[0]
+    nb = C.shape[0]
+    for r0 in range(0, nb, 4):
+        g[:, :] = 0
+        nr = min(4, nb - r0)
+        if nr == 4:
+            for a in range(m):
+                c0, c1, c2, c3 = C[r0, a], C[r0 + 1, a], C[r0 + 2, a], C[r0 + 3, a]
+                for t in range(_T):
+                    x = r2[a, t]
+                    g[0, t] += c0 * x
+                    g[1, t] += c1 * x
+                    g[2, t] += c2 * x
+                    g[3, t] += c3 * x
+        else:
+            for j in range(nr):
+                for a in range(m):
+                    c = C[r0 + j, a]
+                    for t in range(_T):
+                        g[j, t] += c * r2[a, t]
+        for j in range(nr):
+            for t in range(w):
+                out[r0 + j, t0 + t] = np.int32(g[j, t])
+
+
+@njit(cache=True, inline="always")
+def _thrush_product_vnni(r2, Cw, X, acc, out, t0, w):
+    """``out[:, t0:t0+w] = C · r2`` with u8 ranks · s8 weights on VNNI (``Cw`` packed by 4)."""
+    m = r2.shape[0]
+    nb, G = Cw.shape
+    # bytes of 4 consecutive models per token: X[(g·_T + t)·4 + j] = 2R of model 4g + j
+    X[:] = 0
+    for a in range(m):
+        g, j = a >> 2, a & 3
+        for t in range(_T):
+            X[(g * _T + t) * 4 + j] = np.uint8(r2[a, t])
+    for r in range(nb):
+        acc[:] = 0
+        for g in range(G):
+            c = Cw[r, g]
+            for tb in range(0, _T, 16):
+                _dpbusd16(acc, tb, X, (g * _T + tb) * 4, c)
+        for t in range(w):
+            out[r, t0 + t] = acc[t]
+
+
+@njit(cache=True, inline="always")
+def _preselect_product(gt, after, acc, out, t0, w):
+    """``out[r, t0+t] = Σ_a popcount(gt[a, t] & after[r, a])`` (inversion counts)."""
+    nb, n_words, m = after.shape
+    for r in range(nb):
+        acc[:] = 0
+        for wi in range(n_words):
+            for a in range(m):
+                mask = after[r, wi, a]
+                for t in range(_T):
+                    acc[t] += _popcount(gt[wi, a, t] & mask)
+        for t in range(w):
+            out[r, t0 + t] = acc[t]
+
+
 @njit(parallel=True, cache=True)
 def _doubled_ranks(src, first, out, proto):
     m, n = src.shape
@@ -158,7 +258,6 @@ def _doubled_ranks(src, first, out, proto):
 @njit(parallel=True, cache=True)
 def _thrush(src, C, first, out, proto):
     m, n = src.shape
-    nb = C.shape[0]
     for bi in prange((n + _T - 1) // _T):
         t0 = bi * _T
         w = min(_T, n - t0)
@@ -166,36 +265,12 @@ def _thrush(src, C, first, out, proto):
         _load_keys(src, t0, w, key)
         r2 = np.empty((m, _T), np.float32)
         _rank_block(key, first, r2)
-        # product in groups of 4 benchmarks: each loaded rank vector feeds 4 accumulators
-        g = np.empty((4, _T), np.float32)
-        for r0 in range(0, nb, 4):
-            g[:, :] = 0
-            nr = min(4, nb - r0)
-            if nr == 4:
-                for a in range(m):
-                    c0, c1, c2, c3 = C[r0, a], C[r0 + 1, a], C[r0 + 2, a], C[r0 + 3, a]
-                    for t in range(_T):
-                        x = r2[a, t]
-                        g[0, t] += c0 * x
-                        g[1, t] += c1 * x
-                        g[2, t] += c2 * x
-                        g[3, t] += c3 * x
-            else:
-                for j in range(nr):
-                    for a in range(m):
-                        c = C[r0 + j, a]
-                        for t in range(_T):
-                            g[j, t] += c * r2[a, t]
-            for j in range(nr):
-                for t in range(w):
-                    out[r0 + j, t0 + t] = np.int32(g[j, t])
+        _thrush_product(r2, C, np.empty((4, _T), np.float32), out, t0, w)
 
 
 @njit(parallel=True, cache=True)
 def _thrush_vnni(src, Cw, first, out, proto):
-    """Thrush with the product on AVX-512 VNNI; ``Cw`` (B, G) packs weights of models 4g..4g+3."""
     m, n = src.shape
-    nb, G = Cw.shape
     for bi in prange((n + _T - 1) // _T):
         t0 = bi * _T
         w = min(_T, n - t0)
@@ -203,21 +278,52 @@ def _thrush_vnni(src, Cw, first, out, proto):
         _load_keys(src, t0, w, key)
         r2 = np.empty((m, _T), np.float32)
         _rank_block(key, first, r2)
-        # bytes of 4 consecutive models per token: X[(g·_T + t)·4 + j] = 2R of model 4g + j
-        X = np.zeros(G * _T * 4, np.uint8)
-        for a in range(m):
-            g, j = a >> 2, a & 3
-            for t in range(_T):
-                X[(g * _T + t) * 4 + j] = np.uint8(r2[a, t])
-        acc = np.empty(_T, np.int32)
-        for r in range(nb):
-            acc[:] = 0
-            for g in range(G):
-                c = Cw[r, g]
-                for tb in range(0, _T, 16):
-                    _dpbusd16(acc, tb, X, (g * _T + tb) * 4, c)
-            for t in range(w):
-                out[r, t0 + t] = acc[t]
+        X = np.empty(Cw.shape[1] * _T * 4, np.uint8)
+        _thrush_product_vnni(r2, Cw, X, np.empty(_T, np.int32), out, t0, w)
+
+
+@njit(parallel=True, cache=True)
+def _preselect(src, after, out, proto):
+    m, n = src.shape
+    for bi in prange((n + _T - 1) // _T):
+        t0 = bi * _T
+        w = min(_T, n - t0)
+        key = np.empty((m, _T), proto.dtype)
+        _load_keys(src, t0, w, key)
+        gt = np.empty((after.shape[1], m, _T), np.uint32)
+        _bits_block(key, gt)
+        _preselect_product(gt, after, np.empty(_T, np.uint32), out, t0, w)
+
+
+@njit(parallel=True, cache=True)
+def _both(src, C, after, first, out_t, out_p, proto):
+    m, n = src.shape
+    for bi in prange((n + _T - 1) // _T):
+        t0 = bi * _T
+        w = min(_T, n - t0)
+        key = np.empty((m, _T), proto.dtype)
+        _load_keys(src, t0, w, key)
+        r2 = np.empty((m, _T), np.float32)
+        gt = np.empty((after.shape[1], m, _T), np.uint32)
+        _rank_bits_block(key, first, r2, gt)
+        _thrush_product(r2, C, np.empty((4, _T), np.float32), out_t, t0, w)
+        _preselect_product(gt, after, np.empty(_T, np.uint32), out_p, t0, w)
+
+
+@njit(parallel=True, cache=True)
+def _both_vnni(src, Cw, after, first, out_t, out_p, proto):
+    m, n = src.shape
+    for bi in prange((n + _T - 1) // _T):
+        t0 = bi * _T
+        w = min(_T, n - t0)
+        key = np.empty((m, _T), proto.dtype)
+        _load_keys(src, t0, w, key)
+        r2 = np.empty((m, _T), np.float32)
+        gt = np.empty((after.shape[1], m, _T), np.uint32)
+        _rank_bits_block(key, first, r2, gt)
+        X = np.empty(Cw.shape[1] * _T * 4, np.uint8)
+        _thrush_product_vnni(r2, Cw, X, np.empty(_T, np.int32), out_t, t0, w)
+        _preselect_product(gt, after, np.empty(_T, np.uint32), out_p, t0, w)
 
 
 def _pack_weights(C: np.ndarray) -> np.ndarray:
@@ -233,30 +339,38 @@ def _proto(src: np.ndarray) -> np.ndarray:
     return np.empty(0, np.float64 if src.dtype == np.float64 else np.float32)
 
 
-def doubled_ranks(P, ties: str = "average") -> np.ndarray:
-    """``2·rank`` over axis 0 as float32 (m, n); see the portable version for the definition."""
+def _check_ties(ties: str) -> bool:
     if ties not in ("average", "first"):
         raise ValueError(f"ties must be 'average' or 'first', got {ties!r}")
+    return ties == "first"
+
+
+def _vnni(m: int) -> bool:
+    return _USE_VNNI and m <= _VNNI_MAX_MODELS
+
+
+def doubled_ranks(P, ties: str = "average") -> np.ndarray:
+    """``2·rank`` over axis 0 as float32 (m, n); see the portable version for the definition."""
+    first = _check_ties(ties)
     src = _as_keys(P)
     out = np.empty(src.shape, np.float32)
-    _doubled_ranks(src, ties == "first", out, _proto(src))
+    _doubled_ranks(src, first, out, _proto(src))
     return out
 
 
 def thrush_codes(P, C, ties: str = "average") -> np.ndarray:
     """``2γ = C · (2R)`` as int32 (B, n), ranks and product fused per token block.
 
-    float32 arithmetic on exact small integers (see thrush.py), so the int32 cast is lossless.
+    Exact small-integer arithmetic (float32 or VNNI int32, see thrush.py): the int32 result is exact.
     """
-    if ties not in ("average", "first"):
-        raise ValueError(f"ties must be 'average' or 'first', got {ties!r}")
+    first = _check_ties(ties)
     src = _as_keys(P)
     C = np.asarray(C)
     out = np.empty((C.shape[0], src.shape[1]), np.int32)
-    if _USE_VNNI and src.shape[0] <= _VNNI_MAX_MODELS:
-        _thrush_vnni(src, _pack_weights(C), ties == "first", out, _proto(src))
+    if _vnni(src.shape[0]):
+        _thrush_vnni(src, _pack_weights(C), first, out, _proto(src))
     else:
-        _thrush(src, np.ascontiguousarray(C, dtype=np.float32), ties == "first", out, _proto(src))
+        _thrush(src, np.ascontiguousarray(C, dtype=np.float32), first, out, _proto(src))
     return out
 
 
@@ -273,34 +387,6 @@ def _after_masks(pos, n_words):
     return after
 
 
-@njit(parallel=True, cache=True)
-def _preselect(src, after, out, proto):
-    m, n = src.shape
-    nb, n_words, _ = after.shape
-    for bi in prange((n + _T - 1) // _T):
-        t0 = bi * _T
-        w = min(_T, n - t0)
-        key = np.empty((m, _T), proto.dtype)
-        _load_keys(src, t0, w, key)
-        gt = np.zeros((n_words, m, _T), np.uint32)
-        for a in range(m):
-            for b in range(m):
-                bit = np.uint32(1) << np.uint32(b & 31)
-                wi = b >> 5
-                for t in range(_T):
-                    gt[wi, a, t] |= np.uint32(key[b, t] < key[a, t]) * bit
-        acc = np.empty(_T, np.uint32)
-        for r in range(nb):
-            acc[:] = 0
-            for wi in range(n_words):
-                for a in range(m):
-                    mask = after[r, wi, a]
-                    for t in range(_T):
-                        acc[t] += _popcount(gt[wi, a, t] & mask)
-            for t in range(w):
-                out[r, t0 + t] = acc[t]
-
-
 def preselect_codes(P, pos) -> np.ndarray:
     """``η·Z`` as int32 (B, n) given positions ``pos`` (B, m) in the stable y-sort."""
     src = _as_keys(P)
@@ -310,6 +396,23 @@ def preselect_codes(P, pos) -> np.ndarray:
     out = np.empty((pos.shape[0], n), np.int32)
     _preselect(src, after, out, _proto(src))
     return out
+
+
+def screen_codes(P, C, pos, ties: str = "average") -> tuple[np.ndarray, np.ndarray]:
+    """Thrush and Pre-select codes from one pass of comparisons (shared by ranks and bitmasks)."""
+    first = _check_ties(ties)
+    src = _as_keys(P)
+    m, n = src.shape
+    C = np.asarray(C)
+    pos = np.ascontiguousarray(np.asarray(pos), dtype=np.int64)
+    after = _after_masks(pos, (m + 31) // 32)
+    out_t = np.empty((C.shape[0], n), np.int32)
+    out_p = np.empty((pos.shape[0], n), np.int32)
+    if _vnni(m):
+        _both_vnni(src, _pack_weights(C), after, first, out_t, out_p, _proto(src))
+    else:
+        _both(src, np.ascontiguousarray(C, dtype=np.float32), after, first, out_t, out_p, _proto(src))
+    return out_t, out_p
 
 
 @njit(cache=True, inline="always")

@@ -29,6 +29,8 @@ def doubled_ranks(P, ties: str = "average"):
     ``ties="average"``: midranks (``2·rank = 2·#less + #equal + 1``, ``#equal`` including itself);
     ``ties="first"``: ordinal ranks in store order (``2·(1 + #less + #equal-before)``).
     """
+    if ties not in ("average", "first"):
+        raise ValueError(f"ties must be 'average' or 'first', got {ties!r}")
     xp = array_namespace(P)
     m, n = P.shape
     step = _block(m, n, 8 * m * m)
@@ -42,10 +44,8 @@ def doubled_ranks(P, ties: str = "average"):
         eq = xp.astype(pb == pa, xp.float64)
         if ties == "average":
             out.append(2.0 * less + xp.sum(eq, axis=1) + 1.0)
-        elif ties == "first":
-            out.append(2.0 * (1.0 + less + xp.sum(eq * before, axis=1)))
         else:
-            raise ValueError(f"ties must be 'average' or 'first', got {ties!r}")
+            out.append(2.0 * (1.0 + less + xp.sum(eq * before, axis=1)))
     return xp.concat(out, axis=1) if out else xp.zeros((m, 0), dtype=xp.float64)
 
 
@@ -79,6 +79,11 @@ def preselect_codes(P, pos):
         v = xp.sum(xp.astype(pb > pa, xp.float64), axis=0)
         out.append(xp.astype(xp.round(xp.matmul(A, sgn) + v[None, :]), xp.int32))
     return xp.concat(out, axis=1) if out else xp.zeros((pos.shape[0], 0), dtype=xp.int32)
+
+
+def screen_codes(P, C, pos, ties: str = "average"):
+    """Thrush and Pre-select codes of the same block (two separate computations here)."""
+    return thrush_codes(P, C, ties), preselect_codes(P, pos)
 
 
 def _pairs(xp, m: int):

@@ -35,6 +35,8 @@ class KernelBackend(Protocol):
 
     def preselect_codes(self, P, pos): ...  # (B, n) int32, pos (B, m) = position in stable y-sort
 
+    def screen_codes(self, P, C, pos, ties: str = "average"): ...  # (thrush, preselect) codes
+
     def histogram_codes(self, codes, offset: int, n_bins: int, out=None): ...  # (B, n_bins) int64
 
     def tail_members(self, codes, token_ids, bounds: TailBounds) -> TailMembers: ...

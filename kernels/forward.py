@@ -20,8 +20,10 @@ exact new residual, exactly as statsmodels' ``OLS(y, add_constant(X)).fit().aic`
     AIC = n·log(RSS/n) + n·(1 + log 2π) + 2·(k + 1)        (k features + intercept)
 
 Selection adds the best candidate while ``AIC_new < AIC − delta``; ties (RSS reductions equal to
-``TIE_RTOL``) go to the candidate with the smallest ``priority`` (the caller's shuffled order).  Candidate columns are read in column
-blocks, so ``X`` may be any 2-D object that slices like an array (an on-disk Zarr array streams).
+a relative ``TIE_RTOL``) go to the candidate with the smallest ``priority`` (the caller's shuffled
+order).  A picked candidate whose exact residual is collinear after all is dropped and the search
+repeats.  Candidate columns are read in column blocks, so ``X`` may be any 2-D object that slices
+like an array (an on-disk Zarr array streams); NaN/inf columns are never picked.
 
 The portable path uses only the array API (numpy, CuPy, array_api_strict); with numpy the per-block
 update and arg-max run in one fused numba loop (``backend="numba"``, the default for numpy).
@@ -58,8 +60,10 @@ DEFAULT_BLOCK_COLUMNS = 1 << 15
 __all__ = [
     "AIC_CONST",
     "COLLINEAR_TOL",
+    "DEFAULT_BLOCK_COLUMNS",
     "ForwardPath",
     "OLSFit",
+    "TIE_RTOL",
     "forward_select",
     "ols_aic",
     "ols_fit",

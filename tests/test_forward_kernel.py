@@ -222,6 +222,18 @@ def test_caps_and_degenerate_responses():
         forward_select(X, y[:5])
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_finite_columns_are_never_picked(backend):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(10, 20))
+    y = X[:, 0] + X[:, 5] + 0.1 * rng.normal(size=10)
+    X[3, 0] = np.nan
+    X[2, 5] = np.inf
+    sel = _selected(forward_select(X, y, backend=backend))
+    assert sel and 0 not in sel and 5 not in sel
+
+
 @given(problem=problems())
 @settings(max_examples=20)
 def test_ols_fit_matches_statsmodels(problem):

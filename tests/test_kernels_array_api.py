@@ -51,6 +51,13 @@ def test_preselect_histogram_tails_strict(pool):
     np.testing.assert_array_equal(sel.code, ref.code)
 
 
+def test_screen_codes_strict(pool):
+    P, Y = pool
+    both = K.screen_codes(xps.asarray(P), xps.asarray(Y), "first")
+    np.testing.assert_array_equal(host(both["thrush"]), K.thrush_codes(P, Y, "first", backend="numba"))
+    np.testing.assert_array_equal(host(both["preselect"]), K.preselect_codes(P, Y, backend="numba"))
+
+
 def test_weights_and_positions_strict(pool):
     _, Y = pool
     Ys = xps.asarray(Y)

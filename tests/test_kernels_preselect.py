@@ -73,3 +73,22 @@ def test_many_rows_label_permutations():
 def test_positions_are_stable():
     Y = np.array([[0.5, 0.1, 0.5, 0.1]])
     np.testing.assert_array_equal(K.preselect_positions(Y), [[2, 0, 3, 1]])
+
+
+@pytest.mark.parametrize("vnni", [True, False], ids=["vnni", "float32"])
+@given(data=pool(m_max=140, n_max=300, b_max=9))
+def test_screen_codes_equal_separate_kernels(vnni, data):
+    # the fused numba pass (ranks + bitmasks from one set of comparisons) equals the portable kernels
+    from bsig_array.kernels import backend_numba
+
+    if vnni and not backend_numba._USE_VNNI:
+        pytest.skip("CPU without AVX-512 VNNI")
+    P, Y = data
+    saved, backend_numba._USE_VNNI = backend_numba._USE_VNNI, vnni
+    try:
+        for ties in ("average", "first"):
+            both = K.screen_codes(P, Y, ties, backend="numba")
+            np.testing.assert_array_equal(both["thrush"], K.thrush_codes(P, Y, ties, backend="numpy"))
+            np.testing.assert_array_equal(both["preselect"], K.preselect_codes(P, Y, backend="numpy"))
+    finally:
+        backend_numba._USE_VNNI = saved

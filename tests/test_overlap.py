@@ -204,3 +204,14 @@ def test_cli_overlap(tmp_path):
     bad = runner.invoke(cli, ["overlap", "--signatures", str(tmp_path / "nope.zarr"), "--perplexity", str(tmp_path / "p.zarr"),
                               "--performance", str(tmp_path / "y.csv"), "--out", str(tmp_path / "o2.nc")])
     assert bad.exit_code != 0 and isinstance(bad.exception, (BsigError, SystemExit))
+
+
+def test_spearman_matrix_edge_cases():
+    x = np.column_stack([np.arange(5.0), [1, 3, 2, 5, 4], np.full(5, 2.0), [1, np.nan, 2, 3, 4]])
+    rho, p = spearman_matrix(x)
+    res = scipy.stats.spearmanr(x[:, 0], x[:, 1])
+    assert rho[0, 1] == pytest.approx(res.statistic) and p[1, 0] == pytest.approx(res.pvalue)
+    assert np.isnan(rho[2]).all() and np.isnan(rho[:, 3]).all()  # constant and NaN columns
+    np.testing.assert_array_equal(np.diag(rho)[:2], [1.0, 1.0])
+    rho1, _ = spearman_matrix(x[:, [0, 2]])
+    assert rho1[0, 0] == 1.0 and np.isnan(rho1[0, 1])

@@ -383,3 +383,37 @@ def test_cli_writes_signatures_and_reports_errors_in_one_line(tmp_path):
     lines = failed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bsig: error:") and "bench1" in lines[0]
     assert not (tmp_path / "g2.zarr").exists()
+
+
+RSS_SCRIPT = """
+import resource, sys
+from bsig_array.performance import load_performance
+from bsig_array.selection import open_screen, select_signatures
+screen = open_screen(sys.argv[1])
+score = load_performance(sys.argv[2])
+sig = select_signatures(screen, score, memory_limit=sys.argv[3], workers=2)
+assert (sig["n_selected"] > 0).all()
+print(sig.attrs["plan"])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def test_peak_rss_stays_within_the_memory_limit(tmp_path):
+    # 2 benchmarks x 1.2e5 candidates x 32 models with LOO-CV: unbatched, one task would need ~1 GiB.
+    m, n, n_bench = 32, 120_000, 2
+    rng = np.random.default_rng(0)
+    nll = rng.uniform(1.0, 4.0, size=(m, n)).astype(np.float32)
+    half = n // 2
+    tails = {"thrush": {f"b{b}": (list(range(half)), list(range(half, n))) for b in range(n_bench)}}
+    models = [f"m{i:02d}" for i in range(m)]
+    screen = make_screen(nll, tails, np.arange(n, dtype=np.int64), models)
+    screen.to_zarr(tmp_path / "s.zarr", zarr_format=3, encoding={"candidate_nll": {"chunks": (m, 16384)}})
+    y = np.exp(nll[:, :2].astype(np.float64)) + 0.1 * rng.normal(size=(m, 2))
+    pd.DataFrame({"model": models, "b0": y[:, 0], "b1": y[:, 1]}).to_csv(tmp_path / "y.csv", index=False)
+    limit = 800 * 2**20
+    done = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(tmp_path / "s.zarr"), str(tmp_path / "y.csv"),
+                           str(limit)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    plan, peak = done.stdout.strip().splitlines()[-2:]
+    assert "fits per pass" in plan and "33 fits" not in plan  # the folds had to be batched
+    assert int(peak) <= limit, f"peak RSS {int(peak) / 2**20:.0f} MiB > limit; plan: {plan}"

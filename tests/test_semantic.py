@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from test_overlap import make_inputs
 
 from bsig_array.errors import BsigError
+from bsig_array.overlap import compute_overlaps
 from bsig_array.semantic import load_encoder, read_questions, sample_indices, semantic_overlap, single_side
 
 WORDS = "apple river theorem protein court market galaxy poem enzyme verdict orbit melody ledger fossil".split()
@@ -104,14 +106,6 @@ def test_read_questions_formats_and_errors(tmp_path):
 
 
 def test_compute_overlaps_fills_semantic_from_a_directory(tmp_path, encoder):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_overlap import make_inputs
-
-    from bsig_array.overlap import compute_overlaps
-
     nll, signatures, score = make_inputs(2)
     rng = np.random.default_rng(2)
     for b in ["b0", "b1", "b2"]:

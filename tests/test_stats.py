@@ -188,3 +188,8 @@ def test_compute_stats_write_read_and_cli(tmp_path):
 def test_single_category_is_an_error():
     with pytest.raises(BsigError, match="two categories"):
         within_cross(np.eye(3), ["a", "a", "a"])
+
+
+def test_categories_of_one_benchmark_give_an_empty_table():
+    table = within_cross(np.eye(3), ["a", "b", "c"], resamples=10)
+    assert table.empty and "within" in table.columns

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import dask
@@ -168,7 +167,7 @@ WRITER_SCRIPT = textwrap.dedent(
 
 
 def test_writer_killed_mid_run_resumes_to_identical_store(tmp_path):
-    n_tokens, chunk = 6000, 100
+    n_tokens, chunk = 3000, 100
     reference = fill_store(tmp_path / "ref.zarr", n_tokens=n_tokens, chunk_tokens=chunk)
     create_store(tmp_path / "s.zarr", MODELS, n_tokens, chunk_tokens=chunk)
     script = tmp_path / "writer.py"
