@@ -15,13 +15,16 @@ Slow peers and the portable backend run on a slice (``--slice``) and are scaled 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 
+import numba
 import numpy as np
 import pandas as pd
 
 from bsig_array import kernels as K
+from bsig_array.kernels import backend_numba
 
 
 def best_time(fn, repeat: int = 3) -> float:
@@ -92,6 +95,8 @@ def main() -> None:
     rate("preselect numba", lambda: K.preselect_codes(P, Y, backend="numba"), n)
     rate("preselect numpy-portable", lambda: K.preselect_codes(Ps, Y, backend="numpy"), ns)
     rate("preselect numpy broadcast", lambda: broadcast_preselect(Ps, Y), ns)
+    rate("both separate numba", lambda: (K.thrush_codes(P, Y), K.preselect_codes(P, Y)), n)
+    rate("both screen_codes numba", lambda: K.screen_codes(P, Y), n)
     codes = K.thrush_codes(P, Y)
     offset, n_bins = K.lattice("thrush", m)
     rate("histogram numba", lambda: K.histogram_codes(codes, "thrush", m, backend="numba"), n)
@@ -108,11 +113,15 @@ def main() -> None:
         ("thrush numba", "thrush numpy-portable"),
         ("preselect numba", "preselect numpy broadcast"),
         ("preselect numba", "preselect numpy-portable"),
+        ("both screen_codes numba", "both separate numba"),
         ("ranks numba", "ranks pandas first"),
         ("histogram numba", "histogram bincount"),
     ]:
         print(f"{num:<20s} / {den:<30s} {rates[num] / rates[den]:8.1f}x")
-    print(f"\npeak RSS {peak_rss_mib():.0f} MiB (P block {P.nbytes / 2**20:.0f} MiB, codes {codes.nbytes / 2**20:.0f} MiB)")
+    load = os.getloadavg()[0]
+    print(f"\nnumba threads {numba.get_num_threads()}, VNNI product {backend_numba._USE_VNNI}, load average {load:.1f}")
+    mib = 2**20
+    print(f"peak RSS {peak_rss_mib():.0f} MiB (P block {P.nbytes / mib:.0f} MiB, codes {codes.nbytes / mib:.0f} MiB)")
 
 
 if __name__ == "__main__":

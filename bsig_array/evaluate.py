@@ -196,7 +196,8 @@ def evaluate_model(
     model
         Local folder, ``.gguf`` file, offline alias or zoo name (:func:`bsig_array.models.load_causal_lm`).
     tasks
-        Task (or group) names defined in ``include_path`` or built into lm-eval.
+        Task (or group) names defined in ``include_path`` (lm-eval's built-in tasks are not indexed:
+        they would need hub downloads, and indexing them takes tens of seconds).
     include_path
         Folders with task YAMLs (default: the project's shipped tasks).
     limit
@@ -217,7 +218,7 @@ def evaluate_model(
     hf_model, tok = loaded if loaded is not None else load_causal_lm(model, gguf_file=gguf_file, device=device)
     lm = HFLM(pretrained=hf_model, tokenizer=tok, batch_size=batch_size, device=device)
     with prepared_include_path(include_path) as paths:
-        manager = TaskManager(include_path=paths)
+        manager = TaskManager(include_path=paths, include_defaults=False)
         unknown = [t for t in tasks if t not in manager.all_tasks]
         if unknown:
             raise BsigError(f"unknown lm-eval tasks {unknown}; check --tasks and --include-path")

@@ -163,6 +163,7 @@ def extract_perplexity(
     backend: str = "transformers",
     target: str = "last-token",
     tokenizer: Any = None,
+    source: str | None = None,
     gguf_file: str | None = None,
     batch_size: int = 32,
     device: str = "cpu",
@@ -184,6 +185,10 @@ def extract_perplexity(
         Model name/path/alias/zoo name, or a loaded transformers model (with ``tokenizer``).
     name
         Model name in the store (default: derived from ``model``).
+    tokenizer
+        Tokenizer of a loaded ``model``.
+    source
+        Provenance recorded for the model (default: ``model`` itself, or its class name if loaded).
     backend
         ``transformers`` or ``vllm`` (see :mod:`bsig_array.backends`).
     target
@@ -201,7 +206,7 @@ def extract_perplexity(
     corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
     store = Path(store)
     name = name or default_model_name(model)
-    source = model if isinstance(model, str) else default_model_name(model)
+    source = source or (model if isinstance(model, str) else default_model_name(model))
     t0 = time.perf_counter()
     with store_lock(store):
         writer = None

@@ -307,5 +307,10 @@ def load_inputs(
 
         ov = out["overlap"]
         levels = [lv for lv in LEVELS if lv in ov and np.isfinite(ov[lv].values).any()]
-        out["stats"] = {lv: compute_stats(ov, metadata, level=lv) for lv in levels}
+        out["stats"] = {}
+        for lv in levels:
+            try:
+                out["stats"][lv] = compute_stats(ov, metadata, level=lv)
+            except BsigError:  # e.g. a single category: the report simply shows no statistics
+                continue
     return out

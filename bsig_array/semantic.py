@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +125,14 @@ def sample_indices(name: str, n_pool: int, size: int, k: int, seed: int) -> np.n
     """
     if not 0 < size <= n_pool:
         raise ValueError(f"cannot draw {size} of {n_pool} questions without replacement")
+    rows = [p[:size] for p in _permutations(name, n_pool, k, seed)]
+    return np.stack(rows) if rows else np.empty((0, size), dtype=np.int64)
+
+
+def _permutations(name: str, n_pool: int, k: int, seed: int) -> Iterator[np.ndarray]:
     rng = np.random.default_rng([int(seed), zlib.crc32(name.encode("utf-8"))])
-    return np.stack([rng.permutation(n_pool)[:size] for _ in range(k)]) if k else np.empty((0, size), dtype=np.int64)
+    for _ in range(k):
+        yield rng.permutation(n_pool)
 
 
 def single_side(a: str, b: str, sizes: Mapping[str, int]) -> tuple[str, str]:
@@ -145,7 +151,7 @@ class _Sampler:
         self.questions = list(questions)
         self.lengths = lengths
         self.budget = budget
-        self._rows = [self._prefix(r) for r in sample_indices(name, len(self.questions), len(self.questions), k, seed)]
+        self._rows = [self._prefix(p) for p in _permutations(name, len(self.questions), k, seed)]
         self._texts: dict[tuple[int, int], str] = {}
 
     def _prefix(self, order: np.ndarray) -> np.ndarray:

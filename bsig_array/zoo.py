@@ -11,13 +11,18 @@ and changes its weights deterministically, in memory (nothing extra is written t
   ``bits`` bits (``round(W / s) * s`` with ``s = max|W_row| / (2**(bits-1) - 1)``), a weight-only
   quantization ladder; 1-D tensors (norms, biases) stay fp32.
 
-:data:`VARIANTS` lists the default zoo: per base, the unchanged model, two noise levels and a 4-bit
-and 3-bit re-quantization (10 models), which gives a spread of quality that benchmarks can rank.
+:data:`VARIANTS` lists the zoo: per base, the unchanged model, two noise levels and a 4-bit and a 3-bit
+re-quantization (10 models); :data:`DEFAULT_ZOO` is the 8 of them (no int3) that
+:func:`build_zoo_pool` uses by default.
 """
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bsig_array.errors import BsigError
@@ -47,6 +52,10 @@ for _base, _short in (("smollm2-135m", "smol"), ("gemma3-270m", "gemma")):
     VARIANTS[f"{_short}-noise05"] = Variant(_base, "noise", 0.05, seed=2)
     VARIANTS[f"{_short}-int4"] = Variant(_base, "quant", 4)
     VARIANTS[f"{_short}-int3"] = Variant(_base, "quant", 3)
+
+DEFAULT_ZOO: tuple[str, ...] = tuple(
+    f"{b}-{k}" for b in ("smol", "gemma") for k in ("orig", "noise02", "noise05", "int4")
+)
 
 
 def perturb_(model: Any, variant: Variant) -> Any:
@@ -89,3 +98,89 @@ def load_variant(name: str, *, dtype: str = "float32") -> tuple[Any, Any]:
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     return perturb_(model, variant).eval(), tok
+
+
+@dataclass
+class ZooPool:
+    """Paths written by :func:`build_zoo_pool`."""
+
+    corpus: Path
+    perplexity: Path
+    performance: Path
+    seconds: dict[str, float]
+
+
+def build_zoo_pool(
+    out: str | os.PathLike,
+    *,
+    variants: Sequence[str] = DEFAULT_ZOO,
+    n_docs: int = 40,
+    sample_rate: float = 0.004,
+    seed: int = 0,
+    context_pieces: int = 8,
+    tasks: Sequence[str] | None = None,
+    limit: int | None = 12,
+    batch_size: int = 16,
+    max_tokens: int = 128,
+    log: Callable[[str], None] = lambda _: None,
+) -> ZooPool:
+    """Real pool: zoo models x a stdlib corpus sample -> perplexity store + lm-eval performance CSV.
+
+    Resumable: models already complete in the store, and already in the CSV, are skipped.
+
+    Parameters
+    ----------
+    out
+        Output folder (``corpus.zarr``, ``perplexity.zarr``, ``performance.csv``).
+    variants
+        Zoo model names (default: the 8 of :data:`DEFAULT_ZOO`).
+    n_docs, sample_rate, seed, context_pieces
+        Corpus: the first ``n_docs`` standard-library files, downsampled.
+    tasks, limit
+        lm-eval tasks (default: all shipped ``bsig_*`` tasks) and items per task.
+    batch_size, max_tokens
+        Perplexity batching and window cap.
+    log
+        Called with one line per finished step.
+    """
+    import itertools
+
+    import pandas as pd
+
+    from bsig_array.corpus import build_corpus, stdlib_documents
+    from bsig_array.evaluate import GENERATORS, evaluate_model, update_performance
+    from bsig_array.perplexity import extract_perplexity
+    from bsig_array.store import StoreWriter
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pool = ZooPool(out / "corpus.zarr", out / "perplexity.zarr", out / "performance.csv", {})
+    tasks = list(tasks or GENERATORS)
+    t = time.perf_counter()
+    if not pool.corpus.exists():
+        build_corpus(itertools.islice(stdlib_documents(), n_docs), pool.corpus, sample_rate=sample_rate, seed=seed,
+                     context_pieces=context_pieces, inputs=["stdlib"])
+    pool.seconds["corpus"] = time.perf_counter() - t
+    for name in variants:
+        done_store = False
+        if pool.perplexity.exists():
+            writer = StoreWriter(pool.perplexity)
+            done_store = name in writer.models and not writer.pending(rows=writer.model_index([name]))
+        done_scores = pool.performance.exists() and name in set(pd.read_csv(pool.performance)["model"])
+        if done_store and done_scores:
+            continue
+        t = time.perf_counter()
+        model, tok = load_variant(name)
+        pool.seconds[f"{name}/load"] = time.perf_counter() - t
+        t = time.perf_counter()
+        res = extract_perplexity(pool.corpus, pool.perplexity, model, tokenizer=tok, name=name,
+                                 source=VARIANTS[name].describe(), batch_size=batch_size, max_tokens=max_tokens)
+        pool.seconds[f"{name}/perplexity"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if not done_scores:
+            scores = evaluate_model(name, tasks, limit=limit, batch_size=batch_size, loaded=(model, tok))
+            update_performance(pool.performance, name, scores)
+        pool.seconds[f"{name}/evaluate"] = time.perf_counter() - t
+        log(f"{name}: {res.tokens} tokens in {res.seconds:.0f} s, scores in {pool.seconds[f'{name}/evaluate']:.0f} s")
+        del model
+    return pool

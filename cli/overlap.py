@@ -15,9 +15,11 @@ import click
               help="tokens each model is z-scored over")
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="semantic samples per benchmark pair")
 @click.option("--encoder", type=click.Path(), default=None, help="sentence-transformers directory (default: offline all-MiniLM-L6-v2)")
+@click.option("--covariate", type=click.Choice(["perplexity", "nll"]), default=None,
+              help="values z-scored at the signature level (default: the signatures' covariate attribute)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="output overlap file (*.nc or *.zarr)")
-def overlap(signatures_path, perplexity_path, performance_path, metadata, questions, population, bootstrap, encoder, seed, out):
+def overlap(signatures_path, perplexity_path, performance_path, metadata, questions, population, bootstrap, encoder, covariate, seed, out):
     """Overlap matrices (benchmark_a x benchmark_b) at the signature, performance and semantic level."""
     from bsig_array.overlap import compute_overlaps, load_signatures, write_overlap
     from bsig_array.performance import load_performance
@@ -27,7 +29,7 @@ def overlap(signatures_path, perplexity_path, performance_path, metadata, questi
     nll = open_store(perplexity_path)["nll"]
     score = load_performance(performance_path, metadata=metadata)
     ds = compute_overlaps(signatures, nll, score, questions=questions, population=population,
-                          bootstrap=bootstrap, encoder=encoder, seed=seed)
+                          bootstrap=bootstrap, encoder=encoder, seed=seed, covariate=covariate)
     path = write_overlap(ds, out)
     if "missing_questions" in ds["semantic"].attrs:
         click.echo(f"warning: no questions for {ds['semantic'].attrs['missing_questions']} (semantic overlap NaN)", err=True)

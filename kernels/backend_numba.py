@@ -10,7 +10,8 @@ tokens and LLVM vectorizes it (AVX2/AVX-512); blocks are spread over threads wit
 * Pre-select: per token, bitmasks ``GT[a] = {b : p_b < p_a}`` (uint32 words); per benchmark
   ``code = Σ_a popcount(GT[a] & AFTER[a])`` with ``AFTER[a] = {b : pos(b) > pos(a)}`` precomputed
   once per call — an inversion count with m ANDs + popcounts per benchmark and token;
-* histograms accumulate in place per row; tails scan each row once.
+* both methods (:func:`screen_codes`): one comparison pass feeds the ranks and the bitmasks;
+* histograms accumulate in place per row; tails count, then fill, one scan of each row each.
 
 float16 input is ranked through an order-preserving integer key of its bits (-0.0 mapped to +0.0),
 so no float32 copy of the chunk is made.
@@ -19,6 +20,7 @@ so no float32 copy of the chunk is made.
 from __future__ import annotations
 
 import llvmlite.binding as llvm
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -31,7 +33,10 @@ name = "numba"
 _T = 128  # tokens per inner block: keys (m × _T) and bitmasks stay in L1
 # AVX-512 VNNI: the Thrush product as u8 ranks · s8 weights, 64 multiply-adds per instruction
 # (needs 2R ≤ 255 and |c| ≤ 127, i.e. m ≤ 127).  Tests switch it off to cover the float path.
-_USE_VNNI = bool(llvm.get_host_cpu_features().get("avx512vnni", False))
+# Off when numba targets another CPU than the host (NUMBA_CPU_NAME), where the intrinsic may not exist.
+_USE_VNNI = numba.config.CPU_NAME in (None, "host") and bool(
+    llvm.get_host_cpu_features().get("avx512vnni", False)
+)
 _VNNI_MAX_MODELS = 127
 
 

@@ -23,6 +23,11 @@ def histogram_codes(codes, method: str, m: int, *, out=None, backend: str = "aut
     Returns
     -------
     array (B, n_bins) int64; bin ``code + offset`` (see :func:`~bsig_array.kernels.lattice.lattice`).
+
+    Raises
+    ------
+    ValueError
+        For a code off the lattice (``out`` may then hold a partial update; discard it).
     """
     offset, n_bins = lattice(method, m)
     if len(codes.shape) != 2:

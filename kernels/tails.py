@@ -225,6 +225,10 @@ def tail_counts(codes, low_code, high_code, *, backend: str = "auto"):
     """
     from bsig_array.kernels.backends import get_backend
 
-    if len(codes.shape) != 2 or tuple(low_code.shape) != (codes.shape[0],) or tuple(high_code.shape) != (codes.shape[0],):
-        raise ValueError(f"codes must be (B, n) with low_code and high_code of shape (B,), got {tuple(codes.shape)}")
+    rows = (codes.shape[0],) if len(codes.shape) == 2 else None
+    if rows is None or tuple(low_code.shape) != rows or tuple(high_code.shape) != rows:
+        raise ValueError(
+            f"codes must be (B, n) with low_code and high_code of shape (B,), got {tuple(codes.shape)}, "
+            f"{tuple(low_code.shape)}, {tuple(high_code.shape)}"
+        )
     return get_backend(backend, codes).tail_counts(codes, low_code, high_code)

@@ -20,7 +20,8 @@ def codes_in_chunks(draw):
     used = rng.integers(0, n_bins, draw(st.integers(1, 5))) - offset  # few distinct codes: ties
     codes = used[rng.integers(0, used.size, (B, d))].astype(np.int32)
     ids = rng.choice(10 * d + 10, size=d, replace=False).astype(np.int64)
-    cuts = np.sort(rng.choice(np.arange(1, d), size=min(draw(st.integers(0, 4)), d - 1), replace=False)) if d > 1 else []
+    n_cuts = min(draw(st.integers(0, 4)), d - 1)
+    cuts = np.sort(rng.choice(np.arange(1, d), size=n_cuts, replace=False)) if n_cuts else []
     k = draw(st.integers(1, d))
     return method, m, codes, ids, list(cuts), k
 

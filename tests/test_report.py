@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import base64
-import re
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
-import xarray as xr
 from click.testing import CliRunner
 from test_overlap import make_inputs
 
@@ -17,7 +15,7 @@ from bsig_array.errors import BsigError
 from bsig_array.overlap import compute_overlaps, write_overlap
 from bsig_array.report import write_report
 from bsig_array.screen import screen
-from bsig_array.stats import compute_stats, write_stats
+from bsig_array.stats import compute_stats
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

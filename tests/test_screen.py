@@ -229,6 +229,7 @@ def test_identical_on_local_cluster(pool, reference, tmp_path):
     xr.testing.assert_identical(_comparable(out), _comparable(reference))
 
 
+@pytest.mark.slow  # spawning worker processes that import numba and compile kernels: ~20-80 s here
 def test_identical_on_process_cluster_by_address(pool, reference, tmp_path):
     from distributed import LocalCluster
 
