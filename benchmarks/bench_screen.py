@@ -48,7 +48,7 @@ def child_screen(cfg: dict) -> dict:
     ds = open_store(cfg["store"])
     score = align_performance(load_performance(cfg["performance"]), ds["model"].values)
     result = screen(ds["nll"], score, methods=cfg["method"], alpha=0.01, memory_limit=cfg["memory_limit"],
-                    scheduler="threads", null_permutations=cfg.get("null_permutations", 0))
+                    scheduler="threads", null_permutations=cfg.get("null_permutations", 0), store=cfg["store"])
     t1 = time.perf_counter()
     write_screen(result, cfg["out"], overwrite=True)
     t2 = time.perf_counter()

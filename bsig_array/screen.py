@@ -140,6 +140,46 @@ class ChunkSource:
         return _materialize(self.token).astype(np.int64, copy=False)
 
 
+class ZarrSlice:
+    """Token columns ``start:stop`` of one Zarr array, read with zarr itself.
+
+    Reading through xarray decodes the NaN ``_FillValue`` (one more pass and copy per chunk); the
+    screen validates every block anyway, so the raw read is equivalent and ~3x faster.
+    """
+
+    __slots__ = ("path", "name", "start", "stop")
+    _open: dict[tuple[str, str], Any] = {}  # per process: array handles (metadata read once)
+
+    def __init__(self, path: str, name: str, start: int, stop: int) -> None:
+        self.path, self.name, self.start, self.stop = path, name, start, stop
+
+    def compute(self, scheduler: str | None = None) -> np.ndarray:
+        import zarr
+
+        key = (self.path, self.name)
+        if key not in ZarrSlice._open:
+            ZarrSlice._open[key] = zarr.open_array(self.path, path=self.name, mode="r")
+        return ZarrSlice._open[key][:, self.start : self.stop]
+
+
+def _direct_store(nll: xr.DataArray, store: str | os.PathLike | None) -> str | None:
+    """``store`` if ``nll`` is that store's unmodified ``nll`` array (same shape, models and dtype)."""
+    if store is None:
+        return None
+    import zarr
+
+    try:
+        group = zarr.open_group(str(store), mode="r")
+        arr = group[nll.name or "nll"]
+        models = [str(v) for v in group["model"][:]]
+    except Exception:  # not a readable zarr group: fall back to reading through xarray
+        return None
+    same = (
+        arr.shape == nll.shape and arr.dtype == nll.dtype and models == [str(v) for v in nll["model"].values]
+    )
+    return str(store) if same else None
+
+
 def _materialize(x: Any) -> np.ndarray:
     if hasattr(x, "compute"):
         x = x.compute(scheduler="synchronous")
@@ -158,14 +198,20 @@ class ScreenJob:
     backend: str
     models: tuple[str, ...]
     path: str
+    threads: int = 0  # numba threads per task (0: numba's default); avoids oversubscribing the cores
     bounds: dict[str, K.TailBounds] = field(default_factory=dict)
 
 
 def _xp(job: ScreenJob) -> Any:
+    """Array namespace of the job's device; on CPU also caps this thread's numba threads."""
     if job.backend == "cupy":
         import cupy
 
         return cupy
+    if job.threads:
+        import numba
+
+        numba.set_num_threads(min(job.threads, numba.config.NUMBA_NUM_THREADS))  # thread-local setting
     return np
 
 
@@ -311,10 +357,16 @@ def compact_members(parts: Sequence[K.TailMembers], bounds: K.TailBounds) -> K.T
 # ----------------------------------------------------------------------------- stage
 
 
-def chunk_sources(nll: xr.DataArray, chunk_tokens: int | None = None) -> list[ChunkSource]:
-    """One :class:`ChunkSource` per token chunk of ``nll`` (its dask chunks, else ``chunk_tokens``)."""
+def chunk_sources(
+    nll: xr.DataArray, chunk_tokens: int | None = None, *, store: str | os.PathLike | None = None,
+) -> list[ChunkSource]:
+    """One :class:`ChunkSource` per token chunk of ``nll`` (its dask chunks, else ``chunk_tokens``).
+
+    With ``store`` (the path ``nll`` was opened from, unmodified), chunks are read with zarr directly.
+    """
     from bsig_array.store import DEFAULT_CHUNK_TOKENS
 
+    direct = _direct_store(nll, store)
     d = nll.sizes["token"]
     data = nll.data
     token = nll["token"].data if "token" in nll.coords else None
@@ -329,7 +381,9 @@ def chunk_sources(nll: xr.DataArray, chunk_tokens: int | None = None) -> list[Ch
         stop = start + w
         blk = data[:, start:stop]
         tok = None if token is None else token[start:stop]
-        if hasattr(blk, "dask"):
+        if direct is not None:
+            blk = ZarrSlice(direct, nll.name or "nll", start, stop)
+        elif hasattr(blk, "dask"):
             (blk,) = dask.optimize(blk)  # cull: ship only this chunk's graph
         if tok is not None and hasattr(tok, "dask"):
             (tok,) = dask.optimize(tok)
@@ -352,6 +406,7 @@ def screen(
     seed: int = 0,
     workers: int | None = None,
     backend: str = "auto",
+    store: str | os.PathLike | None = None,
 ) -> xr.Dataset:
     """Screen every token against every benchmark with exact tail thresholds.
 
@@ -386,6 +441,10 @@ def screen(
         Upper bound on concurrent tasks (default: CPU count, lowered by the memory plan).
     backend
         Kernel backend on CPU (``"auto"`` = numba; ``"numpy"`` = portable array-API code).
+    store
+        Path of the perplexity store ``nll`` was opened from: its chunks are then read with zarr
+        directly (~3x faster than through xarray's decoding).  Ignored unless ``nll`` is that
+        store's unmodified array.
 
     Returns
     -------
@@ -411,7 +470,7 @@ def screen(
     Y = np.ascontiguousarray(score.values.T, dtype=np.float64)  # (B, m)
     B, m = Y.shape
 
-    sources = chunk_sources(nll)
+    sources = chunk_sources(nll, store=store)
     widest = max(s.stop - s.start for s in sources)
     if not isinstance(scheduler, str):
         max_workers = workers or sum(scheduler.nthreads().values())
@@ -424,7 +483,8 @@ def screen(
     job = ScreenJob(
         methods=methods, Y=Y, Y_null=permuted_scores(Y, null_permutations, seed), ties=ties,
         block_tokens=plan.block_tokens, backend="cupy" if device == "gpu" else backend,
-        models=tuple(models), path=str(nll.encoding.get("source", "store")),
+        models=tuple(models), path=str(store or "store"),
+        threads=max(1, (os.cpu_count() or 1) // plan.workers) if isinstance(scheduler, str) else 0,
     )
 
     timings: dict[str, float] = {}
@@ -569,11 +629,17 @@ def _build_output(
             "exact counts of gamma over its half-integer lattice" if meth == "thrush" else "exact counts of eta*Z over 0..Z"
         )
 
-    union = np.unique(token)  # sorted token ids
+    union = _sorted_unique(token)
     ds["candidate_nll"] = (("model", "candidate"), gather(sources, locate(sources, union), m))
     ds = ds.assign_coords(candidate=union)
     ds["candidate_nll"].attrs["description"] = "NLL columns of the union of candidates (coord candidate = token id)"
     return ds
+
+
+def _sorted_unique(x: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (numpy 2's hash-based ``np.unique`` is ~10x slower on 1e7 int64 here)."""
+    s = np.sort(x, axis=None)
+    return s[np.concatenate(([True], s[1:] != s[:-1]))] if s.size else s
 
 
 def _take_columns(source: ChunkSource, columns: np.ndarray) -> np.ndarray:

@@ -122,6 +122,7 @@ def build_zoo_pool(
     limit: int | None = 12,
     batch_size: int = 16,
     max_tokens: int = 128,
+    loader: Callable[[str], tuple[Any, Any, str]] | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> ZooPool:
     """Real pool: zoo models x a stdlib corpus sample -> perplexity store + lm-eval performance CSV.
@@ -140,6 +141,8 @@ def build_zoo_pool(
         lm-eval tasks (default: all shipped ``bsig_*`` tasks) and items per task.
     batch_size, max_tokens
         Perplexity batching and window cap.
+    loader
+        ``name -> (model, tokenizer, description)``; default: :func:`load_variant` of the zoo.
     log
         Called with one line per finished step.
     """
@@ -170,11 +173,11 @@ def build_zoo_pool(
         if done_store and done_scores:
             continue
         t = time.perf_counter()
-        model, tok = load_variant(name)
+        model, tok, description = loader(name) if loader else (*load_variant(name), VARIANTS[name].describe())
         pool.seconds[f"{name}/load"] = time.perf_counter() - t
         t = time.perf_counter()
         res = extract_perplexity(pool.corpus, pool.perplexity, model, tokenizer=tok, name=name,
-                                 source=VARIANTS[name].describe(), batch_size=batch_size, max_tokens=max_tokens)
+                                 source=description, batch_size=batch_size, max_tokens=max_tokens)
         pool.seconds[f"{name}/perplexity"] = time.perf_counter() - t
         t = time.perf_counter()
         if not done_scores:

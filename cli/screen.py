@@ -53,7 +53,7 @@ def screen(perplexity, performance, out, method, alpha, ties, memory_limit, sche
     score = load_performance(performance, metadata=metadata)
     result = run_screen(
         ds["nll"], score, methods=method, alpha=alpha, ties=ties, memory_limit=memory_limit, scheduler=scheduler,
-        device=device, null_permutations=null_permutations, seed=seed, workers=workers,
+        device=device, null_permutations=null_permutations, seed=seed, workers=workers, store=perplexity,
     )
     path = write_screen(result, out, overwrite=overwrite, scheduler=scheduler)
     click.echo(

@@ -177,9 +177,12 @@ def pool(tmp_path_factory):
     return {"P": P, "Y": Y, "models": models, "stores": stores, "csv": csv, "root": root}
 
 
-def run_to_disk(pool, out: Path, *, chunk: int = 1000, scheduler="threads", **kw) -> xr.Dataset:
-    ds = open_store(pool["stores"][chunk])
-    result = screen(ds["nll"], make_score(pool["Y"], pool["models"]), alpha=0.02, scheduler=scheduler, **kw)
+def run_to_disk(pool, out: Path, *, chunk: int = 1000, scheduler="threads", direct: bool = True, **kw) -> xr.Dataset:
+    """Screen one of the pool's stores and write it; ``direct`` reads chunks with zarr, else via xarray."""
+    path = pool["stores"][chunk]
+    ds = open_store(path)
+    result = screen(ds["nll"], make_score(pool["Y"], pool["models"]), alpha=0.02, scheduler=scheduler,
+                    store=path if direct else None, **kw)
     write_screen(result, out, scheduler=scheduler)
     return xr.open_zarr(out).load()
 
@@ -190,7 +193,7 @@ def _comparable(ds: xr.Dataset) -> xr.Dataset:
 
 @pytest.fixture(scope="module")
 def reference(pool):
-    out = run_to_disk(pool, pool["root"] / "ref.zarr", chunk=1000, scheduler="synchronous", null_permutations=3)
+    out = run_to_disk(pool, pool["root"] / "ref.zarr", chunk=1000, scheduler="synchronous", direct=False, null_permutations=3)
     check_against_reference(out, pool["P"], pool["Y"], np.arange(D) * 2, "average")
     return out
 
