@@ -90,7 +90,11 @@ def _cupy_available() -> bool:
 
 
 def _check_alpha(alpha: float, n_tokens: int) -> int:
-    if not (isinstance(alpha, (int, float)) and 0.0 < float(alpha) < 0.5):
+    try:
+        ok = 0.0 < float(alpha) < 0.5  # False for NaN
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise BsigError(f"alpha must be in (0, 0.5) (the fraction kept per tail), got {alpha}; e.g. --alpha 0.01")
     if n_tokens < 2:
         raise BsigError(f"the store has {n_tokens} token(s); screening needs at least 2")
@@ -148,18 +152,15 @@ class ZarrSlice:
     """
 
     __slots__ = ("path", "name", "start", "stop")
-    _open: dict[tuple[str, str], Any] = {}  # per process: array handles (metadata read once)
 
     def __init__(self, path: str, name: str, start: int, stop: int) -> None:
         self.path, self.name, self.start, self.stop = path, name, start, stop
 
     def compute(self, scheduler: str | None = None) -> np.ndarray:
+        """The columns as numpy (``scheduler`` is accepted for symmetry with dask arrays)."""
         import zarr
 
-        key = (self.path, self.name)
-        if key not in ZarrSlice._open:
-            ZarrSlice._open[key] = zarr.open_array(self.path, path=self.name, mode="r")
-        return ZarrSlice._open[key][:, self.start : self.stop]
+        return zarr.open_array(self.path, path=self.name, mode="r")[:, self.start : self.stop]
 
 
 def _direct_store(nll: xr.DataArray, store: str | os.PathLike | None) -> str | None:
@@ -379,12 +380,13 @@ def chunk_sources(
     start = 0
     for w in widths:
         stop = start + w
-        blk = data[:, start:stop]
         tok = None if token is None else token[start:stop]
         if direct is not None:
             blk = ZarrSlice(direct, nll.name or "nll", start, stop)
-        elif hasattr(blk, "dask"):
-            (blk,) = dask.optimize(blk)  # cull: ship only this chunk's graph
+        else:
+            blk = data[:, start:stop]
+            if hasattr(blk, "dask"):
+                (blk,) = dask.optimize(blk)  # cull: ship only this chunk's graph
         if tok is not None and hasattr(tok, "dask"):
             (tok,) = dask.optimize(tok)
         sources.append(ChunkSource(blk, tok, start, stop))

@@ -51,13 +51,18 @@ COVARIATES = ("perplexity", "nll")
 #: Lasso penalty on standardized columns and centred scores (sklearn's ``alpha``).  The paper does
 #: not state its value; 1e-3 keeps tens of tokens for score spreads of a few percentage points.
 DEFAULT_LASSO_ALPHA = 1e-3
+#: Selection's own fixed cost on top of the process: numba's compiled kernels and the zarr/dask read
+#: machinery (measured: ~60 MiB more RSS after the first selection than after the imports).
+RUNTIME_OVERHEAD = 64 * 2**20
 #: Columns per block when a benchmark's candidates are streamed instead of held in memory.
 STREAM_BLOCK_COLUMNS = 1 << 14
 
 __all__ = [
+    "BenchmarkSelection",
     "COVARIATES",
     "DEFAULT_LASSO_ALPHA",
     "METHODS",
+    "RUNTIME_OVERHEAD",
     "SelectPlan",
     "attach_contexts",
     "benchmark_candidates",
@@ -106,14 +111,18 @@ class SelectPlan:
 
 
 def _task_bytes(m: int, n: int, problems: int, cache: bool, method: str) -> int:
-    """Projected peak bytes of one benchmark task with ``n`` candidates."""
+    """Projected peak bytes of one benchmark task with ``n`` candidates (checked by an RSS test).
+
+    The gathered float32 block counts twice (dask concatenates its chunk pieces), each block being
+    standardized holds about six float64 temporaries, and every fit keeps two float64 per candidate.
+    """
     block = min(n, DEFAULT_BLOCK_COLUMNS if cache else STREAM_BLOCK_COLUMNS)
-    if method == "lasso":  # gathered float32, standardized float64, sklearn's Fortran copy
-        return 4 * m * n + 2 * 8 * m * n + 8 * 4 * n
-    gathered = 4 * m * n if cache else 4 * m * block
-    standardized = 8 * m * n if cache else 3 * 8 * m * block
-    state = 16 * problems * n + 2 * 8 * n  # norm2 + floor per problem; priority, mean, scale
-    products = 8 * 2 * problems * block
+    if method == "lasso":  # gathered (x2), covariate, standardized copy, sklearn's Fortran copy
+        return 2 * 4 * m * n + 3 * 8 * m * n + 8 * 4 * n
+    gathered = 2 * 4 * m * (n if cache else block)
+    standardized = (8 * m * n if cache else 0) + 6 * 8 * m * block
+    state = 16 * problems * n + 4 * 8 * n  # norm2 + floor per fit; priority, mean, scale, token ids
+    products = 2 * 8 * 2 * problems * block  # the product and its contiguous copy
     return gathered + standardized + state + products
 
 
@@ -124,11 +133,12 @@ def plan_selection(
     """Pick concurrency, caching and fold batching for benchmarks of at most ``n_max`` candidates.
 
     Prefers, in order: everything in memory with all fits batched; fewer workers; smaller fold
-    batches; streaming.  Refuses (BsigError with the numbers) when even one streamed task with one
-    fit per pass does not fit.
+    batches; streaming.  ``driver_bytes`` is what the caller holds for the whole run (the screen's
+    candidate axis).  Refuses (BsigError with the numbers) when even one streamed task with one fit
+    per pass does not fit.
     """
     limit = parse_memory(memory_limit)
-    budget = limit - PROCESS_OVERHEAD
+    budget = limit - PROCESS_OVERHEAD - RUNTIME_OVERHEAD - driver_bytes
     cpus = max(1, min(os.cpu_count() or 1, n_tasks))
     problems = (m + 1) if (loocv and method == "aic") else 1
     for cache in (True, False):
@@ -140,7 +150,7 @@ def plan_selection(
             workers = min(cpus, budget // task) if task > 0 else cpus
             if workers >= 1:
                 return SelectPlan(int(workers), cache, batch, int(task), limit)
-    need = PROCESS_OVERHEAD + driver_bytes + _task_bytes(m, n_max, 1, method == "lasso", method)
+    need = PROCESS_OVERHEAD + RUNTIME_OVERHEAD + driver_bytes + _task_bytes(m, n_max, 1, method == "lasso", method)
     raise BsigError(
         f"selection needs at least {format_bytes(need)} for {n_max} candidates x {m} models "
         f"but --memory-limit is {format_bytes(limit)}; raise --memory-limit"

@@ -1,4 +1,4 @@
-"""Pure array kernels: screening (ranks, Thrush, Pre-select, histograms, exact tails).
+"""Pure array kernels: screening (ranks, Thrush, Pre-select, histograms, exact tails) and AIC forward selection.
 
 No I/O, no Dask, no xarray.  Every kernel takes arrays from any array-API namespace and a
 ``backend`` (``"auto"``, ``"numpy"`` = portable array-API code, ``"numba"`` = CPU fast path,
@@ -16,6 +16,7 @@ Typical streaming use (the screen stage)::
 
 from bsig_array.kernels.backends import BACKENDS, get_backend, register_backend
 from bsig_array.kernels.codes import screen_codes
+from bsig_array.kernels.forward import ForwardPath, OLSFit, forward_select, ols_aic, ols_fit
 from bsig_array.kernels.histogram import histogram_codes
 from bsig_array.kernels.lattice import (
     METHODS,
@@ -42,6 +43,11 @@ from bsig_array.kernels.tails import (
 from bsig_array.kernels.thrush import thrush_codes, thrush_weights
 
 __all__ = [
+    "ForwardPath",
+    "OLSFit",
+    "forward_select",
+    "ols_aic",
+    "ols_fit",
     "BACKENDS",
     "METHODS",
     "TAILS",

@@ -418,3 +418,14 @@ def test_single_method_and_first_ties():
                  alpha=0.03, scheduler="synchronous").compute()
     assert list(out["method"].values) == ["thrush"] and "histogram_preselect" not in out
     check_against_reference(out, P, Y, np.arange(200), "first")
+
+
+def test_duplicate_token_ids_are_refused(tmp_path):
+    """A store whose token coordinate was never written (all ids 0) cannot be screened by id."""
+    rng = np.random.default_rng(4)
+    w = create_store(tmp_path / "dup.zarr", [f"m{i}" for i in range(4)], 200, chunk_tokens=100)
+    for j in range(w.n_chunks):
+        w.write_chunk(j, rng.random((4, 100)).astype("float32"))  # no token= : ids stay 0
+    ds = open_store(tmp_path / "dup.zarr")
+    with pytest.raises(BsigError, match="token id 0 occurs 200 times in the store"):
+        screen(ds["nll"], make_score(np.arange(4.0)[None, :], [f"m{i}" for i in range(4)]), scheduler="synchronous")
