@@ -136,7 +136,7 @@ def load_causal_lm(
 
     transformers.utils.logging.disable_progress_bar()
     if name_or_path in zoo.VARIANTS:
-        model, tok = zoo.load_variant(name_or_path)
+        model, tok = zoo.load_variant(name_or_path, dtype=dtype)
         return model.to(device), tok
     path, extra = resolve_model(name_or_path, gguf_file)
     torch_dtype = getattr(torch, dtype, None)

@@ -238,12 +238,16 @@ class StoreWriter:
             block = self.nll[:, sl]
             block[rows] = nll
             self.nll[:, sl] = block
+        marks = self.progress[:, j]
+        if token is None and "token" in self.group and not marks.any():
+            # First write of this chunk without explicit ids: ids default to positions, so a store
+            # never carries the placeholder zeros as feature ids.
+            token = np.arange(sl.start, sl.stop, dtype=np.int64)
         for name, values in (("token", token), ("doc", doc), ("piece", piece)):
             if values is not None:
                 if name not in self.group:
                     raise ValueError(f"store {self.path} has no {name} coordinate")
                 self.group[name][sl] = np.asarray(values)
-        marks = self.progress[:, j]
         marks[rows] = 1
         self.progress[:, j] = marks
 

@@ -64,7 +64,7 @@ def screen(perplexity, performance, out, method, alpha, ties, memory_limit, sche
     if null_permutations:
         fdr = result["null_fdr"]
         for meth in result["method"].values:
-            row = fdr.sel(method=meth).values
+            row = fdr.sel({"method": meth}).values  # method= is a keyword of .sel
             click.echo(f"  {meth}: estimated FDR of the tails median {float(_median(row)):.3f}, max {float(row.max()):.3f}")
 
 

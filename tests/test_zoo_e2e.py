@@ -28,7 +28,7 @@ def test_noise_variant(tiny_path):
     a = perturb_(AutoModelForCausalLM.from_pretrained(tiny_path), Variant("x", "noise", 0.1, seed=3))
     b = perturb_(AutoModelForCausalLM.from_pretrained(tiny_path), Variant("x", "noise", 0.1, seed=3))
     c = perturb_(AutoModelForCausalLM.from_pretrained(tiny_path), Variant("x", "noise", 0.1, seed=4))
-    pb, pa, pB, pc = (dict(m.named_parameters()) for m in (base, a, b, c))
+    pb, pa, pB, pc = ({k: v.detach() for k, v in m.named_parameters()} for m in (base, a, b, c))
     for name, w in pb.items():
         assert torch.equal(pa[name], pB[name])  # deterministic
         if w.numel() > 1000 and w.std() > 0:
