@@ -93,21 +93,23 @@ def _jsonl_documents(path: Path, stats: CorpusStats) -> Iterator[str | None]:
         for line in fh:
             if not line.strip():
                 continue
-            before = stats.replaced_docs
             try:
-                record = json.loads(_decode(line, stats))
+                line_text, bad_bytes = line.decode("utf-8"), False
+            except UnicodeDecodeError:
+                line_text, bad_bytes = line.decode("utf-8", "replace"), True
+            try:
+                record = json.loads(line_text)
             except json.JSONDecodeError:
-                stats.replaced_docs = before
-                stats.bad_records += 1
-                yield None
-                continue
+                record = None
             text = record.get("text") if isinstance(record, dict) else None
             if not isinstance(text, str):
-                stats.replaced_docs = before
                 stats.bad_records += 1
                 yield None
-                continue
-            yield text if stats.replaced_docs > before else _valid_utf8(text, stats)
+            elif bad_bytes:
+                stats.replaced_docs += 1
+                yield text
+            else:
+                yield _valid_utf8(text, stats)
 
 
 def _parquet_documents(path: Path, stats: CorpusStats) -> Iterator[str | None]:

@@ -15,8 +15,8 @@ import click
 from bsig_array.errors import BsigError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    # name: (module under bsig_array.cli, attribute, )
-    "synth": ("synth", "synth", ),
+    # name: (module under bsig_array.cli, attribute)
+    "synth": ("synth", "synth"),
     "ingest": ("ingest", "ingest"),
     "validate": ("ingest", "validate"),
     "performance": ("performance", "performance"),
@@ -76,8 +76,13 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("bsig: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        # One line, like every other user error: the message plus where to look.
+        command = exc.ctx.command_path if exc.ctx is not None else "bsig"
+        click.echo(f"bsig: error: {exc.format_message()} (see '{command} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"bsig: error: {' '.join(exc.format_message().split())}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("bsig: interrupted", err=True)
