@@ -7,8 +7,8 @@ Peers, measured in the same run:
 (b) a numpy broadcast Pre-select (``numpy_preselect.py``).
 
 Every measurement runs in a fresh subprocess so its peak RSS (``ru_maxrss``) is its own.  The
-screen runs read the compressed ``bsig synth`` store (both passes, the candidate gather and the
-output write); the peers get their matrix in memory for free (loading is not timed) and run on a
+screen runs read the compressed ``bsig synth`` store (both passes; pass 2 also spills the tail
+members' NLL columns, which the output write gathers); the peers get their matrix in memory for free (loading is not timed) and run on a
 prefix of the tokens, since they hold everything in memory and (b) is slow; their rates are per
 token and their peak RSS is also extrapolated linearly to the full d (labelled as such).
 

@@ -134,11 +134,15 @@ def screen_task_bytes(
     handed out by xarray/dask indexing, three raw-size buffers (peak measured at 2.8x raw for a
     128 MiB chunk), then it copies sub-blocks of ``block_tokens``, ranks them (float64), forms
     the integer codes of all ``rows`` (benchmarks x (1 + null permutations)) and histograms or
-    compares them.  The tail members a task returns are counted with the driver: all tasks together
-    never return more than the final tails plus their boundary ties.
+    compares them.  In pass 2 it also copies the float32 NLL columns of its tail members (at most
+    the whole chunk) with their ids and positions; the driver writes them to its spill as soon as
+    they arrive, and writing the output later reads one spilled chunk per worker, which this
+    bound covers too.  The tail members a task returns are counted with the driver: all tasks
+    together never return more than the final tails plus their boundary ties.
     """
     m, w, s = n_models, chunk_tokens, block_tokens
     chunk = 3 * m * w * itemsize + w * 8  # read path buffers, token ids
+    columns = m * w * 4 + w * (8 + 8 + 1)  # member columns, their ids and positions, the member mask
     ranks = 3 * m * s * 8  # float64 copy, argsort scratch, ranks
     per_method = 0
     for method in methods:
@@ -148,7 +152,7 @@ def screen_task_bytes(
             pairs = m * (m - 1) // 2
             per_method = max(per_method, rows * s * (8 + 4) + pairs * s * 2)  # product, codes, pair signs
     hist = sum(n_benchmarks * lattice_bins(meth, m) * 8 for meth in methods)
-    return int(chunk + ranks + per_method + 2 * hist)
+    return int(chunk + ranks + per_method + 2 * hist + columns)
 
 
 def screen_driver_bytes(
@@ -158,8 +162,10 @@ def screen_driver_bytes(
 
     Summed histograms plus one in-flight result per worker; for the ``n`` candidate entries
     (methods x benchmarks x 2 tails x k) the output arrays (int64 ids + float64 scores, 16 B each),
-    plus the larger of the merge (members 12 B + one method's merged tails) and the location of
-    the candidate union (at most ``min(d, n)`` ids: sorted ids, found ids and positions, order).
+    plus the larger of the merge (members 12 B + one method's merged tails) and the candidate union
+    (at most ``min(d, n)`` ids: sorted ids, the per-chunk column indices of the lazy gather, and
+    the id scan of stores whose ids are not increasing).  The candidates' NLL columns are not
+    held: pass 2 spills them to disk (``bsig_array.screen.ColumnSpill``).
     """
     hist = sum(n_benchmarks * lattice_bins(meth, n_models) * 8 for meth in methods) * (1 + workers)
     n = len(methods) * n_benchmarks * 2 * k

@@ -1,11 +1,11 @@
-"""Run a stage's independent per-chunk tasks on a Dask scheduler, streaming results back.
+"""Run a stage's independent per-chunk tasks on a Dask-style scheduler, streaming results back.
 
 ``--scheduler`` names where tasks run:
 
 ``threads`` (default)
-    Dask's threaded scheduler (the kernels release the GIL).
+    A pool of threads in this process, as Dask's threaded scheduler (the kernels release the GIL).
 ``processes``
-    Dask's multiprocessing scheduler on one pool of spawned worker processes.
+    One pool of spawned worker processes, as Dask's multiprocessing scheduler.
 ``synchronous``
     Everything in the calling thread (debugging, profiling).
 ``tcp://host:port`` (or any dask.distributed address)
@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from itertools import islice
 from typing import Any
-
-import dask
 
 from bsig_array.errors import BsigError
 
@@ -63,7 +62,7 @@ class TaskRunner:
         check_scheduler(scheduler)
         self.scheduler = scheduler
         self.workers = max(1, int(workers))
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: Executor | None = None
         self._client: Any = None
         self._own_client = False
 
@@ -71,6 +70,8 @@ class TaskRunner:
         if self.scheduler == "processes":
             # One pool for the whole stage: spawning workers (and importing numba kernels) is slow.
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        elif self.scheduler == "threads":
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bsig-task")
         elif isinstance(self.scheduler, str) and "://" in self.scheduler:
             from distributed import Client
 
@@ -97,30 +98,31 @@ class TaskRunner:
     def imap_unordered(self, fn: Callable[..., Any], arguments: Iterable[tuple]) -> Iterator[Any]:
         """Yield ``fn(*args)`` for every argument tuple, as they finish.
 
-        At most ``workers`` calls are in flight; on dask.distributed a sliding window of futures, on
-        the local schedulers batches of ``workers`` tasks computed with ``dask.compute``.
+        At most ``workers`` calls are in flight, in a sliding window: a new task starts as soon as
+        the caller has folded a finished one's result, while the other workers keep computing
+        (batches would wait for their slowest task and idle while the caller folds).  On
+        dask.distributed a window of futures, locally a window on the thread or process pool.
         """
         if self._client is not None:
             yield from self._imap_distributed(fn, arguments)
             return
-        batch: list[tuple] = []
-        for args in arguments:
-            batch.append(args)
-            if len(batch) == self.workers:
-                yield from self._compute_local(fn, batch)
-                batch = []
-        if batch:
-            yield from self._compute_local(fn, batch)
-
-    def _compute_local(self, fn: Callable[..., Any], batch: list[tuple]) -> Iterator[Any]:
-        tasks = [dask.delayed(fn, pure=False)(*args) for args in batch]
         if self.scheduler == "synchronous":
-            results = dask.compute(*tasks, scheduler="synchronous")
-        elif self.scheduler == "processes":
-            results = dask.compute(*tasks, scheduler="processes", pool=self._pool)
-        else:
-            results = dask.compute(*tasks, scheduler="threads", num_workers=self.workers)
-        yield from results
+            for args in arguments:
+                yield fn(*args)
+            return
+        yield from self._imap_pool(fn, arguments)
+
+    def _imap_pool(self, fn: Callable[..., Any], arguments: Iterable[tuple]) -> Iterator[Any]:
+        pool = self._pool
+        assert pool is not None, "use the runner as a context manager"
+        pending = iter(arguments)
+        window = {pool.submit(fn, *args) for args in islice(pending, self.workers)}
+        while window:
+            done, window = wait(window, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()  # re-raises the task's exception here
+                # refill only after the caller has folded the result: tasks + held results <= workers
+                window.update(pool.submit(fn, *args) for args in islice(pending, 1))
 
     def _imap_distributed(self, fn: Callable[..., Any], arguments: Iterable[tuple]) -> Iterator[Any]:
         from distributed import as_completed

@@ -13,9 +13,11 @@ a Dask scheduler (:mod:`bsig_array.scheduler`) with the block size and concurren
    counted against the observed boundaries.
 
 The result never depends on chunking or scheduling: histograms are sums, tails are order-free
-merges with a token-id tie-break.  ``candidate_nll`` (the NLL columns of the union of candidates)
-is a lazy gather from the store; :func:`write_screen` streams it into the output, so selection never
-rereads the store.
+merges with a token-id tie-break.  Pass 2 also hands back the NLL columns of every chunk's tail
+members (it holds the decompressed chunk anyway); the driver spills them to a temporary directory
+(:class:`ColumnSpill`), so ``candidate_nll`` is a lazy gather of the final candidates from that
+spill, never a third read of the store, and the driver's memory does not grow with the columns.
+:func:`write_screen` streams it into the output.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import tempfile
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +52,10 @@ TAILS = ("low", "high")
 DEVICES = ("auto", "cpu", "gpu")
 #: Chunk length of the candidate axis of ``candidate_nll`` in the output store.
 CANDIDATE_CHUNK = 1 << 16
-#: Fold the per-chunk tail members into one part once this many are held (bounds driver memory).
+#: Fold the chunks' at-boundary members into one part once this many are held (bounds driver memory).
 _COMPACT_EVERY = 8
+#: Names of the four member sets of a :class:`~bsig_array.kernels.TailMembers`.
+_SETS = ("low_beyond", "low_at", "high_beyond", "high_at")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -148,7 +154,9 @@ class ZarrSlice:
     """Token columns ``start:stop`` of one Zarr array, read with zarr itself.
 
     Reading through xarray decodes the NaN ``_FillValue`` (one more pass and copy per chunk); the
-    screen validates every block anyway, so the raw read is equivalent and ~3x faster.
+    screen validates every block anyway, so the raw read is equivalent and ~3x faster.  A slice
+    that is exactly one chunk of a local Blosc store is decoded straight into its array
+    (:func:`_decode_chunk`).
     """
 
     __slots__ = ("path", "name", "start", "stop")
@@ -160,7 +168,44 @@ class ZarrSlice:
         """The columns as numpy (``scheduler`` is accepted for symmetry with dask arrays)."""
         import zarr
 
-        return zarr.open_array(self.path, path=self.name, mode="r")[:, self.start : self.stop]
+        arr = zarr.open_array(self.path, path=self.name, mode="r")
+        block = _decode_chunk(arr, self.start, self.stop)
+        return arr[:, self.start : self.stop] if block is None else block
+
+
+def _decode_chunk(arr: Any, start: int, stop: int) -> np.ndarray | None:
+    """Columns ``start:stop`` of a Zarr v3 array when they are one whole chunk of a local store
+    encoded as bytes + Blosc (the perplexity store's layout), else ``None`` (read it with zarr).
+
+    zarr's own read holds the compressed bytes, the decoded chunk and a copy into the output
+    (~2.8x the raw chunk); decompressing straight into the output needs ~1.9x, and skips a copy.
+    """
+    import sys
+
+    import numcodecs.blosc
+    from zarr.codecs import BloscCodec, BytesCodec
+    from zarr.storage import LocalStore
+
+    md = arr.metadata
+    codecs = getattr(md, "codecs", ())
+    if not (
+        isinstance(arr.store, LocalStore) and len(codecs) == 2 and isinstance(codecs[0], BytesCodec)
+        and isinstance(codecs[1], BloscCodec) and sys.byteorder == "little"
+        and getattr(codecs[0].endian, "value", None) in (None, "little")
+        and isinstance(arr.dtype, np.dtype) and len(arr.shape) == 2
+    ):
+        return None
+    rows, width = getattr(md.chunk_grid, "chunk_shape", (0, 0))
+    if rows != arr.shape[0] or start % width or stop != min(start + width, arr.shape[1]):
+        return None
+    path = Path(arr.store.root, arr.store_path.path, md.encode_chunk_key((0, start // width)))
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:  # never written: zarr fills it
+        return None
+    out = np.empty((rows, width), dtype=arr.dtype)  # edge chunks are stored full size
+    numcodecs.blosc.decompress(raw, out)
+    return out[:, : stop - start]
 
 
 def _direct_store(nll: xr.DataArray, store: str | os.PathLike | None) -> str | None:
@@ -240,10 +285,11 @@ def histogram_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
     xp = _xp(job)
     times = dict.fromkeys(("read", "check", "codes", "count"), 0.0)
     t0 = time.perf_counter()
-    block, _ = source.load()
+    block, ids = source.load()
     times["read"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     check_block(block, job.models, source.start, path=job.path)
+    increasing = bool(np.all(ids[1:] > ids[:-1]))
     times["check"] += time.perf_counter() - t0
     m = block.shape[0]
     Y = xp.asarray(job.Y)
@@ -257,14 +303,19 @@ def histogram_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
             hist[meth] = K.histogram_codes(codes[meth], meth, m, out=hist[meth], backend=job.backend)
         times["codes"] += t1 - t0
         times["count"] += time.perf_counter() - t1
-    return {"hist": {meth: _host(h) for meth, h in hist.items()}, "tokens": block.shape[1], "times": times}
+    return {
+        "hist": {meth: _host(h) for meth, h in hist.items()}, "tokens": block.shape[1], "times": times,
+        "ids": (source.start, int(ids[0]), int(ids[-1]), increasing),
+    }
 
 
 def tails_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
     """Pass 2 on one chunk: tail members (and null-row counts) against the final boundaries.
 
     Returns the chunk's :class:`~bsig_array.kernels.TailMembers` per method (host arrays, one
-    part per chunk) and per null row the counts strictly beyond / at each boundary.
+    part per chunk), per null row the counts strictly beyond / at each boundary, and the NLL
+    columns (float32) of the union of the members with their token ids (sorted): every final
+    candidate is a member of its chunk, so no later pass has to read the store again.
     """
     xp = _xp(job)
     times = dict.fromkeys(("read", "check", "codes", "count"), 0.0)
@@ -300,15 +351,38 @@ def tails_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
         times["codes"] += t1 - t0
         times["count"] += time.perf_counter() - t1
     members = {meth: compact_members(p, job.bounds[meth]) for meth, p in parts.items()}
-    return {"members": members, "null": null, "tokens": block.shape[1], "times": times}
+    t0 = time.perf_counter()
+    sel, pos = _member_columns([getattr(mb, name).token for mb in members.values() for name in _SETS], ids)
+    columns = np.take(block, pos, axis=1).astype(np.float32, copy=False)
+    times["columns"] = time.perf_counter() - t0
+    return {
+        "members": members, "null": null, "tokens": block.shape[1], "times": times,
+        "columns": (source.start, sel, columns),
+    }
 
 
-def locate_task(source: ChunkSource, union: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of ``union`` (sorted) found in this chunk's token coordinate, and their positions."""
+def _member_columns(tokens: list[np.ndarray], ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct token ids among ``tokens`` (sorted) and their column positions in the chunk's ``ids``."""
+    w = ids.size
+    if w and int(ids[-1]) - int(ids[0]) == w - 1 and np.all(ids[1:] > ids[:-1]):
+        # ids are a contiguous range (the default: positions): a mask replaces sorting and searching
+        mask = np.zeros(w, dtype=bool)
+        for tok in tokens:
+            mask[tok - ids[0]] = True
+        pos = np.flatnonzero(mask)
+        return ids[pos], pos
+    sel = _sorted_unique(np.concatenate(tokens))
+    if w < 2 or np.all(ids[1:] > ids[:-1]):
+        return sel, np.searchsorted(ids, sel)
+    order = np.argsort(ids, kind="stable")
+    return sel, order[np.searchsorted(ids, sel, sorter=order)]
+
+
+def locate_task(source: ChunkSource, union: np.ndarray) -> np.ndarray:
+    """Token ids of ``union`` (sorted) found in this chunk's token coordinate."""
     ids = source.load_ids()
     idx = np.minimum(np.searchsorted(union, ids), max(union.size - 1, 0))
-    hit = np.flatnonzero(union[idx] == ids) if union.size else np.empty(0, dtype=np.int64)
-    return ids[hit], source.start + hit
+    return ids[union[idx] == ids] if union.size else np.empty(0, dtype=np.int64)
 
 
 def _members_to_host(mb: K.TailMembers) -> K.TailMembers:
@@ -323,7 +397,8 @@ def compact_members(parts: Sequence[K.TailMembers], bounds: K.TailBounds) -> K.T
 
     Beyond-boundary sets are concatenated per row; at-boundary sets keep only the ``take`` lowest
     token ids per row, which is all :func:`~bsig_array.kernels.merge_tails` could ever keep, so
-    merging the compacted part gives the same tails as merging all parts.
+    merging the compacted part gives the same tails as merging all parts.  Token ids keep their
+    dtype (the driver narrows them to int32 when the store's ids allow).
     """
     if len(parts) == 1:
         return parts[0]
@@ -345,7 +420,7 @@ def compact_members(parts: Sequence[K.TailMembers], bounds: K.TailBounds) -> K.T
             rows, tok, code = rows[keep], tok[keep], code[keep]
         ptr = np.zeros(B + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=B), out=ptr[1:])
-        return K.RowSets(ptr=ptr, token=tok.astype(np.int64, copy=False), code=code.astype(np.int32, copy=False))
+        return K.RowSets(ptr=ptr, token=tok, code=code.astype(np.int32, copy=False))
 
     return K.TailMembers(
         low_beyond=fold("low_beyond", None),
@@ -490,19 +565,27 @@ def screen(
     )
 
     timings: dict[str, float] = {}
-    with task_runner(scheduler, plan.workers) as runner:
-        t0 = time.perf_counter()
-        hist = _run_pass1(runner, sources, job, d, timings)
-        timings["pass1_s"] = time.perf_counter() - t0
-        bounds = {meth: K.tail_bounds(hist[meth], k, meth, m) for meth in methods}
-        job = dataclasses.replace(job, bounds=bounds)
-        t0 = time.perf_counter()
-        merged, null_counts = _run_pass2(runner, sources, job, d, timings)
-        timings["pass2_s"] = time.perf_counter() - t0
+    spill = ColumnSpill()
+    try:
+        with task_runner(scheduler, plan.workers) as runner:
+            t0 = time.perf_counter()
+            hist, id_range = _run_pass1(runner, sources, job, d, timings)
+            timings["pass1_s"] = time.perf_counter() - t0
+            bounds = {meth: K.tail_bounds(hist[meth], k, meth, m) for meth in methods}
+            job = dataclasses.replace(job, bounds=bounds)
+            t0 = time.perf_counter()
+            merged, null_counts = _run_pass2(runner, sources, job, d, timings, spill, id_range)
+            timings["pass2_s"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    ds = _build_output(nll, score, sources, methods=methods, hist=hist, bounds=bounds, merged=merged, k=k, m=m)
-    timings["merge_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ds = _build_output(
+            nll, score, sources, spill, methods=methods, hist=hist, bounds=bounds, merged=merged, k=k, m=m,
+            id_range=id_range,
+        )
+        timings["merge_s"] = time.perf_counter() - t0
+    except BaseException:
+        spill.remove()
+        raise
     if null_permutations:
         exceed = np.stack([
             null_exceedance(null_counts[meth], hist[meth], bounds[meth], meth, m, null_permutations)
@@ -528,8 +611,13 @@ def screen(
     return ds
 
 
-def _run_pass1(runner: Any, sources: list[ChunkSource], job: ScreenJob, d: int, timings: dict) -> dict[str, np.ndarray]:
+def _run_pass1(
+    runner: Any, sources: list[ChunkSource], job: ScreenJob, d: int, timings: dict,
+) -> tuple[dict[str, np.ndarray], tuple[int, int] | None]:
+    """Summed histograms, and the range of the token ids when they are provably unique (increasing
+    along the store), else ``None``."""
     hist: dict[str, np.ndarray] = {}
+    spans = []
     with progress_bar("screen pass 1/2 (histograms)", total=d, unit="tokens") as bar:
         for res in runner.imap_unordered(histogram_task, [(s, job) for s in sources]):
             for meth, h in res["hist"].items():
@@ -537,27 +625,57 @@ def _run_pass1(runner: Any, sources: list[ChunkSource], job: ScreenJob, d: int, 
                     hist[meth] += h
                 else:
                     hist[meth] = h.astype(np.int64, copy=True)
+            spans.append(res["ids"])
             _add_times(timings, res["times"], "pass1")
             bar.advance(res["tokens"])
-    return hist
+    spans.sort()
+    unique = all(inc for *_, inc in spans) and all(a[2] < b[1] for a, b in zip(spans, spans[1:]))
+    return hist, (spans[0][1], spans[-1][2]) if unique else None
 
 
 def _run_pass2(
-    runner: Any, sources: list[ChunkSource], job: ScreenJob, d: int, timings: dict,
-) -> tuple[dict[str, K.TailMembers], dict[str, np.ndarray]]:
-    parts: dict[str, list[K.TailMembers]] = {meth: [] for meth in job.methods}
+    runner: Any, sources: list[ChunkSource], job: ScreenJob, d: int, timings: dict, spill: "ColumnSpill",
+    id_range: tuple[int, int] | None,
+) -> tuple[dict[str, list[K.TailMembers]], dict[str, np.ndarray]]:
+    """Tail members per method (parts for :func:`~bsig_array.kernels.merge_tails`) and null counts.
+
+    Beyond-boundary members all end up in the tails, so their parts are kept as they arrive (no
+    re-sorting); at-boundary members are folded every :data:`_COMPACT_EVERY` parts, which drops
+    the ones that can no longer be kept.  Each chunk's member columns go straight to ``spill``.
+    Held token ids are int32 when ``id_range`` (from pass 1) fits: the members are the largest
+    thing the driver holds while the passes run.
+    """
+    info = np.iinfo(np.int32)
+    narrow = id_range is not None and info.min <= id_range[0] and id_range[1] <= info.max
+    beyond: dict[str, list[K.TailMembers]] = {meth: [] for meth in job.methods}
+    at: dict[str, list[K.TailMembers]] = {meth: [] for meth in job.methods}
     null = {meth: np.zeros((job.Y_null.shape[0], 4), dtype=np.int64) for meth in job.methods}
     with progress_bar("screen pass 2/2 (tails)", total=d, unit="tokens") as bar:
         for res in runner.imap_unordered(tails_task, [(s, job) for s in sources]):
+            t0 = time.perf_counter()
+            spill.add(*res.pop("columns"))
+            timings["pass2_spill_s"] = timings.get("pass2_spill_s", 0.0) + time.perf_counter() - t0
             for meth in job.methods:
-                parts[meth].append(res["members"][meth])
-                if len(parts[meth]) >= _COMPACT_EVERY:
-                    parts[meth] = [compact_members(parts[meth], job.bounds[meth])]
+                mb = _narrow(res["members"][meth]) if narrow else res["members"][meth]
+                empty = _empty_rows(job.bounds[meth].n_rows)
+                beyond[meth].append(K.TailMembers(mb.low_beyond, empty, mb.high_beyond, empty))
+                at[meth].append(K.TailMembers(empty, mb.low_at, empty, mb.high_at))
+                if len(at[meth]) >= _COMPACT_EVERY:
+                    at[meth] = [compact_members(at[meth], job.bounds[meth])]
                 null[meth] += res["null"][meth]
             _add_times(timings, res["times"], "pass2")
             bar.advance(res["tokens"])
-    merged = {meth: compact_members(p, job.bounds[meth]) for meth, p in parts.items()}
+    merged = {meth: beyond[meth] + [compact_members(at[meth], job.bounds[meth])] for meth in job.methods}
     return merged, null
+
+
+def _narrow(mb: K.TailMembers) -> K.TailMembers:
+    sets = (getattr(mb, name) for name in _SETS)
+    return K.TailMembers(*(dataclasses.replace(r, token=r.token.astype(np.int32)) for r in sets))
+
+
+def _empty_rows(n_rows: int) -> K.RowSets:
+    return K.RowSets(ptr=np.zeros(n_rows + 1, dtype=np.int64), token=np.empty(0, np.int64), code=np.empty(0, np.int32))
 
 
 def _add_times(total: dict[str, float], times: dict[str, float], prefix: str) -> None:
@@ -590,8 +708,9 @@ def _strings(values: Any) -> np.ndarray:
 
 
 def _build_output(
-    nll: xr.DataArray, score: xr.DataArray, sources: list[ChunkSource], *, methods: tuple[str, ...],
-    hist: dict[str, np.ndarray], bounds: dict[str, K.TailBounds], merged: dict[str, K.TailMembers], k: int, m: int,
+    nll: xr.DataArray, score: xr.DataArray, sources: list[ChunkSource], spill: "ColumnSpill", *,
+    methods: tuple[str, ...], hist: dict[str, np.ndarray], bounds: dict[str, K.TailBounds],
+    merged: dict[str, list[K.TailMembers]], k: int, m: int, id_range: tuple[int, int] | None,
 ) -> xr.Dataset:
     B = score.sizes["benchmark"]
     # Filled one method at a time, dropping each method's members once merged: the candidate
@@ -600,7 +719,7 @@ def _build_output(
     cand_score = np.empty((len(methods), B, 2, k), dtype=np.float64)
     threshold = np.empty((len(methods), B, 2), dtype=np.float64)
     for i, meth in enumerate(methods):
-        sel = K.merge_tails([merged.pop(meth)], bounds[meth])
+        sel = K.merge_tails(merged.pop(meth), bounds[meth])
         scale = K.code_scale(meth, m)
         token[i] = sel.token
         np.divide(sel.code, scale, out=cand_score[i])
@@ -631,11 +750,25 @@ def _build_output(
             "exact counts of gamma over its half-integer lattice" if meth == "thrush" else "exact counts of eta*Z over 0..Z"
         )
 
-    union = _sorted_unique(token)
-    ds["candidate_nll"] = (("model", "candidate"), gather(sources, locate(sources, union), m))
+    union = _union(token, id_range)
+    if id_range is None:
+        check_unique(sources, union)
+    ds["candidate_nll"] = (("model", "candidate"), spill.gather(union, m))
     ds = ds.assign_coords(candidate=union)
     ds["candidate_nll"].attrs["description"] = "NLL columns of the union of candidates (coord candidate = token id)"
     return ds
+
+
+def _union(token: np.ndarray, id_range: tuple[int, int] | None) -> np.ndarray:
+    """Sorted distinct ids of ``token``; a mask over ``id_range`` when that is no bigger than sorting."""
+    if id_range is not None:
+        lo, hi = id_range
+        if hi - lo + 1 <= 8 * token.size:  # the mask (1 B per id) costs at most the sort's copy (8 B per entry)
+            mask = np.zeros(hi - lo + 1, dtype=bool)
+            for row in token.reshape(-1, token.shape[-1]):  # row by row: no full-size temporary
+                mask[row - lo] = True
+            return np.flatnonzero(mask) + lo
+    return _sorted_unique(token)
 
 
 def _sorted_unique(x: np.ndarray) -> np.ndarray:
@@ -644,56 +777,93 @@ def _sorted_unique(x: np.ndarray) -> np.ndarray:
     return s[np.concatenate(([True], s[1:] != s[:-1]))] if s.size else s
 
 
-def _take_columns(source: ChunkSource, columns: np.ndarray) -> np.ndarray:
-    block, _ = source.load()
-    return block[:, columns].astype(np.float32)
+class ColumnSpill:
+    """Temporary directory of the NLL columns that pass 2 hands back, one ``.npy`` per store chunk.
 
-
-def gather(sources: Sequence[ChunkSource], positions: np.ndarray, m: int) -> Any:
-    """Lazy (dask) float32 array of the store columns at ``positions``, in that order.
-
-    One task per store chunk reads the chunk once and keeps its columns, so memory stays at one
-    chunk per worker (dask's own fancy indexing reads many chunks per output block).  When the
-    positions are not increasing (token ids not sorted along the store), a permutation follows.
+    The driver writes each chunk's member columns and their token ids as they arrive and keeps
+    only the chunk starts, so its memory does not grow with the members.  The directory (under
+    ``TMPDIR``) is removed when this object is garbage collected: the lazy ``candidate_nll``
+    gather references it, so the files live exactly as long as a screen result that can still be
+    written.  Copies that cross a process boundary are plain paths and never delete anything.
     """
-    import dask.array as da
 
-    order = np.argsort(positions, kind="stable")
-    by_pos = positions[order]
-    starts = np.searchsorted(by_pos, [src.start for src in sources] + [sources[-1].stop])
-    pieces = [
-        da.from_delayed(dask.delayed(_take_columns)(src, by_pos[a:b] - src.start), shape=(m, int(b - a)), dtype=np.float32)
-        for src, a, b in zip(sources, starts[:-1], starts[1:])
-        if b > a
-    ]
-    arr = da.concatenate(pieces, axis=1)
-    if not np.array_equal(order, np.arange(order.size)):
-        arr = arr[:, np.argsort(order)]
-    return arr.rechunk((m, CANDIDATE_CHUNK))
+    def __init__(self) -> None:
+        self.path = tempfile.mkdtemp(prefix="bsig-screen-spill-")
+        self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+        self._starts: list[int] = []
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __reduce__(self) -> tuple:
+        return (str, (self.path,))
+
+    def remove(self) -> None:
+        """Delete the directory now."""
+        self._remove()
+
+    def add(self, start: int, ids: np.ndarray, columns: np.ndarray) -> None:
+        """Store the columns (m, n) of the sorted token ids ``ids`` of the chunk starting at ``start``."""
+        np.save(os.path.join(self.path, f"{start}.npy"), columns, allow_pickle=False)
+        np.save(os.path.join(self.path, f"{start}.ids.npy"), ids, allow_pickle=False)
+        self._starts.append(start)
+
+    def gather(self, union: np.ndarray, m: int) -> Any:
+        """Lazy (dask) float32 array (m, len(union)) of the columns of ``union`` (sorted, unique ids).
+
+        One task per output chunk of :data:`CANDIDATE_CHUNK` candidates reads just their columns
+        from the memory-mapped spill files, so no chunk-sized piece is held or rechunked.
+        """
+        import dask.array as da
+
+        n = union.size
+        starts = tuple(sorted(self._starts))
+        piece = np.empty(n, dtype=np.int32)  # spill file of each candidate
+        row = np.empty(n, dtype=np.int32)  # its column in that file (< chunk width)
+        for i, start in enumerate(starts):
+            ids = np.load(os.path.join(self.path, f"{start}.ids.npy"))
+            idx = np.minimum(np.searchsorted(union, ids), max(n - 1, 0))
+            hit = np.flatnonzero(union[idx] == ids) if n else np.empty(0, np.int64)
+            piece[idx[hit]] = i
+            row[idx[hit]] = hit
+        blocks = []
+        for a in range(0, n, CANDIDATE_CHUNK):
+            b = min(a + CANDIDATE_CHUNK, n)
+            read = dask.delayed(_read_columns)(self, starts, piece[a:b].copy(), row[a:b].copy(), m)
+            blocks.append(da.from_delayed(read, shape=(m, b - a), dtype=np.float32))
+        if not blocks:
+            return da.zeros((m, 0), dtype=np.float32, chunks=(m, CANDIDATE_CHUNK))
+        return da.concatenate(blocks, axis=1)
 
 
-def locate(sources: Sequence[ChunkSource], union: np.ndarray) -> np.ndarray:
-    """Store position of every token id in ``union`` (sorted, unique), by one scan of the token ids.
+def _read_columns(
+    spill: ColumnSpill | str, starts: tuple[int, ...], piece: np.ndarray, row: np.ndarray, m: int,
+) -> np.ndarray:
+    out = np.empty((m, piece.size), dtype=np.float32)
+    for p in np.unique(piece):
+        at = np.flatnonzero(piece == p)
+        # memory-mapped: only the pages of the wanted columns are read (and resident only meanwhile)
+        cols = np.load(os.path.join(os.fspath(spill), f"{starts[p]}.npy"), mmap_mode="r")
+        out[:, at] = cols[:, row[at]]
+        del cols
+    return out
+
+
+def check_unique(sources: Sequence[ChunkSource], union: np.ndarray) -> None:
+    """Refuse a store in which a candidate's token id occurs more than once (one scan of the ids).
 
     Raises
     ------
     BsigError
         When a candidate id occurs more than once in the store (token ids must be unique).
     """
-    found_ids, found_pos = [], []
-    for src in sources:
-        ids, pos = locate_task(src, union)
-        found_ids.append(ids)
-        found_pos.append(pos)
-    ids = np.concatenate(found_ids)
-    pos = np.concatenate(found_pos)
+    ids = np.concatenate([locate_task(src, union) for src in sources])
     if ids.size != union.size:
         counts = np.bincount(np.searchsorted(union, ids), minlength=union.size)
         raise BsigError(
             f"token id {int(union[np.argmax(counts > 1)])} occurs {int(counts.max())} times in the store; screening "
             "needs unique token ids (write the token coordinate when creating the store)"
         )
-    return pos[np.argsort(ids, kind="stable")]
 
 
 # ----------------------------------------------------------------------------- output
@@ -705,7 +875,10 @@ def write_screen(
 ) -> Path:
     """Write a screen result to ``out`` (Zarr v3), atomically: temp directory, then rename.
 
-    The lazy ``candidate_nll`` gather runs here, on ``scheduler`` with the plan's concurrency.
+    The lazy ``candidate_nll`` gather runs here, in this process (it reads the driver's column
+    spill, which remote workers cannot see) on threads with the plan's concurrency, or in the
+    calling thread when ``scheduler`` is ``"synchronous"``; any other ``scheduler`` value (a
+    distributed address or client) is accepted for symmetry with :func:`screen`.
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -730,15 +903,6 @@ def write_screen(
 def _compute_with_progress(delayed: Any, scheduler: Any, workers: int | None) -> None:
     from dask.callbacks import Callback
 
-    if not isinstance(scheduler, str) or "://" in scheduler:
-        from distributed import Client
-
-        if isinstance(scheduler, str):
-            with Client(scheduler, timeout="20s") as client:
-                client.compute(delayed).result()
-        else:
-            scheduler.compute(delayed).result()
-        return
     n_tasks = len(delayed.__dask_graph__())
     with progress_bar("screen gather candidate_nll", total=n_tasks, unit="tasks") as bar:
 
@@ -746,7 +910,7 @@ def _compute_with_progress(delayed: Any, scheduler: Any, workers: int | None) ->
             def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
                 bar.advance(1)
 
-        # The gather is decompression and copying, which release the GIL: threads, never a new process pool.
+        # The gather reads the spill and the write compresses, which release the GIL: threads, never processes.
         kwargs: dict[str, Any] = {"scheduler": "synchronous" if scheduler == "synchronous" else "threads"}
         if workers and scheduler != "synchronous":
             kwargs["num_workers"] = workers
