@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 
 import numba
@@ -25,6 +24,7 @@ import pandas as pd
 
 from bsig_array import kernels as K
 from bsig_array.kernels import backend_numba
+from bsig_array.memory import peak_rss
 
 
 def best_time(fn, repeat: int = 3) -> float:
@@ -59,7 +59,7 @@ def bincount_histogram(codes: np.ndarray, offset: int, n_bins: int) -> np.ndarra
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss() / 2**20
 
 
 def main() -> None:

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import resource
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from bsig_array.memory import peak_rss
 
 
 def main() -> None:
@@ -91,7 +91,7 @@ def main() -> None:
         print(f"pipeline / forward = {best['pipeline'] / best['forward']:.3f} (overhead "
               f"{100 * (best['pipeline'] / best['forward'] - 1):+.1f}%, target <= +15%)")
         print(f"pipeline / decoder-only = {best['pipeline'] / best['decoder']:.3f}")
-        print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
+        print(f"peak RSS {peak_rss() / 2**20:.0f} MiB")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

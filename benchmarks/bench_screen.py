@@ -6,7 +6,7 @@ Peers, measured in the same run:
     whole in-memory matrix, one matrix product, sorting for the tails;
 (b) a numpy broadcast Pre-select (``numpy_preselect.py``).
 
-Every measurement runs in a fresh subprocess so its peak RSS (``ru_maxrss``) is its own.  The
+Every measurement runs in a fresh subprocess so its peak RSS (``VmHWM``) is its own.  The
 screen runs read the compressed ``bsig synth`` store (both passes; pass 2 also spills the tail
 members' NLL columns, which the output write gathers); the peers get their matrix in memory for free (loading is not timed) and run on a
 prefix of the tokens, since they hold everything in memory and (b) is slow; their rates are per
@@ -23,17 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+from bsig_array.memory import peak_rss
 
 HERE = Path(__file__).resolve().parent
-
-
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 # ----------------------------------------------------------------------------- children
@@ -54,7 +50,7 @@ def child_screen(cfg: dict) -> dict:
     t2 = time.perf_counter()
     return {"timings": result.attrs["timings"], "plan": result.attrs["plan"], "screen_s": t1 - t0,
             "write_s": t2 - t1, "total_s": t2 - t0, "n_candidates": int(result.sizes["candidate"]),
-            "peak_rss": _peak_rss()}
+            "peak_rss": peak_rss()}
 
 
 def _load_prefix(store: str, n: int):
@@ -76,14 +72,14 @@ def child_paper(cfg: dict) -> dict:
 
     ds, nll = _load_prefix(cfg["store"], cfg["tokens"])
     scores = align_performance(load_performance(cfg["performance"]), ds["model"].values).values.T.copy()
-    base = _peak_rss()
+    base = peak_rss()
     t0 = time.perf_counter()
     gamma = paper_thrush(nll, scores)
     t1 = time.perf_counter()
     paper_tails(gamma, 0.01)
     t2 = time.perf_counter()
     return {"rank_product_s": t1 - t0, "tails_s": t2 - t1, "total_s": t2 - t0, "tokens": nll.shape[1],
-            "peak_rss": _peak_rss(), "rss_before": base}
+            "peak_rss": peak_rss(), "rss_before": base}
 
 
 def child_numpy_preselect(cfg: dict) -> dict:
@@ -96,7 +92,7 @@ def child_numpy_preselect(cfg: dict) -> dict:
     scores = align_performance(load_performance(cfg["performance"]), ds["model"].values).values.T.copy()
     t0 = time.perf_counter()
     numpy_preselect(nll, scores)
-    return {"total_s": time.perf_counter() - t0, "tokens": nll.shape[1], "peak_rss": _peak_rss()}
+    return {"total_s": time.perf_counter() - t0, "tokens": nll.shape[1], "peak_rss": peak_rss()}
 
 
 def child_check_peers(cfg: dict) -> dict:

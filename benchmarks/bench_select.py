@@ -8,7 +8,7 @@ Prints:
 3. The paper's scale through the real stage: 88 benchmarks × 3.4e5 candidates (top and bottom 1 %
    of 1.69e7) × 32 models, without LOO-CV (target ≤ 2 minutes on this machine), and LOO-CV time per
    benchmark measured on a few benchmarks (extrapolated to 88 and labelled as such).
-4. Peak RSS of the process (``resource.getrusage``).
+4. Peak RSS of the process (``VmHWM``, see ``bsig_array.memory.peak_rss``).
 
 Data are random float32 NLLs generated in memory (the benchmarks share one candidate block, each with
 its own planted scores), so only selection is timed.  Usage::
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 
 import numpy as np
@@ -31,10 +30,11 @@ from threadpoolctl import threadpool_limits
 
 from bsig_array.kernels.forward import forward_select
 from bsig_array.selection import select_benchmark, select_signatures
+from bsig_array.memory import peak_rss
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return peak_rss() / 2**20
 
 
 def statsmodels_forward(X: np.ndarray, y: np.ndarray, steps: int) -> list[int]:

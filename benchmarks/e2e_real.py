@@ -10,8 +10,8 @@ with the same --out to continue after an interruption.
 from __future__ import annotations
 
 import argparse
-import resource
 import time
+from bsig_array.memory import peak_rss
 
 
 def main() -> None:
@@ -56,7 +56,7 @@ def main() -> None:
     for key, value in pool.seconds.items():
         print(f"  {key:28s} {value:8.1f} s")
     print(f"pool {t_pool:.1f} s, screen {t_screen:.2f} s, select {t_select:.2f} s, total {total:.1f} s")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
+    print(f"peak RSS {peak_rss() / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

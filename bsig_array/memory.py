@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from collections.abc import Sequence
 
@@ -239,3 +240,23 @@ def plan_screen(
         memory_limit=limit, block_tokens=block, workers=workers, task_bytes=task(block),
         driver_bytes=driver, overhead_bytes=overhead,
     )
+
+
+def peak_rss() -> int:
+    """Peak resident set size of this process in bytes (Linux ``VmHWM``).
+
+    ``getrusage(RUSAGE_SELF).ru_maxrss`` is not used: Linux carries the parent's high-water mark across
+    ``fork``/``vfork`` + ``exec`` into it, so a child started from a large process (a pytest worker that
+    loaded a model) would report its parent's peak.  ``VmHWM`` belongs to the current address space.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale

@@ -65,7 +65,7 @@ M, D, CHUNK, LIMIT = 16, 2_000_000, 1 << 17, "440MiB"
 
 CHILD = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
     from bsig_array.cli.main import main
     code = 0
     try:
@@ -74,7 +74,8 @@ CHILD = textwrap.dedent(
         code = exc.code or 0
     import xarray as xr
     plan = xr.open_zarr(sys.argv[sys.argv.index("--out") + 1]).attrs["plan"] if code == 0 else ""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    from bsig_array.memory import peak_rss
+    peak = peak_rss()
     print(json.dumps({"code": code, "peak": peak, "plan": plan}))
     """
 )

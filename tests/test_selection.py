@@ -388,7 +388,7 @@ def test_cli_writes_signatures_and_reports_errors_in_one_line(tmp_path):
 
 
 RSS_SCRIPT = """
-import resource, sys
+import sys
 from bsig_array.performance import load_performance
 from bsig_array.selection import open_screen, select_signatures
 screen = open_screen(sys.argv[1])
@@ -396,7 +396,8 @@ score = load_performance(sys.argv[2])
 sig = select_signatures(screen, score, memory_limit=sys.argv[3], workers=2)
 assert (sig["n_selected"] > 0).all()
 print(sig.attrs["plan"])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+from bsig_array.memory import peak_rss
+print(peak_rss())
 """
 
 
