@@ -479,8 +479,11 @@ def unreadable_message(array: zarr.Array, region: tuple[slice, ...], path: str |
             array[part]
         except Exception:
             bad.append((key, part[-1]))
-    if not bad:  # the whole read failed but no single file does: report the region itself
-        bad = [(f"{array.path or 'array'} region", region[-1])]
+    if not bad:
+        # The block read failed but every file re-reads (decompressing a truncated file can fail
+        # only sometimes): the culprit is still among the block's files, so name them.
+        bad = [(key, part[-1]) for key, part in chunk_files(array, region)]
+        bad = bad or [(f"{array.path or 'array'} region", region[-1])]
     key, tokens = bad[0]
     more = f" (and {len(bad) - 1} more in this block)" if len(bad) > 1 else ""
     return (
