@@ -55,7 +55,6 @@ def child_screen(cfg: dict) -> dict:
 
 def _load_prefix(store: str, n: int):
     import numpy as np
-    from bsig_array.performance import align_performance, load_performance
     from bsig_array.store import open_store
 
     ds = open_store(store)
@@ -64,7 +63,6 @@ def _load_prefix(store: str, n: int):
 
 
 def child_paper(cfg: dict) -> dict:
-    import numpy as np
     from bsig_array.performance import align_performance, load_performance
 
     sys.path.insert(0, str(HERE))

@@ -29,6 +29,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+from bsig_array.atomic import atomic_output
 from bsig_array.errors import BsigError
 
 TASKS_DIR = Path(__file__).parent / "data" / "tasks"
@@ -249,7 +250,6 @@ def update_performance(path: str | os.PathLike, model: str, scores: dict[str, fl
         if task not in table.columns:
             table[task] = float("nan")
     table.loc[model, list(scores)] = list(scores.values())
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    table.reset_index().to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        table.reset_index().to_csv(tmp, index=False)
     return table

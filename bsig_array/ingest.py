@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from bsig_array.atomic import atomic_output
 from bsig_array.errors import BsigError
 from bsig_array.progress import progress_bar
 from bsig_array.store import StoreWriter, create_store
@@ -129,20 +130,13 @@ def ingest(
         raise BsigError(f"store {out} already exists; pass --overwrite to replace it or pick another path")
     # Build next to the target and rename at the end: a failed or killed ingest never leaves a
     # store at `out`, and --overwrite keeps the old store until the new one is complete.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    try:
+    with atomic_output(out) as partial:
         if format == "paper":
             ingest_paper(files, partial, model_names=model_names, chunk_tokens=chunk_tokens, dtype=dtype,
                          overwrite=True, batch_rows=batch_rows)
         else:
             ingest_wide(files[0], partial, models=model_names, chunk_tokens=chunk_tokens, dtype=dtype,
                         overwrite=True, batch_rows=batch_rows)
-        if out.exists():
-            shutil.rmtree(out)
-        partial.rename(out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     return out
 
 

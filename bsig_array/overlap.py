@@ -25,7 +25,6 @@ carried along as coordinates ``<name>_a`` / ``<name>_b`` when the scores have it
 from __future__ import annotations
 
 import os
-import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 import scipy.stats
 import xarray as xr
 
+from bsig_array.atomic import atomic_output
 from bsig_array.errors import BsigError
 from bsig_array.progress import progress_bar
 
@@ -322,21 +322,15 @@ def compute_overlaps(
 def write_overlap(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write the overlap dataset to ``.nc`` (NetCDF3 via scipy) or ``.zarr``, atomically (temp + rename)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".zarr":
-        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True)
-    elif path.suffix == ".nc":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds.to_netcdf(tmp, engine="scipy")
-    else:
+    if path.suffix not in (".zarr", ".nc"):
         raise BsigError(f"unknown overlap output suffix {path.suffix!r}; name the output *.nc or *.zarr")
-    if path.exists():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        if path.suffix == ".zarr":
+            ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds.to_netcdf(tmp, engine="scipy")
     return path
 
 

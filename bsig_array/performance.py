@@ -69,6 +69,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bsig_array.atomic import atomic_output
 from bsig_array.errors import BsigError
 from bsig_array.validation import MIN_MODELS
 
@@ -316,29 +317,22 @@ def write_performance(score: xr.DataArray, path: str | os.PathLike) -> Path:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".nc", ".zarr"):
         raise BsigError(f"cannot write performance as {path.suffix!r}; use a .csv, .nc or .zarr path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     score = score.rename("score")
-    if suffix == ".csv":
-        table = score.transpose("model", "benchmark").to_pandas()
-        table.index.name = "model"
-        table.columns.name = None
-        table.to_csv(tmp)  # shortest repr: floats round-trip exactly
-    else:
-        # Object-dtype strings so both NetCDF3 (scipy) and Zarr store them as text.
-        ds = score.to_dataset().assign_coords(
-            {name: (coord.dims, np.array([str(v) for v in coord.values], dtype=object)) for name, coord in score.coords.items()}
-        )
-        if suffix == ".nc":
-            ds.to_netcdf(tmp)
+    with atomic_output(path) as tmp:
+        if suffix == ".csv":
+            table = score.transpose("model", "benchmark").to_pandas()
+            table.index.name = "model"
+            table.columns.name = None
+            table.to_csv(tmp)  # shortest repr: floats round-trip exactly
         else:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-            ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
-            if path.exists():
-                shutil.rmtree(path)
-    os.replace(tmp, path)
+            # Object-dtype strings so both NetCDF3 (scipy) and Zarr store them as text.
+            ds = score.to_dataset().assign_coords(
+                {name: (coord.dims, np.array([str(v) for v in coord.values], dtype=object)) for name, coord in score.coords.items()}
+            )
+            if suffix == ".nc":
+                ds.to_netcdf(tmp)
+            else:
+                ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
     return path
 
 

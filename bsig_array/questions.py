@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bsig_array.atomic import atomic_output
+
 # Topic words per category (the paper's eight broad categories, plus a fallback).
 VOCABULARY: dict[str, tuple[str, ...]] = {
     "Business": (
@@ -118,7 +120,6 @@ def write_questions(
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, i)))
         n = int(rng.integers(min_questions, max_questions + 1))
         lines = [json.dumps({"question": q}) for q in generate_questions(name, category, n, rng)]
-        tmp = directory / f".{name}.jsonl.tmp"
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        os.replace(tmp, directory / f"{name}.jsonl")
+        with atomic_output(directory / f"{name}.jsonl") as tmp:
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return directory

@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from bsig_array.atomic import atomic_output
 from bsig_array.errors import BsigError  # noqa: E402
 
 LEVELS = ("signature", "performance", "semantic")
@@ -261,9 +262,8 @@ img {{ max-width: 100%; }} figure {{ margin: 1em 0; }} figcaption {{ color: #555
 </body></html>
 """
     path = out / "report.html"
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return path
 
 

@@ -27,7 +27,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 import warnings
 import weakref
 from collections.abc import Iterator, Sequence
@@ -40,6 +39,7 @@ import numpy as np
 import xarray as xr
 
 from bsig_array import kernels as K
+from bsig_array.atomic import atomic_output
 from bsig_array.errors import BsigError
 from bsig_array.memory import parse_memory, plan_screen
 from bsig_array.performance import align_performance
@@ -884,19 +884,12 @@ def write_screen(
     if out.exists() and not overwrite:
         raise BsigError(f"output {out} already exists; pass --overwrite to replace it or pick another path")
     n_workers = workers or ds.attrs.get("workers")
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     encoding = {"candidate_nll": {"chunks": (ds.sizes["model"], min(CANDIDATE_CHUNK, max(ds.sizes["candidate"], 1)))}}
-    try:
+    with atomic_output(out) as tmp:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
             delayed = ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True, encoding=encoding, compute=False)
         _compute_with_progress(delayed, scheduler, n_workers)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

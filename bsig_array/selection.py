@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import uuid
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +40,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from bsig_array.atomic import atomic_output
 from bsig_array.errors import BsigError
 from bsig_array.kernels.forward import DEFAULT_BLOCK_COLUMNS, forward_select, ols_fit
 from bsig_array.memory import PROCESS_OVERHEAD, format_bytes, parse_memory
@@ -654,21 +653,12 @@ def write_signatures(ds: xr.Dataset, out: str | os.PathLike, *, overwrite: bool 
     out = Path(out)
     if out.exists() and not overwrite:
         raise BsigError(f"output {out} already exists; pass --overwrite to replace it or pick another path")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     # Variable-length strings (object) have a Zarr v3 spec; fixed-width numpy unicode does not.
     ds = ds.copy()
     for name, var in ds.variables.items():
         if var.dtype.kind in "UT":
             ds[name] = var.astype(object)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_output(out) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True)
     return out

@@ -35,6 +35,7 @@ import pandas as pd
 import scipy.stats
 import xarray as xr
 
+from bsig_array.atomic import atomic_output
 from bsig_array.errors import BsigError
 
 METADATA = ("family", "format", "category", "function")
@@ -257,9 +258,8 @@ def write_stats(tables: dict[str, pd.DataFrame], out: str | os.PathLike, level: 
     paths = []
     for key, table in tables.items():
         path = out / f"{level}_{key}.csv"
-        tmp = path.with_name(f".{path.name}.tmp")
-        table.to_csv(tmp)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            table.to_csv(tmp)
         paths.append(path)
     return paths
 

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bsig_array.atomic import atomic_output
 from bsig_array.errors import BsigError
 from bsig_array.performance import METADATA_COLUMNS, load_metadata, write_performance
 from bsig_array.questions import write_questions
@@ -313,9 +314,8 @@ def _spec_attrs(spec: SynthSpec, planted_per_benchmark: int) -> dict[str, Any]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def synthesize(
@@ -417,9 +417,8 @@ def synthesize(
     )
     write_performance(spec.score_array(), paths.performance)
     meta = spec.metadata.reset_index()
-    tmp = paths.metadata.with_name(f".{paths.metadata.name}.tmp-{os.getpid()}")
-    meta.to_csv(tmp, index=False)
-    os.replace(tmp, paths.metadata)
+    with atomic_output(paths.metadata) as tmp:
+        meta.to_csv(tmp, index=False)
     _write_text(paths.truth, json.dumps(spec.truth() | {"params": params}, indent=1))
     if questions:
         write_questions(paths.questions, spec.benchmarks, list(spec.metadata["category"]), seed=seed)
