@@ -280,17 +280,23 @@ def _blocks(block: np.ndarray, size: int) -> Iterator[tuple[int, int]]:
         yield s, min(s + size, w)
 
 
-def histogram_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
-    """Pass 1 on one chunk: exact code histograms of the observed benchmarks, per method."""
-    xp = _xp(job)
+def _load_checked(source: ChunkSource, job: ScreenJob) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Read one chunk and reject NaN/inf in it; return the block, its token ids and the timings."""
     times = dict.fromkeys(("read", "check", "codes", "count"), 0.0)
     t0 = time.perf_counter()
     block, ids = source.load()
-    times["read"] += time.perf_counter() - t0
+    times["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     check_block(block, job.models, source.start, path=job.path)
+    times["check"] = time.perf_counter() - t0
+    return block, ids, times
+
+
+def histogram_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
+    """Pass 1 on one chunk: exact code histograms of the observed benchmarks, per method."""
+    xp = _xp(job)
+    block, ids, times = _load_checked(source, job)
     increasing = bool(np.all(ids[1:] > ids[:-1]))
-    times["check"] += time.perf_counter() - t0
     m = block.shape[0]
     Y = xp.asarray(job.Y)
     hist = {meth: None for meth in job.methods}
@@ -318,13 +324,7 @@ def tails_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
     candidate is a member of its chunk, so no later pass has to read the store again.
     """
     xp = _xp(job)
-    times = dict.fromkeys(("read", "check", "codes", "count"), 0.0)
-    t0 = time.perf_counter()
-    block, ids = source.load()
-    times["read"] += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    check_block(block, job.models, source.start, path=job.path)
-    times["check"] += time.perf_counter() - t0
+    block, ids, times = _load_checked(source, job)
     B = job.Y.shape[0]
     n_null = job.Y_null.shape[0]
     Y = xp.asarray(np.concatenate([job.Y, job.Y_null]) if n_null else job.Y)
