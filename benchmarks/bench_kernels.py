@@ -21,10 +21,10 @@ import time
 import numba
 import numpy as np
 import pandas as pd
+from bsig_array.kernels import backend_numba
 
 from bsig_array import kernels as K
-from bsig_array.kernels import backend_numba
-from bsig_array.memory import peak_rss
+from bsig_array.runtime.memory import peak_rss
 
 
 def best_time(fn, repeat: int = 3) -> float:

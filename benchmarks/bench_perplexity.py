@@ -6,7 +6,7 @@ best of ``--repeat``):
 - ``forward``: ``model(input_ids, attention_mask)`` per batch (full logits), nothing else;
 - ``decoder``: the decoder alone (no LM head at all) — a lower bound for any NLL pipeline.
 
-The pipeline is :func:`bsig_array.perplexity.extract_perplexity` into a fresh store: corpus read,
+The pipeline is :func:`bsig_array.stages.perplexity.extract_perplexity` into a fresh store: corpus read,
 window building, tokenization, forward, NLL gather, Zarr writes, progress records.  Target: overhead
 (pipeline time / forward time - 1) <= 15%.
 
@@ -21,7 +21,8 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from bsig_array.memory import peak_rss
+
+from bsig_array.runtime.memory import peak_rss
 
 
 def main() -> None:
@@ -36,11 +37,12 @@ def main() -> None:
 
     import torch
 
-    from bsig_array.backends.base import encode_windows
-    from bsig_array.backends.transformers_backend import TransformersBackend
-    from bsig_array.corpus import Corpus, build_corpus, stdlib_documents
-    from bsig_array.models import build_tiny_gpt2, load_causal_lm
-    from bsig_array.perplexity import extract_perplexity
+    from bsig_array.io.corpus_store import Corpus
+    from bsig_array.models.backends.base import encode_windows
+    from bsig_array.models.backends.transformers_backend import TransformersBackend
+    from bsig_array.models.loading import build_tiny_gpt2, load_causal_lm
+    from bsig_array.stages.corpus import build_corpus, stdlib_documents
+    from bsig_array.stages.perplexity import extract_perplexity
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -100,7 +102,7 @@ def _prefix_corpus(corpus, n: int, out: Path):
     """A corpus with the first ``n`` features of ``corpus`` (same documents, same windows)."""
     import zarr
 
-    from bsig_array.corpus import Corpus
+    from bsig_array.io.corpus_store import Corpus
 
     src = zarr.open_group(corpus.path, mode="r")
     last_doc = int(src["feature_doc"][n - 1])

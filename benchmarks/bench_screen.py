@@ -27,7 +27,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from bsig_array.memory import peak_rss
+
+from bsig_array.runtime.memory import peak_rss
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,14 +37,15 @@ HERE = Path(__file__).resolve().parent
 
 
 def child_screen(cfg: dict) -> dict:
-    from bsig_array.performance import align_performance, load_performance
-    from bsig_array.screen import screen, write_screen
-    from bsig_array.store import open_store
+    from bsig_array.io.perplexity_store.reader import open_store
+    from bsig_array.io.scores import align_performance, load_performance
+    from bsig_array.io.screen_output import write_screen
+    from bsig_array.stages.screen.driver import screen
 
     t0 = time.perf_counter()
     ds = open_store(cfg["store"])
     score = align_performance(load_performance(cfg["performance"]), ds["model"].values)
-    result = screen(ds["nll"], score, methods=cfg["method"], alpha=0.01, memory_limit=cfg["memory_limit"],
+    result = screen(ds["nll"], score, coefficients=cfg["method"], alpha=0.01, memory_limit=cfg["memory_limit"],
                     scheduler="threads", null_permutations=cfg.get("null_permutations", 0), store=cfg["store"])
     t1 = time.perf_counter()
     write_screen(result, cfg["out"], overwrite=True)
@@ -55,7 +57,8 @@ def child_screen(cfg: dict) -> dict:
 
 def _load_prefix(store: str, n: int):
     import numpy as np
-    from bsig_array.store import open_store
+
+    from bsig_array.io.perplexity_store.reader import open_store
 
     ds = open_store(store)
     nll = np.asarray(ds["nll"][:, :n].values)
@@ -63,7 +66,7 @@ def _load_prefix(store: str, n: int):
 
 
 def child_paper(cfg: dict) -> dict:
-    from bsig_array.performance import align_performance, load_performance
+    from bsig_array.io.scores import align_performance, load_performance
 
     sys.path.insert(0, str(HERE))
     from paper_repo_thrush import paper_tails, paper_thrush
@@ -81,7 +84,7 @@ def child_paper(cfg: dict) -> dict:
 
 
 def child_numpy_preselect(cfg: dict) -> dict:
-    from bsig_array.performance import align_performance, load_performance
+    from bsig_array.io.scores import align_performance, load_performance
 
     sys.path.insert(0, str(HERE))
     from numpy_preselect import numpy_preselect
@@ -96,8 +99,9 @@ def child_numpy_preselect(cfg: dict) -> dict:
 def child_check_peers(cfg: dict) -> dict:
     """The peers compute the same numbers as the kernels (so the comparison is fair)."""
     import numpy as np
+
     from bsig_array import kernels as K
-    from bsig_array.performance import align_performance, load_performance
+    from bsig_array.io.scores import align_performance, load_performance
 
     sys.path.insert(0, str(HERE))
     from numpy_preselect import numpy_preselect
@@ -115,9 +119,10 @@ def child_breakdown(cfg: dict) -> dict:
     import numba
     import numpy as np
     import zarr
+
     from bsig_array import kernels as K
-    from bsig_array.performance import align_performance, load_performance
-    from bsig_array.store import open_store
+    from bsig_array.io.perplexity_store.reader import open_store
+    from bsig_array.io.scores import align_performance, load_performance
 
     numba.set_num_threads(1)
     ds = open_store(cfg["store"])
@@ -178,7 +183,7 @@ def _gib(n: float) -> str:
 
 
 def bench_size(d: int, args: argparse.Namespace) -> dict:
-    from bsig_array.synth import synthesize
+    from bsig_array.pipelines.synth import synthesize
 
     pool = Path(args.workdir) / f"pool-{d}"
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ Prints:
 3. The paper's scale through the real stage: 88 benchmarks × 3.4e5 candidates (top and bottom 1 %
    of 1.69e7) × 32 models, without LOO-CV (target ≤ 2 minutes on this machine), and LOO-CV time per
    benchmark measured on a few benchmarks (extrapolated to 88 and labelled as such).
-4. Peak RSS of the process (``VmHWM``, see ``bsig_array.memory.peak_rss``).
+4. Peak RSS of the process (``VmHWM``, see ``bsig_array.runtime.memory.peak_rss``).
 
 Data are random float32 NLLs generated in memory (the benchmarks share one candidate block, each with
 its own planted scores), so only selection is timed.  Usage::
@@ -26,11 +26,11 @@ import time
 import numpy as np
 import statsmodels.api as sm
 import xarray as xr
+from bsig_array.kernels.forward import forward_select
 from threadpoolctl import threadpool_limits
 
-from bsig_array.kernels.forward import forward_select
-from bsig_array.selection import select_benchmark, select_signatures
-from bsig_array.memory import peak_rss
+from bsig_array.runtime.memory import peak_rss
+from bsig_array.stages.select import select_benchmark, select_signatures
 
 
 def peak_rss_mib() -> float:
@@ -117,9 +117,9 @@ def paper_scale(m: int, n: int, n_bench: int, loo_bench: int, memory_limit: str,
     cand = np.broadcast_to(np.stack([tokens[:half], tokens[half : 2 * half]])[None, None],
                            (1, n_bench, 2, half))
     screen = xr.Dataset(
-        {"candidate_token": (("method", "benchmark", "tail", "rank"), cand),
+        {"candidate_token": (("coefficient", "benchmark", "tail", "rank"), cand),
          "candidate_nll": (("model", "candidate"), nll)},
-        coords={"method": ["thrush"], "benchmark": benchmarks, "tail": ["low", "high"], "model": models,
+        coords={"coefficient": ["thrush"], "benchmark": benchmarks, "tail": ["low", "high"], "model": models,
                 "candidate": tokens},
     )
     score = xr.DataArray(scores, dims=("model", "benchmark"), coords={"model": models, "benchmark": benchmarks})

@@ -1,6 +1,6 @@
 """Real small end-to-end: zoo of >= 8 real models x stdlib corpus -> store -> lm-eval scores -> screen -> select.
 
-Every model is derived from the two offline GGUF models (see bsig_array.zoo for how each variant is
+Every model is derived from the two offline GGUF models (see bsig_array.models.zoo for how each variant is
 made); nothing comes from a hub.  Prints the time of each step and the peak RSS.  Resumable: rerun
 with the same --out to continue after an interruption.
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from bsig_array.memory import peak_rss
+
+from bsig_array.runtime.memory import peak_rss
 
 
 def main() -> None:
@@ -29,11 +30,12 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from bsig_array.performance import align_performance, load_performance
-    from bsig_array.screen import screen
-    from bsig_array.selection import select_signatures
-    from bsig_array.store import open_store
-    from bsig_array.zoo import DEFAULT_ZOO, VARIANTS, build_zoo_pool
+    from bsig_array.io.perplexity_store.reader import open_store
+    from bsig_array.io.scores import align_performance, load_performance
+    from bsig_array.models.zoo import DEFAULT_ZOO, VARIANTS
+    from bsig_array.pipelines.zoo_pool import build_zoo_pool
+    from bsig_array.stages.screen.driver import screen
+    from bsig_array.stages.select import select_signatures
 
     t0 = time.perf_counter()
     for name in DEFAULT_ZOO:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import click
 
-from bsig_array.corpus import CorpusStats, build_corpus, iter_documents, stdlib_documents, stdlib_files
-from bsig_array.errors import BsigError
-from bsig_array.progress import progress_bar
+from bsig_array.errors import OptionError
+from bsig_array.runtime.defaults import DEFAULTS
 
 
 @click.command("corpus")
 @click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(), help="Corpus store to write (corpus.zarr).")
 @click.option("--stdlib", is_flag=True, help="Use the Python standard library's source files as the corpus.")
-@click.option("--sample-rate", default=0.02, show_default=True, help="Fraction of pieces kept as features (paper: 1/50).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the downsampling.")
-@click.option("--context-pieces", default=30, show_default=True, help="Preceding pieces of context per feature.")
+@click.option("--sample-rate", default=DEFAULTS.sample_rate, show_default=True, help="Fraction of pieces kept as features (paper: 1/50).")
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, help="Seed of the downsampling.")
+@click.option("--context-pieces", default=DEFAULTS.context_pieces, show_default=True, help="Preceding pieces of context per feature.")
 @click.option("--max-docs", type=int, default=None, help="Read at most this many input records.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 def corpus(
@@ -32,26 +31,27 @@ def corpus(
 
     INPUTS are JSONL(.gz) or Parquet files whose records have a `text` field (RedPajama format).
     """
+    from bsig_array.cli.progress import rich_progress
+    from bsig_array.stages.corpus import CorpusStats, build_corpus, iter_documents, stdlib_documents, stdlib_files
+
     if bool(inputs) == stdlib:
-        raise BsigError("give either INPUTS (JSONL/Parquet files) or --stdlib, not both or neither")
+        raise OptionError("give either INPUTS (JSONL/Parquet files) or --stdlib, not both or neither")
     stats = CorpusStats()
     if stdlib:
         docs, total, names = stdlib_documents(stats), len(stdlib_files()), ["stdlib"]
     else:
         docs, total, names = iter_documents(inputs, stats), None, list(inputs)
-    if max_docs is not None and total is not None:
-        total = min(total, max_docs)
-    with progress_bar("corpus", total, "docs") as bar:
-        build_corpus(
-            docs,
-            out,
-            sample_rate=sample_rate,
-            seed=seed,
-            context_pieces=context_pieces,
-            max_docs=max_docs,
-            stats=stats,
-            inputs=names,
-            overwrite=overwrite,
-            progress=bar,
-        )
+    build_corpus(
+        docs,
+        out,
+        sample_rate=sample_rate,
+        seed=seed,
+        context_pieces=context_pieces,
+        max_docs=max_docs,
+        stats=stats,
+        inputs=names,
+        overwrite=overwrite,
+        progress=rich_progress,
+        total=total,
+    )
     click.echo(f"{out}: {stats.summary()}")

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import click
 
-from bsig_array.demo import DEFAULTS
+from bsig_array.runtime.defaults import DEFAULTS
 
 
 @click.command()
 @click.option("--out", default="demo-out", show_default=True, type=click.Path(), help="output directory")
-@click.option("--models", type=int, default=DEFAULTS["models"], show_default=True)
-@click.option("--benchmarks", type=int, default=DEFAULTS["benchmarks"], show_default=True)
-@click.option("--tokens", type=int, default=DEFAULTS["tokens"], show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--models", type=int, default=DEFAULTS.demo_models, show_default=True)
+@click.option("--benchmarks", type=int, default=DEFAULTS.demo_benchmarks, show_default=True)
+@click.option("--tokens", type=int, default=DEFAULTS.demo_tokens, show_default=True)
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option("--semantic-bootstrap", type=int, default=10, show_default=True, help="semantic samples per benchmark pair")
-@click.option("--memory-limit", default="1GiB", show_default=True)
+@click.option("--memory-limit", default=DEFAULTS.demo_memory_limit, show_default=True)
 def demo(out, models, benchmarks, tokens, seed, semantic_bootstrap, memory_limit):
     """Run synth -> screen -> select -> overlap -> stats -> report and print how much planted truth came back."""
-    from bsig_array.demo import run_demo
+    from bsig_array.cli.progress import rich_progress
+    from bsig_array.pipelines.demo import run_demo
 
     s = run_demo(out, models=models, benchmarks=benchmarks, tokens=tokens, seed=seed,
-                 semantic_bootstrap=semantic_bootstrap, memory_limit=memory_limit, log=click.echo)
+                 semantic_bootstrap=semantic_bootstrap, memory_limit=memory_limit, log=click.echo,
+                 progress=rich_progress)
     click.echo(f"report: {s['report']}")
     click.echo(
         f"recovered: first signature token planted for {s['first_token_planted']:.0%} of benchmarks "

@@ -23,8 +23,8 @@ def evaluate(model: str, name: str | None, tasks: str, include_path: tuple[str, 
 
     Relative data_files paths in a task YAML are resolved against the YAML's folder.
     """
-    from bsig_array.evaluate import TASKS_DIR, evaluate_model, update_performance
-    from bsig_array.perplexity import default_model_name
+    from bsig_array.stages.evaluate import TASKS_DIR, evaluate_model, update_performance
+    from bsig_array.stages.perplexity import default_model_name
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     scores = evaluate_model(model, names, include_path=include_path or (TASKS_DIR,), gguf_file=gguf_file,

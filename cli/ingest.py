@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bsig_array.errors import BsigError
+from bsig_array.errors import OptionError
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -29,15 +29,16 @@ def ingest(inputs, out, fmt, model_names, chunk_tokens, dtype, batch_rows, overw
     them) with columns text_id, chunk_id, logprobs (list<float>); the feature is the last logprob of
     each row, nll = -logprob, rows are matched across models by (text_id, chunk_id) -- or one wide
     Parquet/CSV table with one NLL column per model and optional token, doc, piece columns.
-    Files are streamed in record batches; see bsig_array.ingest for the memory use.
+    Files are streamed in record batches; see bsig_array.stages.ingest for the memory use.
     """
-    from bsig_array.ingest import ingest as run_ingest
-    from bsig_array.store import open_store
+    from bsig_array.cli.progress import rich_progress
+    from bsig_array.io.perplexity_store.reader import open_store
+    from bsig_array.stages.ingest import ingest as run_ingest
 
     if batch_rows < 1:
-        raise BsigError(f"--batch-rows must be positive, got {batch_rows}")
+        raise OptionError(f"--batch-rows must be positive, got {batch_rows}")
     path = run_ingest(inputs, out, format=fmt, model_names=_names(model_names), chunk_tokens=chunk_tokens,
-                      dtype=dtype, overwrite=overwrite, batch_rows=batch_rows)
+                      dtype=dtype, overwrite=overwrite, batch_rows=batch_rows, progress=rich_progress)
     ds = open_store(path)
     click.echo(f"wrote {path}: {ds.sizes['model']} models x {ds.sizes['token']:,} tokens ({dtype})")
 
@@ -51,13 +52,14 @@ def ingest(inputs, out, fmt, model_names, chunk_tokens, dtype, batch_rows, overw
 @click.option("--metadata", type=click.Path(exists=True), help="Benchmark metadata CSV for --performance.")
 def validate(store, deep, mark_pending, performance, metadata) -> None:
     """Check a perplexity store (and optionally a performance table) and print a summary."""
-    from bsig_array.validation import validate_store
+    from bsig_array.cli.progress import rich_progress
+    from bsig_array.io.perplexity_store.validate import validate_store
 
     if mark_pending and not deep:
-        raise BsigError("--mark-pending needs --deep (it marks the chunks that a deep scan finds unreadable)")
-    summary = validate_store(store, deep=deep, mark_pending=mark_pending)
+        raise OptionError("--mark-pending needs --deep (it marks the chunks that a deep scan finds unreadable)")
+    summary = validate_store(store, deep=deep, mark_pending=mark_pending, progress=rich_progress)
     if performance is not None:
-        from bsig_array.performance import align_performance, load_performance
+        from bsig_array.io.scores import align_performance, load_performance
 
         score = align_performance(load_performance(performance, metadata=metadata), summary.models)
         summary.notes.append(f"performance {performance}: {score.sizes['benchmark']} benchmarks, models match the store")

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("stats", "stats"),
     "report": ("report", "report"),
     "demo": ("demo", "demo"),
+    "defaults": ("defaults", "defaults"),
 }
 
 

@@ -8,12 +8,11 @@ import xarray as xr
 from rich.console import Console
 from rich.table import Table
 
-from bsig_array.performance import (
+from bsig_array.io.lm_eval_results import import_lm_eval, parse_metric_overrides
+from bsig_array.io.scores import (
     align_performance,
     check_scores,
-    import_lm_eval,
     load_performance,
-    parse_metric_overrides,
     write_performance,
 )
 
@@ -87,7 +86,7 @@ def show(path: str, metadata: str | None, store: str | None) -> None:
         )
     Console().print(table)
     if store is not None:
-        from bsig_array.store import open_store
+        from bsig_array.io.perplexity_store.reader import open_store
 
         align_performance(score, open_store(store, require_complete=False))
         click.echo(f"ok: models match {store}; scores are complete and every benchmark varies")

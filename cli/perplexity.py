@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from bsig_array.backends.base import BACKENDS, TARGETS
-from bsig_array.progress import progress_bar
+from bsig_array.models.backends.base import BACKENDS
+from bsig_array.schema import TARGETS
 
 
 @click.command("perplexity")
@@ -31,23 +31,20 @@ def perplexity(corpus_path: str, store: str, model: str, name: str | None, gguf_
 
     Only one bsig perplexity run may write a store at a time (lock file STORE.lock).
     """
-    import warnings
+    from bsig_array.cli.progress import rich_progress
+    from bsig_array.io.corpus_store import Corpus
+    from bsig_array.stages.perplexity import extract_perplexity
 
-    from bsig_array.corpus import Corpus
-    from bsig_array.perplexity import extract_perplexity
-
-    warnings.filterwarnings("ignore", message="Consolidated metadata")
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     corpus = Corpus(corpus_path)
-    with progress_bar(f"perplexity {name or model}", corpus.n_features, "tokens") as bar:
-        result = extract_perplexity(
-            corpus, store, model, name=name, backend=backend, target=target, gguf_file=gguf_file,
-            batch_size=batch_size, device=device, dtype=dtype, max_tokens=max_tokens, chunk_tokens=chunk_tokens,
-            store_dtype=store_dtype, on_chunk=lambda j, n: bar.advance(n),
-        )
+    result = extract_perplexity(
+        corpus, store, model, name=name, backend=backend, target=target, gguf_file=gguf_file,
+        batch_size=batch_size, device=device, dtype=dtype, max_tokens=max_tokens, chunk_tokens=chunk_tokens,
+        store_dtype=store_dtype, progress=rich_progress,
+    )
     click.echo(
         f"{store}: model {result.model!r} (row {result.row}): {result.chunks_done} of {result.chunks_total} chunks "
         f"written now, {result.tokens:,} tokens in {result.seconds:.1f} s ({result.tokens_per_second:,.0f} tokens/s)"

@@ -17,7 +17,7 @@ import click
 @click.option("--title", default="bsig report", show_default=True)
 def report(out, overlap_path, screen_path, signatures_path, stats_dir, corpus_path, metadata, title):
     """Figures (heatmaps, coefficient distributions, within/cross bars, function matrix) and report.html."""
-    from bsig_array.report import load_inputs, write_report
+    from bsig_array.stages.report import load_inputs, write_report
 
     inputs = load_inputs(overlap=overlap_path, screen=screen_path, signatures=signatures_path, stats=stats_dir,
                          corpus=corpus_path, metadata=metadata)

@@ -4,60 +4,57 @@ from __future__ import annotations
 
 import click
 
+from bsig_array.runtime.defaults import DEFAULTS
+from bsig_array.schema import COEFFICIENTS, COVARIATES, SELECTION_METHODS
+
 
 @click.command()
 @click.option("--screen", "screen_path", required=True, type=click.Path(), help="screen.zarr from bsig screen")
 @click.option("--performance", "performance_path", required=True, type=click.Path(),
               help="scores the screen was run with: CSV/Parquet/NetCDF/Zarr")
 @click.option("--out", required=True, type=click.Path(), help="output signatures.zarr")
-@click.option("--method", type=click.Choice(["aic", "lasso"]), default="aic", show_default=True,
+@click.option("--method", type=click.Choice(SELECTION_METHODS), default="aic", show_default=True,
               help="AIC forward selection, or the paper repo's Lasso (for the AIC-vs-Lasso comparison)")
-@click.option("--screen-method", type=click.Choice(["thrush", "preselect"]), default="thrush", show_default=True,
+@click.option("--screen-method", type=click.Choice(COEFFICIENTS), default="thrush", show_default=True,
               help="whose tails are the candidates")
 @click.option("--delta", type=float, default=0.0, show_default=True, help="add a token only while AIC drops by more than this")
 @click.option("--max-features", type=int, default=None, help="cap on tokens per signature  [default: models - 2]")
-@click.option("--covariate", type=click.Choice(["perplexity", "nll"]), default="perplexity", show_default=True,
+@click.option("--covariate", type=click.Choice(COVARIATES), default="perplexity", show_default=True,
               help="regress scores on exp(nll) (the paper) or on nll")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of the candidate shuffle that breaks exact ties")
-@click.option("--lasso-alpha", type=float, default=None, help="Lasso penalty on standardized columns  [default: 1e-3]")
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, help="seed of the candidate shuffle that breaks exact ties")
+@click.option("--lasso-alpha", type=float, default=DEFAULTS.lasso_alpha, show_default=True,
+              help="Lasso penalty on standardized columns")
 @click.option("--corpus", "corpus_path", type=click.Path(), default=None,
               help="corpus.zarr: add each token's context and target text")
-@click.option("--memory-limit", default="2GiB", show_default=True, help="peak memory promise, e.g. 2GiB")
+@click.option("--memory-limit", default=DEFAULTS.memory_limit, show_default=True, help="peak memory promise, e.g. 2GiB")
+@click.option("--scheduler", default=DEFAULTS.scheduler, show_default=True,
+              help="where benchmarks run: threads, processes, synchronous, or a dask.distributed address (tcp://host:port)")
 @click.option("--workers", type=int, default=None, help="cap on benchmarks selected at once  [default: memory plan]")
 @click.option("--loocv/--no-loocv", default=True, show_default=True,
               help="leave-one-model-out validation (reruns the selection once per model)")
 @click.option("--overwrite", is_flag=True, help="replace --out if it exists")
 def select(screen_path, performance_path, out, method, screen_method, delta, max_features, covariate, seed,
-           lasso_alpha, corpus_path, memory_limit, workers, loocv, overwrite):
+           lasso_alpha, corpus_path, memory_limit, scheduler, workers, loocv, overwrite):
     """Pick each benchmark's signature tokens from its screened candidates.
 
     AIC forward selection (OLS with intercept, statsmodels' AIC) adds the best candidate while the AIC
     drops by more than --delta; --no-loocv skips the leave-one-model-out R2 (m reruns per benchmark).
     """
-    from pathlib import Path
+    from bsig_array.cli.progress import rich_progress
+    from bsig_array.io.atomic import check_new_output
+    from bsig_array.io.scores import load_performance
+    from bsig_array.io.screen_output import open_screen
+    from bsig_array.io.signatures import attach_contexts, write_signatures
+    from bsig_array.stages.select import select_signatures
 
-    from bsig_array.errors import BsigError
-    from bsig_array.performance import load_performance
-    from bsig_array.progress import progress_bar
-    from bsig_array.selection import (
-        DEFAULT_LASSO_ALPHA,
-        attach_contexts,
-        open_screen,
-        select_signatures,
-        write_signatures,
-    )
-
-    if Path(out).exists() and not overwrite:  # fail before the work, not after
-        raise BsigError(f"output {out} already exists; pass --overwrite to replace it or pick another path")
+    check_new_output(out, overwrite=overwrite)  # fail before the work, not after
     screen = open_screen(screen_path)
     score = load_performance(performance_path)
-    with progress_bar(f"select ({method})", total=screen.sizes["benchmark"], unit="benchmarks") as bar:
-        ds = select_signatures(
-            screen, score, method=method, screen_method=screen_method, delta=delta, max_features=max_features,
-            covariate=covariate, seed=seed, loocv=loocv, memory_limit=memory_limit,
-            lasso_alpha=DEFAULT_LASSO_ALPHA if lasso_alpha is None else lasso_alpha, workers=workers,
-            on_benchmark=lambda _name: bar.advance(1),
-        )
+    ds = select_signatures(
+        screen, score, method=method, screen_method=screen_method, delta=delta, max_features=max_features,
+        covariate=covariate, seed=seed, loocv=loocv, memory_limit=memory_limit, lasso_alpha=lasso_alpha,
+        workers=workers, scheduler=scheduler, progress=rich_progress,
+    )
     if corpus_path is not None:
         ds = attach_contexts(ds, corpus_path)
     path = write_signatures(ds, out, overwrite=overwrite)

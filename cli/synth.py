@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bsig_array.progress import progress_bar
-from bsig_array.synth import DEFAULT_PLANTED, synthesize
+from bsig_array.runtime.defaults import DEFAULTS
 
 
 @click.command("synth")
@@ -13,10 +12,10 @@ from bsig_array.synth import DEFAULT_PLANTED, synthesize
 @click.option("--models", default=32, show_default=True, help="Number of models (>= 3).")
 @click.option("--benchmarks", default=88, show_default=True, help="Number of benchmarks (named after the paper's).")
 @click.option("--tokens", default=1_000_000, show_default=True, help="Number of tokens (features).")
-@click.option("--seed", default=0, show_default=True, help="Seed of every random draw.")
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, help="Seed of every random draw.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True, help="Store dtype.")
 @click.option("--chunk-tokens", type=int, default=None, help="Tokens per store chunk [default: 2**20].")
-@click.option("--planted", default=DEFAULT_PLANTED, show_default=True, help="Planted tokens per benchmark.")
+@click.option("--planted", default=DEFAULTS.planted, show_default=True, help="Planted tokens per benchmark.")
 @click.option("--questions/--no-questions", default=True, show_default=True, help="Write questions/<benchmark>.jsonl.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing pool (otherwise a matching one is resumed).")
 def synth(
@@ -40,19 +39,21 @@ def synth(
     OUT/truth.json          planted tokens per benchmark and cluster (= category)
     OUT/questions/*.jsonl   generated question sets for the semantic overlap
     """
-    with progress_bar("synth", total=tokens, unit="tokens") as bar:
-        paths = synthesize(
-            out,
-            models=models,
-            benchmarks=benchmarks,
-            tokens=tokens,
-            seed=seed,
-            dtype=dtype,
-            chunk_tokens=chunk_tokens,
-            planted_per_benchmark=planted,
-            questions=questions,
-            overwrite=overwrite,
-            progress=bar,
-        )
+    from bsig_array.cli.progress import rich_progress
+    from bsig_array.pipelines.synth import synthesize
+
+    paths = synthesize(
+        out,
+        models=models,
+        benchmarks=benchmarks,
+        tokens=tokens,
+        seed=seed,
+        dtype=dtype,
+        chunk_tokens=chunk_tokens,
+        planted_per_benchmark=planted,
+        questions=questions,
+        overwrite=overwrite,
+        progress=rich_progress,
+    )
     click.echo(f"wrote {paths.perplexity} ({models} models x {tokens:,} tokens, {dtype}), {paths.performance.name}, "
                f"{paths.metadata.name}, {paths.truth.name}" + (f", {paths.questions.name}/" if questions else ""))

@@ -11,7 +11,8 @@ integer codes.
 from __future__ import annotations
 
 from bsig_array.kernels import backend_portable as _portable
-from bsig_array.kernels.tails import TailBounds, TailMembers
+from bsig_array.kernels.errors import KernelInputError
+from bsig_array.kernels.types import TailBounds, TailMembers
 
 name = "cupy"
 
@@ -53,7 +54,7 @@ def histogram_codes(codes, offset: int, n_bins: int, out=None):
     codes = cp.asarray(codes)
     B = codes.shape[0]
     if codes.size and (int(codes.min()) < -offset or int(codes.max()) >= n_bins - offset):
-        raise ValueError(f"codes outside the lattice [{-offset}, {n_bins - offset - 1}]")
+        raise KernelInputError(f"codes outside the lattice [{-offset}, {n_bins - offset - 1}]")
     keys = codes.astype(cp.int64) + offset + cp.arange(B, dtype=cp.int64)[:, None] * n_bins
     hist = cp.bincount(keys.ravel(), minlength=B * n_bins).reshape(B, n_bins).astype(cp.int64)
     if out is None:

@@ -22,12 +22,12 @@ from __future__ import annotations
 import llvmlite.binding as llvm
 import numba
 import numpy as np
+from bsig_array.kernels.errors import KernelInputError
+from bsig_array.kernels.types import RowSets, TailBounds, TailMembers
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
-
-from bsig_array.kernels.tails import RowSets, TailBounds, TailMembers
 
 name = "numba"
 _T = 128  # tokens per inner block: keys (m × _T) and bitmasks stay in L1
@@ -346,7 +346,7 @@ def _proto(src: np.ndarray) -> np.ndarray:
 
 def _check_ties(ties: str) -> bool:
     if ties not in ("average", "first"):
-        raise ValueError(f"ties must be 'average' or 'first', got {ties!r}")
+        raise KernelInputError(f"ties must be 'average' or 'first', got {ties!r}")
     return ties == "first"
 
 
@@ -465,11 +465,11 @@ def histogram_codes(codes, offset: int, n_bins: int, out=None) -> np.ndarray:
     """Exact per-row counts of ``codes + offset``, accumulated in place into ``out`` (int64)."""
     codes = np.ascontiguousarray(codes)
     if codes.shape[1] >= 2**31:
-        raise ValueError("histogram_codes counts at most 2**31 - 1 tokens per call; pass smaller blocks")
+        raise KernelInputError("histogram_codes counts at most 2**31 - 1 tokens per call; pass smaller blocks")
     if out is None:
         out = np.zeros((codes.shape[0], n_bins), np.int64)
     if _histogram(codes, np.int64(offset), out):
-        raise ValueError(f"codes outside the lattice [{-offset}, {n_bins - offset - 1}]")
+        raise KernelInputError(f"codes outside the lattice [{-offset}, {n_bins - offset - 1}]")
     return out
 
 

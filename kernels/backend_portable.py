@@ -12,8 +12,8 @@ integer) arithmetic, so results are exact in any summation order.
 from __future__ import annotations
 
 from array_api_compat import array_namespace
-
-from bsig_array.kernels.tails import RowSets, TailBounds, TailMembers
+from bsig_array.kernels.errors import KernelInputError
+from bsig_array.kernels.types import RowSets, TailBounds, TailMembers
 
 name = "numpy"
 _BLOCK_BYTES = 32 * 2**20
@@ -30,7 +30,7 @@ def doubled_ranks(P, ties: str = "average"):
     ``ties="first"``: ordinal ranks in store order (``2·(1 + #less + #equal-before)``).
     """
     if ties not in ("average", "first"):
-        raise ValueError(f"ties must be 'average' or 'first', got {ties!r}")
+        raise KernelInputError(f"ties must be 'average' or 'first', got {ties!r}")
     xp = array_namespace(P)
     m, n = P.shape
     step = _block(m, n, 8 * m * m)
@@ -104,7 +104,7 @@ def histogram_codes(codes, offset: int, n_bins: int, out=None):
     B, n = codes.shape
     keys = xp.astype(codes, xp.int64) + offset
     if n and (xp.min(keys) < 0 or xp.max(keys) >= n_bins):
-        raise ValueError(f"codes outside the lattice [{-offset}, {n_bins - offset - 1}]")
+        raise KernelInputError(f"codes outside the lattice [{-offset}, {n_bins - offset - 1}]")
     rows = xp.arange(B, dtype=xp.int64)[:, None] * n_bins
     flat = xp.sort(xp.reshape(keys + rows, (-1,)))
     edges = xp.arange(B * n_bins + 1, dtype=xp.int64)

@@ -15,7 +15,8 @@ import importlib
 from types import ModuleType
 from typing import Protocol
 
-from bsig_array.kernels.tails import TailBounds, TailMembers
+from bsig_array.kernels.errors import KernelInputError
+from bsig_array.kernels.types import TailBounds, TailMembers
 
 BACKENDS: dict[str, str] = {
     "numpy": "bsig_array.kernels.backend_portable",
@@ -54,7 +55,7 @@ def get_backend(name: str = "auto", *arrays) -> ModuleType:
     if name == "auto":
         name = _auto_name(arrays[0]) if arrays else "numba"
     if name not in BACKENDS:
-        raise ValueError(f"unknown kernel backend {name!r}; use auto or one of {', '.join(BACKENDS)}")
+        raise KernelInputError(f"unknown kernel backend {name!r}; use auto or one of {', '.join(BACKENDS)}")
     return importlib.import_module(BACKENDS[name])
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from array_api_compat import array_namespace
-
 from bsig_array.kernels._checks import check_P, check_ties, check_Y
 from bsig_array.kernels.backends import get_backend
 from bsig_array.kernels.preselect import preselect_positions

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
+from bsig_array.kernels.errors import KernelInputError
 
 try:  # numba is a hard dependency, but keep the portable path importable without it
     import numba
@@ -268,11 +269,11 @@ def _beats_host(g: np.ndarray, pg: np.ndarray, best: np.ndarray, pbest: np.ndarr
 
 def _use_numba(backend: str, xp: Any) -> bool:
     if backend not in ("auto", "numpy", "numba"):
-        raise ValueError(f"unknown backend {backend!r}; use auto, numpy or numba")
+        raise KernelInputError(f"unknown backend {backend!r}; use auto, numpy or numba")
     is_numpy = xp is np or getattr(xp, "__name__", "").endswith("numpy")
     if backend == "numba":
         if numba is None or not is_numpy:
-            raise ValueError("the numba backend needs numba and numpy arrays")
+            raise KernelInputError("the numba backend needs numba and numpy arrays")
         return True
     return backend == "auto" and numba is not None and is_numpy
 
@@ -335,7 +336,7 @@ def forward_select(
     m, n = cols.m, cols.n
     y = xp.astype(xp.asarray(y), xp.float64)
     if y.shape != (m,):
-        raise ValueError(f"y has shape {y.shape}, expected ({m},)")
+        raise KernelInputError(f"y has shape {y.shape}, expected ({m},)")
     masks = xp.ones((1, m), dtype=xp.bool) if row_masks is None else xp.asarray(row_masks)
     W = xp.astype(masks, xp.float64)
     P = W.shape[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bsig_array.kernels.backends import get_backend
+from bsig_array.kernels.errors import KernelInputError
 from bsig_array.kernels.lattice import lattice
 
 
@@ -31,7 +32,7 @@ def histogram_codes(codes, method: str, m: int, *, out=None, backend: str = "aut
     """
     offset, n_bins = lattice(method, m)
     if len(codes.shape) != 2:
-        raise ValueError(f"codes must be 2-D (row, token), got shape {tuple(codes.shape)}")
+        raise KernelInputError(f"codes must be 2-D (row, token), got shape {tuple(codes.shape)}")
     if out is not None and tuple(out.shape) != (codes.shape[0], n_bins):
-        raise ValueError(f"out must have shape {(codes.shape[0], n_bins)}, got {tuple(out.shape)}")
+        raise KernelInputError(f"out must have shape {(codes.shape[0], n_bins)}, got {tuple(out.shape)}")
     return get_backend(backend, codes).histogram_codes(codes, offset, n_bins, out)

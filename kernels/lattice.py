@@ -15,13 +15,15 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-METHODS = ("thrush", "preselect")
+from bsig_array.kernels.errors import KernelInputError
+
+from bsig_array.schema import COEFFICIENTS as METHODS
 
 
 def check_method(method: str) -> str:
     """Return ``method`` if it is a known screening method, else raise ``ValueError``."""
     if method not in METHODS:
-        raise ValueError(f"unknown screening method {method!r}; use one of {', '.join(METHODS)}")
+        raise KernelInputError(f"unknown screening method {method!r}; use one of {', '.join(METHODS)}")
     return method
 
 
@@ -51,7 +53,7 @@ def lattice(method: str, m: int) -> tuple[int, int]:
     """
     check_method(method)
     if m < 2:
-        raise ValueError(f"need at least 2 models, got {m}")
+        raise KernelInputError(f"need at least 2 models, got {m}")
     if method == "thrush":
         bound = thrush_bound(m)
         return bound, 2 * bound + 1
@@ -79,8 +81,8 @@ def tail_size(alpha: float, n_tokens: int) -> int:
     a user-facing error).
     """
     if not 0.0 < float(alpha) < 0.5:
-        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+        raise KernelInputError(f"alpha must be in (0, 0.5), got {alpha}")
     if n_tokens < 1:
-        raise ValueError(f"need at least one token, got {n_tokens}")
+        raise KernelInputError(f"need at least one token, got {n_tokens}")
     # alpha as the decimal the user wrote (0.29·100 is 28.999… in binary floating point)
     return max(math.floor(Fraction(repr(float(alpha))) * int(n_tokens)), 1)

@@ -11,7 +11,6 @@ the benchmark order.
 from __future__ import annotations
 
 from array_api_compat import array_namespace
-
 from bsig_array.kernels._checks import check_P, check_Y
 from bsig_array.kernels.backends import get_backend
 

@@ -9,76 +9,14 @@ merges the chunks (order-independent, so the result never depends on chunking or
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from bsig_array.kernels.backends import get_backend
+from bsig_array.kernels.errors import KernelInputError
 from bsig_array.kernels.lattice import lattice
-
-TAILS = ("low", "high")
-
-
-@dataclass(frozen=True)
-class TailBounds:
-    """Per-row tail boundaries (numpy int64 arrays of shape (B,)).
-
-    Tokens with ``code < low_code`` are all kept, plus the ``low_take`` lowest token ids with
-    ``code == low_code``; symmetrically tokens with ``code > high_code`` plus ``high_take`` at
-    ``high_code``.  ``k`` tokens per tail in all.
-    """
-
-    low_code: np.ndarray
-    low_take: np.ndarray
-    high_code: np.ndarray
-    high_take: np.ndarray
-    k: int
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.low_code.shape[0])
-
-
-@dataclass(frozen=True)
-class RowSets:
-    """Ragged per-row token sets in CSR form: row ``i`` is ``token[ptr[i]:ptr[i+1]]``.
-
-    ``token`` (int64) and ``code`` (int32) are in the backend's array namespace; ``ptr`` (int64,
-    shape (B+1,)) too.  Within a row, tokens beyond a boundary keep the order of the chunk's
-    ``token_ids``; tokens at a boundary are sorted by id.
-    """
-
-    ptr: object
-    token: object
-    code: object
-
-    def row(self, i: int) -> tuple[object, object]:
-        """Token ids and codes of row ``i``."""
-        lo, hi = int(self.ptr[i]), int(self.ptr[i + 1])
-        return self.token[lo:hi], self.code[lo:hi]
-
-
-@dataclass(frozen=True)
-class TailMembers:
-    """One chunk's tail members: strictly beyond each boundary, and at it.
-
-    ``low_at``/``high_at`` hold at most ``take`` tokens per row: the lowest ids of this chunk at the
-    boundary code (only those can survive the merge across chunks).
-    """
-
-    low_beyond: RowSets
-    low_at: RowSets
-    high_beyond: RowSets
-    high_at: RowSets
-
-
-@dataclass(frozen=True)
-class TailSelection:
-    """The final tails: ``token`` (B, 2, k) int64 sorted by id within each tail, ``code`` (B, 2, k)
-    int32; axis 1 is ``TAILS = ("low", "high")``."""
-
-    token: np.ndarray
-    code: np.ndarray
-
+from bsig_array.kernels.types import RowSets, TailBounds, TailMembers, TailSelection
+from bsig_array.schema import TAILS
 
 def tail_bounds(hist, k: int, method: str, m: int) -> TailBounds:
     """Boundary codes and boundary take-counts of both tails from full histograms.
@@ -101,11 +39,11 @@ def tail_bounds(hist, k: int, method: str, m: int) -> TailBounds:
     offset, n_bins = lattice(method, m)
     h = _to_numpy(hist).astype(np.int64, copy=False)
     if h.ndim != 2 or h.shape[1] != n_bins:
-        raise ValueError(f"histogram must have shape (B, {n_bins}) for {method} with m={m}, got {h.shape}")
+        raise KernelInputError(f"histogram must have shape (B, {n_bins}) for {method} with m={m}, got {h.shape}")
     totals = h.sum(axis=1)
     k = int(k)
     if k < 1 or (totals.size and k > int(totals.min())):
-        raise ValueError(f"tail size k={k} must be between 1 and the token count {int(totals.min(initial=0))}")
+        raise KernelInputError(f"tail size k={k} must be between 1 and the token count {int(totals.min(initial=0))}")
     cum = np.cumsum(h, axis=1)
     # low: first bin whose cumulative count reaches k; tokens below it number cum - h < k
     low_bin = np.argmax(cum >= k, axis=1)
@@ -149,7 +87,7 @@ def merge_tails(parts: Sequence[TailMembers], bounds: TailBounds) -> TailSelecti
             a_tok = np.concatenate([_row(r, i)[0] for r in at]) if at else np.empty(0, np.int64)
             a_tok = np.sort(a_tok)[: int(takes[i])]
             if b_tok.size + a_tok.size != k:
-                raise ValueError(
+                raise KernelInputError(
                     f"row {i} {TAILS[t]} tail: {b_tok.size} beyond + {a_tok.size} at the boundary != k={k}; "
                     "histogram and members come from different data"
                 )
@@ -198,12 +136,14 @@ def tail_members(codes, token_ids, bounds: TailBounds, *, backend: str = "auto")
         ``*_beyond``: all tokens strictly beyond; ``*_at``: the ``take`` lowest ids of this chunk at
         the boundary.  Merge chunks with :func:`merge_tails`.
     """
-    from bsig_array.kernels.backends import get_backend  # backends imports this module's types
+    from bsig_array.kernels.backends import (
+        get_backend,  # backends imports this module's types
+    )
 
     if len(codes.shape) != 2 or codes.shape[0] != bounds.n_rows:
-        raise ValueError(f"codes must have shape ({bounds.n_rows}, n), got {tuple(codes.shape)}")
+        raise KernelInputError(f"codes must have shape ({bounds.n_rows}, n), got {tuple(codes.shape)}")
     if tuple(token_ids.shape) != (codes.shape[1],):
-        raise ValueError(f"token_ids must have shape ({codes.shape[1]},), got {tuple(token_ids.shape)}")
+        raise KernelInputError(f"token_ids must have shape ({codes.shape[1]},), got {tuple(token_ids.shape)}")
     return get_backend(backend, codes).tail_members(codes, token_ids, bounds)
 
 
@@ -223,11 +163,9 @@ def tail_counts(codes, low_code, high_code, *, backend: str = "auto"):
     array (B, 4) int64: counts of ``code < low``, ``code == low``, ``code > high``, ``code == high``.
     Summed over chunks they give how many null tokens fall beyond each threshold.
     """
-    from bsig_array.kernels.backends import get_backend
-
     rows = (codes.shape[0],) if len(codes.shape) == 2 else None
     if rows is None or tuple(low_code.shape) != rows or tuple(high_code.shape) != rows:
-        raise ValueError(
+        raise KernelInputError(
             f"codes must be (B, n) with low_code and high_code of shape (B,), got {tuple(codes.shape)}, "
             f"{tuple(low_code.shape)}, {tuple(high_code.shape)}"
         )

@@ -14,9 +14,9 @@ AVX-512 VNNI path multiplies u8 ranks by s8 weights into int32, exact for m ≤ 
 from __future__ import annotations
 
 from array_api_compat import array_namespace
-
 from bsig_array.kernels._checks import check_P, check_ties, check_Y
 from bsig_array.kernels.backends import get_backend
+from bsig_array.kernels.errors import KernelInputError
 
 
 def thrush_weights(Y):
@@ -26,7 +26,7 @@ def thrush_weights(Y):
     """
     xp = array_namespace(Y)
     if len(Y.shape) != 2:
-        raise ValueError(f"Y must be 2-D (benchmark, model), got shape {tuple(Y.shape)}")
+        raise KernelInputError(f"Y must be 2-D (benchmark, model), got shape {tuple(Y.shape)}")
     ya, yb = Y[:, :, None], Y[:, None, :]
     c = xp.sum(xp.astype(ya > yb, xp.int32), axis=2) - xp.sum(xp.astype(ya < yb, xp.int32), axis=2)
     return xp.astype(c, xp.int32)

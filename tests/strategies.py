@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bsig_array.synth import SynthPool, simulate
+from bsig_array.pipelines.synth import SynthPool, simulate
 
 NLL_DTYPES = ("float16", "float32", "float64")
 
@@ -115,7 +115,7 @@ def planted_pools(
     tokens: int = 2_000,
     planted_per_benchmark: int = 4,
 ) -> SynthPool:
-    """A small in-memory planted pool (:func:`bsig_array.synth.simulate`) with a drawn seed."""
+    """A small in-memory planted pool (:func:`bsig_array.pipelines.synth.simulate`) with a drawn seed."""
     return simulate(
         models=draw(st.integers(min_models, max_models)),
         benchmarks=draw(st.integers(1, max_benchmarks)),

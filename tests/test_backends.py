@@ -9,11 +9,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bsig_array.backends.base import encode_windows, get_backend, target_positions
-from bsig_array.backends.transformers_backend import TransformersBackend
-from bsig_array.backends.vllm_backend import nll_from_prompt_logprobs
 from bsig_array.errors import BsigError
-from bsig_array.models import build_tiny_gpt2
+from bsig_array.models.backends.base import (
+    encode_windows,
+    get_backend,
+    target_positions,
+)
+from bsig_array.models.backends.transformers_backend import TransformersBackend
+from bsig_array.models.backends.vllm_backend import nll_from_prompt_logprobs
+from bsig_array.models.loading import build_tiny_gpt2
 
 CONTEXTS = ["", "def f(x):", "import os import sys", "return " * 40, "a", "class A: pass"]
 TARGETS = ["import", "return", "os.path.join(a,", "x", "éλ😀", "__init__"]

@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import xarray as xr
-
 from bsig_array.cli.main import main
-from bsig_array.store import create_store
+
+from bsig_array.io.perplexity_store.writer import create_store
 
 pytestmark = pytest.mark.filterwarnings("ignore:The data type", "ignore:Consolidated metadata")
 
@@ -74,7 +74,7 @@ def test_non_float_dtype(tmp_path, capsys):
 
 def test_nan_and_inf_values(tmp_path, capsys):
     store = good_store(tmp_path / "s.zarr")
-    from bsig_array.store import StoreWriter
+    from bsig_array.io.perplexity_store.writer import StoreWriter
 
     writer = StoreWriter(store)
     block = np.ones((4, 100), "f4")

@@ -13,16 +13,15 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from bsig_array.corpus import (
-    Corpus,
+from bsig_array.errors import BsigError
+from bsig_array.io.corpus_store import Corpus, feature_context
+from bsig_array.stages.corpus import (
     CorpusStats,
     build_corpus,
-    feature_context,
     iter_documents,
     stdlib_documents,
     write_stdlib_jsonl,
 )
-from bsig_array.errors import BsigError
 
 # Pieces drawn from a small alphabet so repeats are common; separators include Unicode whitespace.
 words = st.text(alphabet="ab,é.(){}'\"x1", min_size=1, max_size=4)

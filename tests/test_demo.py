@@ -8,7 +8,7 @@ import numpy as np
 import xarray as xr
 from click.testing import CliRunner
 
-from bsig_array.demo import recovery, run_demo
+from bsig_array.pipelines.demo import recovery, run_demo
 
 
 def test_demo_recovers_the_planted_truth(tmp_path):

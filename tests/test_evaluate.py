@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from bsig_array.cli.main import main
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bsig_array.cli.main import main
 from bsig_array.errors import BsigError
-from bsig_array.evaluate import (
+from bsig_array.models.loading import build_tiny_gpt2
+from bsig_array.stages.evaluate import (
     GENERATORS,
     TASKS_DIR,
     _absolute_data_files,
@@ -23,7 +24,6 @@ from bsig_array.evaluate import (
     generate_tasks,
     update_performance,
 )
-from bsig_array.models import build_tiny_gpt2
 
 
 def load_items(task):

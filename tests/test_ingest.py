@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bsig_array.errors import BsigError
-from bsig_array.ingest import detect_format, expand_inputs, ingest
-from bsig_array.store import open_store
+from bsig_array.io.perplexity_store.reader import open_store
+from bsig_array.stages.ingest import detect_format, expand_inputs, ingest
 
 
 def paper_rows(keys, rng, n_models):

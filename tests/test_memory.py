@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bsig_array.errors import BsigError
-from bsig_array.memory import PROCESS_OVERHEAD, parse_memory, plan_screen
+from bsig_array.runtime.memory import PROCESS_OVERHEAD, parse_memory, plan_screen
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,7 @@ def test_parse_memory_rejects(text):
 
 
 PLAN = dict(n_models=32, n_benchmarks=88, null_permutations=0, n_tokens=10**7, chunk_tokens=2**20,
-            itemsize=4, methods=("thrush", "preselect"), k=10**5, max_workers=8)
+            itemsize=4, coefficients=("thrush", "preselect"), k=10**5, max_workers=8)
 
 
 def test_plan_fits_and_uses_the_room():
@@ -74,7 +74,7 @@ CHILD = textwrap.dedent(
         code = exc.code or 0
     import xarray as xr
     plan = xr.open_zarr(sys.argv[sys.argv.index("--out") + 1]).attrs["plan"] if code == 0 else ""
-    from bsig_array.memory import peak_rss
+    from bsig_array.runtime.memory import peak_rss
     peak = peak_rss()
     print(json.dumps({"code": code, "peak": peak, "plan": plan}))
     """
@@ -82,7 +82,7 @@ CHILD = textwrap.dedent(
 
 
 def test_peak_rss_within_memory_limit(tmp_path):
-    from bsig_array.store import create_store
+    from bsig_array.io.perplexity_store.writer import create_store
 
     rng = np.random.default_rng(0)
     models = [f"m{i}" for i in range(M)]
@@ -122,7 +122,7 @@ def test_peak_rss_within_memory_limit(tmp_path):
 def test_too_small_limit_refused_by_cli_before_reading(tmp_path):
     frame = pd.DataFrame({"model": ["a", "b", "c"], "x": [1.0, 2.0, 3.0]})
     frame.to_csv(tmp_path / "y.csv", index=False)
-    from bsig_array.store import create_store
+    from bsig_array.io.perplexity_store.writer import create_store
 
     w = create_store(tmp_path / "p.zarr", ["a", "b", "c"], 1000)
     w.write_chunk(0, np.ones((3, 1000), dtype="float32"))

@@ -14,16 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bsig_array.errors import BsigError
-from bsig_array.overlap import (
+from bsig_array.io.overlap_file import load_overlap, write_overlap
+from bsig_array.io.perplexity_store.reader import open_store
+from bsig_array.io.perplexity_store.writer import create_store
+from bsig_array.stages.overlap import (
     compute_overlaps,
     gather_columns,
-    load_overlap,
     pool_moments,
     spearman_matrix,
     token_positions,
-    write_overlap,
 )
-from bsig_array.store import create_store, open_store
 
 
 def make_inputs(seed: int, m: int = 6, n: int = 40, B: int = 4, steps: int = 5, ties: bool = True):

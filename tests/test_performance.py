@@ -10,25 +10,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from bsig_array.cli.main import main
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import score_vectors
 
-from bsig_array.cli.main import main
 from bsig_array.errors import BsigError
-from bsig_array.performance import (
-    METADATA_COLUMNS,
-    align_performance,
+from bsig_array.io.benchmark_metadata import (
     benchmark_metadata,
     canonical_benchmark,
-    default_metric,
-    import_lm_eval,
     load_metadata,
-    load_performance,
     with_metadata,
-    write_performance,
 )
-from bsig_array.store import create_store, open_store
-from strategies import score_vectors
+from bsig_array.io.lm_eval_results import default_metric, import_lm_eval
+from bsig_array.io.perplexity_store.reader import open_store
+from bsig_array.io.perplexity_store.writer import create_store
+from bsig_array.io.scores import align_performance, load_performance, write_performance
+from bsig_array.schema import METADATA_COLUMNS
 
 CATEGORIES = {
     "Humanities", "Reasoning", "Language", "Medicine", "Science and Engineering",

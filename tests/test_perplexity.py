@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from bsig_array.cli.main import main
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bsig_array.cli.main import main
-from bsig_array.corpus import build_corpus, stdlib_documents
 from bsig_array.errors import BsigError
-from bsig_array.models import build_tiny_gpt2
-from bsig_array.perplexity import extract_perplexity, store_lock
-from bsig_array.store import open_store
+from bsig_array.io.perplexity_store.reader import open_store
+from bsig_array.models.loading import build_tiny_gpt2
+from bsig_array.stages.corpus import build_corpus, stdlib_documents
+from bsig_array.stages.perplexity import extract_perplexity, store_lock
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_cli_errors_are_one_line(env, tmp_path, capsys):
 @pytest.mark.parametrize("alias", ["smollm2-135m", pytest.param("gemma3-270m", marks=pytest.mark.slow)])
 def test_real_gguf_model_matches_direct(env, alias, tmp_path):
     """Loads the offline GGUF model (cached fp32 copy) and checks stored NLLs against a full forward."""
-    from bsig_array.models import load_causal_lm
+    from bsig_array.models.loading import load_causal_lm
 
     root, docs, _, _ = env
     store = tmp_path / "p.zarr"

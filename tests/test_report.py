@@ -12,10 +12,11 @@ from click.testing import CliRunner
 from test_overlap import make_inputs
 
 from bsig_array.errors import BsigError
-from bsig_array.overlap import compute_overlaps, write_overlap
-from bsig_array.report import write_report
-from bsig_array.screen import screen
-from bsig_array.stats import compute_stats
+from bsig_array.io.overlap_file import write_overlap
+from bsig_array.stages.overlap import compute_overlaps
+from bsig_array.stages.report import write_report
+from bsig_array.stages.screen.driver import screen
+from bsig_array.stages.stats import compute_stats
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -61,7 +62,7 @@ def test_report_has_figures_tables_and_escaped_contexts(tmp_path, inputs):
 
 
 def test_heatmap_stars_follow_p_values(inputs):
-    from bsig_array.report import heatmaps_figure
+    from bsig_array.stages.report import heatmaps_figure
 
     overlap = inputs[0].copy()
     overlap["performance_p"][:] = 0.5

@@ -16,8 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bsig_array.errors import BsigError
-from bsig_array.screen import permuted_scores, screen, write_screen
-from bsig_array.store import create_store, open_store
+from bsig_array.io.perplexity_store.reader import open_store
+from bsig_array.io.perplexity_store.writer import create_store
+from bsig_array.io.screen_output import write_screen
+from bsig_array.stages.screen.driver import permuted_scores, screen
 
 # ----------------------------------------------------------------------------- literal references
 
@@ -78,12 +80,12 @@ def make_nll(P: np.ndarray, ids: np.ndarray | None = None) -> xr.DataArray:
 def check_against_reference(out: xr.Dataset, P: np.ndarray, Y: np.ndarray, ids: np.ndarray, ties: str) -> None:
     m, d = P.shape
     k = out.attrs["k"]
-    for method in out["method"].values:
+    for method in out["coefficient"].values:
         codes = ref_codes(P, Y, method, ties)
         lattice_codes = out[f"{method}_bin"].values * (2 if method == "thrush" else 1)
         for b in range(Y.shape[0]):
             low, high, low_code, high_code = ref_tails(codes[b], ids, k)
-            sel = out.sel({"method": method}).isel(benchmark=b)
+            sel = out.sel(coefficient=method).isel(benchmark=b)
             np.testing.assert_array_equal(sel["candidate_token"].sel(tail="low").values, low)
             np.testing.assert_array_equal(sel["candidate_token"].sel(tail="high").values, high)
             np.testing.assert_array_equal(sel["threshold"].values, [low_code / scale(method, m), high_code / scale(method, m)])
@@ -200,15 +202,15 @@ def reference(pool):
 
 def test_output_format(reference):
     ds = reference
-    assert list(ds["method"].values) == ["thrush", "preselect"]
+    assert list(ds["coefficient"].values) == ["thrush", "preselect"]
     assert list(ds["tail"].values) == ["low", "high"]
-    assert ds["candidate_token"].dims == ("method", "benchmark", "tail", "rank")
+    assert ds["candidate_token"].dims == ("coefficient", "benchmark", "tail", "rank")
     assert ds["candidate_token"].dtype == np.int64 and ds["candidate_score"].dtype == np.float64
     assert ds["candidate_nll"].dims == ("model", "candidate") and ds["candidate_nll"].dtype == np.float32
     assert ds["histogram_thrush"].dims == ("benchmark", "thrush_bin")
     assert ds["histogram_preselect"].sum("preselect_bin").values.tolist() == [D] * B
     assert ds.attrs["k"] == 30 and ds.attrs["n_tokens"] == D and ds.attrs["alpha"] == 0.02
-    assert ds.attrs["methods"] == ["thrush", "preselect"] and ds.attrs["ties"] == "average"
+    assert ds.attrs["coefficients"] == ["thrush", "preselect"] and ds.attrs["ties"] == "average"
     tok = ds["candidate_token"].values
     assert (np.diff(tok, axis=-1) > 0).all()  # sorted by id within each tail
 
@@ -254,7 +256,7 @@ def test_null_permutations_match_recount(pool, reference):
         obs = ref_codes(P, Y, method, "average")
         null = ref_codes(P, Y_null, method, "average")
         for b in range(B):
-            low, high = np.rint(reference["threshold"].sel({"method": method}).isel(benchmark=b).values * s).astype(int)
+            low, high = np.rint(reference["threshold"].sel(coefficient=method).isel(benchmark=b).values * s).astype(int)
             f_low = ((obs[b] < low).sum(), (obs[b] == low).sum())
             f_high = ((obs[b] > high).sum(), (obs[b] == high).sum())
             kept = []
@@ -264,9 +266,9 @@ def test_null_permutations_match_recount(pool, reference):
                     (c < low).sum() + (c == low).sum() * (k - f_low[0]) / f_low[1]
                     + (c > high).sum() + (c == high).sum() * (k - f_high[0]) / f_high[1]
                 )
-            got = float(reference["null_exceedances"].sel({"method": method}).isel(benchmark=b))
+            got = float(reference["null_exceedances"].sel(coefficient=method).isel(benchmark=b))
             assert got == pytest.approx(np.mean(kept), rel=1e-12)
-            assert float(reference["null_fdr"].sel({"method": method}).isel(benchmark=b)) == pytest.approx(min(np.mean(kept) / (2 * k), 1.0))
+            assert float(reference["null_fdr"].sel(coefficient=method).isel(benchmark=b)) == pytest.approx(min(np.mean(kept) / (2 * k), 1.0))
 
 
 def test_planted_signal_has_low_null_fdr():
@@ -283,20 +285,19 @@ def test_planted_signal_has_low_null_fdr():
     Y[1] = [3, 1, 7, 5, 0, 9, 11, 2, 8, 4, 10, 6]  # fixed unrelated order
     out = screen(make_nll(P), make_score(Y, [f"m{i}" for i in range(m)]), alpha=0.01,
                  null_permutations=20, scheduler="synchronous").compute()
-    thrush = out.sel({"method": "thrush"}).isel(benchmark=0)
+    thrush = out.sel(coefficient="thrush").isel(benchmark=0)
     assert set(thrush["candidate_token"].sel(tail="low").values.tolist()) == set(range(40))
     assert set(thrush["candidate_token"].sel(tail="high").values.tolist()) == set(range(40, 80))
     assert float(thrush["null_fdr"]) < 0.1
-    assert float(out["null_fdr"].sel({"method": "thrush"}).isel(benchmark=1)) > 0.5
+    assert float(out["null_fdr"].sel(coefficient="thrush").isel(benchmark=1)) > 0.5
 
 
 # ----------------------------------------------------------------------------- CLI
 
 
 def test_cli_writes_screen(pool, reference, tmp_path):
-    from click.testing import CliRunner
-
     from bsig_array.cli.main import cli
+    from click.testing import CliRunner
 
     out = tmp_path / "cli.zarr"
     args = ["screen", "--perplexity", str(pool["stores"][256]), "--performance", str(pool["csv"]), "--out", str(out),
@@ -377,7 +378,7 @@ def test_more_benchmarks_than_fit_memory_is_refused_before_running():
 def test_bad_options():
     nll, score = _small()
     with pytest.raises(BsigError, match="unknown screening method"):
-        screen(nll, score, methods="spearman")
+        screen(nll, score, coefficients="spearman")
     with pytest.raises(BsigError, match="unknown ties"):
         screen(nll, score, ties="dense")
     with pytest.raises(BsigError, match="unknown scheduler"):
@@ -390,9 +391,9 @@ def test_bad_options():
 
 def test_gpu_without_cupy_is_refused():
     pytest.importorskip("numpy")
-    from bsig_array.screen import _cupy_available
+    from bsig_array.runtime.device import cupy_available
 
-    if _cupy_available():
+    if cupy_available():
         pytest.skip("a GPU is available here")
     nll, score = _small()
     with pytest.raises(BsigError, match="--device gpu needs CuPy"):
@@ -414,9 +415,9 @@ def test_single_method_and_first_ties():
     P = rng.integers(0, 3, size=(5, 200)).astype("float32")
     Y = rng.integers(0, 3, size=(2, 5)).astype(float)
     Y[:, 4] = 7
-    out = screen(make_nll(P), make_score(Y, [f"m{i}" for i in range(5)]), methods="thrush", ties="first",
+    out = screen(make_nll(P), make_score(Y, [f"m{i}" for i in range(5)]), coefficients="thrush", ties="first",
                  alpha=0.03, scheduler="synchronous").compute()
-    assert list(out["method"].values) == ["thrush"] and "histogram_preselect" not in out
+    assert list(out["coefficient"].values) == ["thrush"] and "histogram_preselect" not in out
     check_against_reference(out, P, Y, np.arange(200), "first")
 
 

@@ -15,18 +15,18 @@ from sklearn.linear_model import Lasso
 from sklearn.preprocessing import StandardScaler
 
 from bsig_array.errors import BsigError
-from bsig_array.memory import PROCESS_OVERHEAD
-from bsig_array.selection import (
+from bsig_array.io.screen_output import benchmark_candidates, open_screen
+from bsig_array.io.signatures import attach_contexts, write_signatures
+from bsig_array.runtime.memory import (
+    PROCESS_OVERHEAD,
     RUNTIME_OVERHEAD,
     SelectPlan,
-    _GatheredColumns,
-    attach_contexts,
-    benchmark_candidates,
-    open_screen,
     plan_selection,
+)
+from bsig_array.stages.select import (
+    _GatheredColumns,
     select_benchmark,
     select_signatures,
-    write_signatures,
 )
 
 # --------------------------------------------------------------------------- fixtures
@@ -51,12 +51,12 @@ def make_screen(nll: np.ndarray, tails: dict[str, dict[str, tuple[list[int], lis
     where = np.searchsorted(token_ids, union)
     return xr.Dataset(
         {
-            "candidate_token": (("method", "benchmark", "tail", "rank"), token),
-            "candidate_score": (("method", "benchmark", "tail", "rank"), np.zeros(token.shape)),
-            "threshold": (("method", "benchmark", "tail"), np.zeros(token.shape[:3])),
+            "candidate_token": (("coefficient", "benchmark", "tail", "rank"), token),
+            "candidate_score": (("coefficient", "benchmark", "tail", "rank"), np.zeros(token.shape)),
+            "threshold": (("coefficient", "benchmark", "tail"), np.zeros(token.shape[:3])),
             "candidate_nll": (("model", "candidate"), nll[:, where].astype(np.float32)),
         },
-        coords={"method": methods, "benchmark": benchmarks, "tail": ["low", "high"], "model": models,
+        coords={"coefficient": methods, "benchmark": benchmarks, "tail": ["low", "high"], "model": models,
                 "candidate": union},
         attrs={"alpha": 0.01, "ties": "average", "n_tokens": nll.shape[1], "k": k},
     )
@@ -273,7 +273,7 @@ def test_constant_benchmark_is_a_clear_error():
     [
         (lambda s, y: (s, y.isel(model=slice(1, None))), "not in the performance"),
         (lambda s, y: (s, y.isel(benchmark=[0, 1])), "no scores"),
-        (lambda s, y: (s.sel({"method": ["thrush"]}), y), "no 'preselect' tails"),
+        (lambda s, y: (s.sel(coefficient=["thrush"]), y), "no 'preselect' tails"),
         (lambda s, y: (s.drop_vars("candidate_nll"), y), "candidate_nll"),
         (lambda s, y: (s.isel(candidate=slice(1, None)), y), "inconsistent"),
     ],
@@ -334,7 +334,7 @@ def test_parallel_workers_equal_serial():
 
 
 def test_write_roundtrip_and_contexts(tmp_path):
-    from bsig_array.corpus import build_corpus
+    from bsig_array.stages.corpus import build_corpus
 
     docs = [" ".join(f"d{d}w{i}" for i in range(40 + d)) for d in range(5)]
     build_corpus(docs, tmp_path / "c.zarr", sample_rate=1.0, context_pieces=30)
@@ -389,14 +389,15 @@ def test_cli_writes_signatures_and_reports_errors_in_one_line(tmp_path):
 
 RSS_SCRIPT = """
 import sys
-from bsig_array.performance import load_performance
-from bsig_array.selection import open_screen, select_signatures
+from bsig_array.io.scores import load_performance
+from bsig_array.io.screen_output import open_screen
+from bsig_array.stages.select import select_signatures
 screen = open_screen(sys.argv[1])
 score = load_performance(sys.argv[2])
 sig = select_signatures(screen, score, memory_limit=sys.argv[3], workers=2)
 assert (sig["n_selected"] > 0).all()
 print(sig.attrs["plan"])
-from bsig_array.memory import peak_rss
+from bsig_array.runtime.memory import peak_rss
 print(peak_rss())
 """
 

@@ -9,8 +9,14 @@ import pytest
 from test_overlap import make_inputs
 
 from bsig_array.errors import BsigError
-from bsig_array.overlap import compute_overlaps
-from bsig_array.semantic import load_encoder, read_questions, sample_indices, semantic_overlap, single_side
+from bsig_array.io.questions import read_questions
+from bsig_array.stages.overlap import compute_overlaps
+from bsig_array.stages.semantic import (
+    load_encoder,
+    sample_indices,
+    semantic_overlap,
+    single_side,
+)
 
 WORDS = "apple river theorem protein court market galaxy poem enzyme verdict orbit melody ledger fossil".split()
 

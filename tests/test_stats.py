@@ -13,7 +13,14 @@ import xarray as xr
 from click.testing import CliRunner
 
 from bsig_array.errors import BsigError
-from bsig_array.stats import compute_stats, group_matrix, max_clique, read_stats, same_vs_different, within_cross, write_stats
+from bsig_array.io.stats_tables import read_stats, write_stats
+from bsig_array.stages.stats import (
+    compute_stats,
+    group_matrix,
+    max_clique,
+    same_vs_different,
+    within_cross,
+)
 
 
 def symmetric(rng: np.random.Generator, B: int) -> np.ndarray:
@@ -158,7 +165,8 @@ def overlap_dataset(m: np.ndarray, cats, funcs=None, fams=None) -> xr.Dataset:
 
 def test_compute_stats_write_read_and_cli(tmp_path):
     from bsig_array.cli.main import cli
-    from bsig_array.overlap import write_overlap
+
+    from bsig_array.io.overlap_file import write_overlap
 
     rng = np.random.default_rng(6)
     cats = list(np.repeat(["x", "y", "z"], 4))

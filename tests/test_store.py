@@ -17,8 +17,8 @@ import xarray as xr
 import zarr
 
 from bsig_array.errors import BsigError
-from bsig_array.store import StoreWriter, create_store, is_complete, open_store, read_block
-
+from bsig_array.io.perplexity_store.reader import open_store, read_block
+from bsig_array.io.perplexity_store.writer import StoreWriter, create_store, is_complete
 
 MODELS = ["alpha", "beta", "gamma", "delta"]
 
@@ -151,7 +151,7 @@ WRITER_SCRIPT = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {tests!r})
     from test_store import chunk_values
-    from bsig_array.store import StoreWriter
+    from bsig_array.io.perplexity_store.writer import StoreWriter
     import numpy as np
 
     writer = StoreWriter(sys.argv[1])

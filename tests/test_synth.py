@@ -12,17 +12,25 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from bsig_array.cli.main import main
 from hypothesis import given, settings
 from scipy.stats import rankdata, spearmanr
 from sklearn.feature_extraction.text import TfidfVectorizer
-
-from bsig_array.cli.main import main
-from bsig_array.errors import BsigError
-from bsig_array.performance import align_performance, load_metadata, load_performance
-from bsig_array.questions import write_questions
-from bsig_array.store import PROGRESS, open_store
-from bsig_array.synth import BLOCK_TOKENS, choose_benchmarks, make_spec, simulate, synthesize
 from strategies import NLL_DTYPES, nll_matrices, planted_pools
+
+from bsig_array.errors import BsigError
+from bsig_array.io.benchmark_metadata import load_metadata
+from bsig_array.io.perplexity_store.reader import open_store
+from bsig_array.io.perplexity_store.schema import PROGRESS
+from bsig_array.io.scores import align_performance, load_performance
+from bsig_array.pipelines.synth import (
+    BLOCK_TOKENS,
+    choose_benchmarks,
+    make_spec,
+    simulate,
+    synthesize,
+)
+from bsig_array.pipelines.synth_questions import write_questions
 
 SMALL = dict(models=5, benchmarks=6, tokens=BLOCK_TOKENS + 5_000, planted_per_benchmark=4, seed=3)
 

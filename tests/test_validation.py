@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from bsig_array.errors import BsigError
-from bsig_array.store import StoreWriter, create_store, open_store
-from bsig_array.validation import check_block, check_store_structure, validate_store
+from bsig_array.io.perplexity_store.reader import open_store
+from bsig_array.io.perplexity_store.schema import check_block, check_store_structure
+from bsig_array.io.perplexity_store.validate import validate_store
+from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
 
 MODELS = ["m0", "m1", "m2", "m3"]
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bsig_array.models import build_tiny_gpt2
-from bsig_array.zoo import DEFAULT_ZOO, VARIANTS, Variant, build_zoo_pool, perturb_
+from bsig_array.models.loading import build_tiny_gpt2
+from bsig_array.models.zoo import DEFAULT_ZOO, VARIANTS, Variant, perturb_
+from bsig_array.pipelines.zoo_pool import build_zoo_pool
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +55,10 @@ def test_quant_variant(tiny_path):
 
 def _chain(out, loader, variants, **kw):
     """Pool -> screen -> select, dropping benchmarks on which all models tie."""
-    from bsig_array.performance import align_performance, load_performance
-    from bsig_array.screen import screen
-    from bsig_array.selection import select_signatures
-    from bsig_array.store import open_store
+    from bsig_array.io.perplexity_store.reader import open_store
+    from bsig_array.io.scores import align_performance, load_performance
+    from bsig_array.stages.screen.driver import screen
+    from bsig_array.stages.select import select_signatures
 
     pool = build_zoo_pool(out, variants=variants, loader=loader, **kw)
     ds = open_store(pool.perplexity)

@@ -1,0 +1,197 @@
+"""The corpus store ``corpus.zarr``: documents and the sampled features (DESIGN §3).
+
+A feature is one whitespace piece of one document (``text.split()``); its context is the up to
+``context_pieces`` (30) preceding pieces of the same document, joined by single spaces
+(:func:`context_of`).  :class:`CorpusWriter` writes the store, :class:`Corpus` reads it and rebuilds
+each feature's window, :func:`feature_context` does so for given feature ids.
+
+Layout (Zarr v3)::
+
+    text          (byte,)     uint8   UTF-8 text of the stored documents, concatenated
+    doc_offset    (doc_edge,) int64   byte offset of each document in ``text`` (n_docs + 1 entries)
+    doc_source    (doc,)      int64   input record number of each stored document (0-based, all inputs)
+    feature_doc   (feature,)  int64   stored document of each feature
+    feature_piece (feature,)  int32   index of the target piece within its document
+
+Only documents with at least one feature are stored.  Attributes: ``bsig_corpus_version``,
+``sample_rate``, ``seed``, ``context_pieces``, ``max_doc_chars``, ``inputs``, ``counts`` and
+``complete`` (set last; the stage writes the store under a temporary name and renames it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from bsig_array.errors import InputError
+from bsig_array.io.zarr_format import quiet_zarr
+
+CORPUS_SCHEMA_VERSION = 1
+#: Elements per chunk of ``text`` and of the index arrays.
+_TEXT_CHUNK = 8 * 2**20
+_INDEX_CHUNK = 2**20
+
+
+def context_of(pieces: Sequence[str], i: int, context_pieces: int) -> str:
+    """The context of piece ``i``: up to ``context_pieces`` preceding pieces, space-joined."""
+    return " ".join(pieces[max(0, i - context_pieces) : i])
+
+
+class _Appender:
+    """Buffers 1-D values and appends them to a Zarr array in large blocks (bounded memory)."""
+
+    def __init__(self, array: zarr.Array, limit: int) -> None:
+        self.array, self.limit, self.size = array, limit, 0
+        self.parts: list[np.ndarray] = []
+
+    def add(self, values: np.ndarray) -> None:
+        self.parts.append(values)
+        self.size += len(values)
+        if self.size >= self.limit:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.parts:
+            self.array.append(np.concatenate(self.parts))
+            self.parts, self.size = [], 0
+
+
+class CorpusWriter:
+    """Writes a new ``corpus.zarr`` at ``path``, document by document, in bounded memory.
+
+    Call :meth:`add_document` for every document that has features, then :meth:`close` with the
+    attributes; only :meth:`close` marks the store ``complete``.  Write to a temporary path and
+    rename it when done (:func:`bsig_array.io.atomic.atomic_output`).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.group = zarr.open_group(Path(path), mode="w", zarr_format=3)
+        self.text = _Appender(self._array("text", "uint8", _TEXT_CHUNK, "byte"), _TEXT_CHUNK)
+        self.offsets = _Appender(self._array("doc_offset", "int64", _INDEX_CHUNK, "doc_edge"), _INDEX_CHUNK)
+        self.source = _Appender(self._array("doc_source", "int64", _INDEX_CHUNK, "doc"), _INDEX_CHUNK)
+        self.feature_doc = _Appender(self._array("feature_doc", "int64", _INDEX_CHUNK, "feature"), _INDEX_CHUNK)
+        self.feature_piece = _Appender(self._array("feature_piece", "int32", _INDEX_CHUNK, "feature"), _INDEX_CHUNK)
+        self.offsets.add(np.zeros(1, dtype=np.int64))
+        self.n_docs = 0
+        self.n_bytes = 0
+
+    def _array(self, name: str, dtype: str, chunk: int, dim: str) -> zarr.Array:
+        return self.group.create_array(name, shape=(0,), chunks=(chunk,), dtype=dtype, dimension_names=[dim])
+
+    def add_document(self, record: int, text: str, pieces: np.ndarray) -> int:
+        """Store document ``text`` (input record ``record``) with its feature piece indices; its UTF-8 size."""
+        raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        self.n_bytes += len(raw)
+        self.text.add(raw)
+        self.offsets.add(np.array([self.n_bytes], dtype=np.int64))
+        self.source.add(np.array([record], dtype=np.int64))
+        self.feature_doc.add(np.full(len(pieces), self.n_docs, dtype=np.int64))
+        self.feature_piece.add(np.asarray(pieces).astype(np.int32))
+        self.n_docs += 1
+        return len(raw)
+
+    def close(self, attrs: Mapping[str, Any]) -> None:
+        """Flush every buffer, write ``attrs`` (plus the schema version and ``complete``) and consolidate."""
+        for appender in (self.text, self.offsets, self.source, self.feature_doc, self.feature_piece):
+            appender.flush()
+        self.group.attrs.update({**attrs, "bsig_corpus_version": CORPUS_SCHEMA_VERSION, "complete": True})
+        with quiet_zarr():
+            zarr.consolidate_metadata(self.group.store)
+
+
+class Corpus:
+    """Read access to a ``corpus.zarr``: features and the text windows they stand for.
+
+    Parameters
+    ----------
+    path
+        A store written by :func:`build_corpus`.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        try:
+            with quiet_zarr():
+                self.group = zarr.open_group(self.path, mode="r", zarr_format=3)
+        except Exception:
+            raise InputError(f"{self.path} is not a corpus store; build one with bsig corpus") from None
+        attrs = dict(self.group.attrs)
+        if not attrs.get("complete") or "feature_doc" not in self.group:
+            raise InputError(f"{self.path} is not a complete corpus store; rebuild it with bsig corpus")
+        self.attrs = attrs
+        self.context_pieces = int(attrs["context_pieces"])
+        self.n_features = int(self.group["feature_doc"].shape[0])
+        self.n_docs = int(self.group["doc_source"].shape[0])
+
+    def features(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(doc, piece)`` of features ``start:stop``."""
+        stop = self.n_features if stop is None else stop
+        return self.group["feature_doc"][start:stop], self.group["feature_piece"][start:stop]
+
+    def doc_texts(self, first: int, last: int) -> list[str]:
+        """Text of stored documents ``first..last`` (inclusive), read in one contiguous slice."""
+        edges = self.group["doc_offset"][first : last + 2]
+        raw = self.group["text"][int(edges[0]) : int(edges[-1])].tobytes()
+        rel = edges - edges[0]
+        return [raw[rel[i] : rel[i + 1]].decode("utf-8") for i in range(len(rel) - 1)]
+
+    def windows(self, start: int, stop: int) -> tuple[list[str], list[str]]:
+        """``(contexts, targets)`` of features ``start:stop`` (consecutive features share documents)."""
+        docs, pieces = self.features(start, stop)
+        return self._windows(docs, pieces)
+
+    def _windows(self, docs: np.ndarray, pieces: np.ndarray) -> tuple[list[str], list[str]]:
+        contexts: list[str] = []
+        targets: list[str] = []
+        if len(docs) == 0:
+            return contexts, targets
+        first, last = int(docs.min()), int(docs.max())
+        split: dict[int, list[str]] = {}
+        if last - first < 4 * len(docs):  # contiguous range: one read
+            texts = self.doc_texts(first, last)
+            get = lambda d: texts[d - first]  # noqa: E731
+        else:
+            get = lambda d: self.doc_texts(d, d)[0]  # noqa: E731
+        for d, i in zip(docs.tolist(), pieces.tolist()):
+            if d not in split:
+                split[d] = get(d).split()
+            words = split[d]
+            contexts.append(context_of(words, i, self.context_pieces))
+            targets.append(words[i])
+        return contexts, targets
+
+
+def open_corpus(path: str | os.PathLike) -> Corpus:
+    """Open a corpus store for reading."""
+    return Corpus(path)
+
+
+def feature_context(corpus: Corpus | str | os.PathLike, token_ids: Sequence[int]) -> tuple[list[str], list[str]]:
+    """Rebuild the context (≤ ``context_pieces`` preceding pieces) and target piece of each feature.
+
+    Parameters
+    ----------
+    corpus
+        A :class:`Corpus` or the path of ``corpus.zarr``.
+    token_ids
+        Feature ids (the perplexity store's ``token`` coordinate); -1 gives empty strings (padding).
+    """
+    corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
+    ids = np.asarray(token_ids, dtype=np.int64).ravel()
+    valid = ids >= 0
+    if (ids[valid] >= corpus.n_features).any():
+        bad = int(ids[valid].max())
+        raise InputError(f"feature id {bad} is beyond corpus {corpus.path} ({corpus.n_features} features); wrong --corpus?")
+    docs = corpus.group["feature_doc"].get_coordinate_selection(ids[valid]) if valid.any() else np.empty(0, np.int64)
+    pieces = corpus.group["feature_piece"].get_coordinate_selection(ids[valid]) if valid.any() else np.empty(0, np.int32)
+    ctx, tgt = corpus._windows(np.asarray(docs), np.asarray(pieces))
+    contexts = [""] * len(ids)
+    targets = [""] * len(ids)
+    for k, pos in enumerate(np.flatnonzero(valid)):
+        contexts[pos], targets[pos] = ctx[k], tgt[k]
+    return contexts, targets

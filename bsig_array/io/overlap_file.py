@@ -1,0 +1,53 @@
+"""The overlap file ``overlap.nc`` / ``overlap.zarr``: writer and reader (DESIGN §3).
+
+DataArrays ``signature``, ``performance``, ``semantic`` (and ``*_p`` Spearman p-values,
+``semantic_std``) with dims ``(benchmark_a, benchmark_b)``, ``n_signature_tokens (benchmark_a)``,
+and the benchmark metadata as coordinates ``<name>_a`` / ``<name>_b``.  Built by
+:func:`bsig_array.stages.overlap.compute_overlaps`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import xarray as xr
+
+from bsig_array.errors import InputError
+from bsig_array.io.atomic import atomic_output
+from bsig_array.io.zarr_format import quiet_zarr, write_zarr
+from bsig_array.schema import LEVELS
+
+
+def write_overlap(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write the overlap dataset to ``.nc`` (NetCDF3 via scipy) or ``.zarr``, atomically (temp + rename)."""
+    path = Path(path)
+    if path.suffix not in (".zarr", ".nc"):
+        raise InputError(f"unknown overlap output suffix {path.suffix!r}; name the output *.nc or *.zarr")
+    with atomic_output(path) as tmp:
+        if path.suffix == ".zarr":
+            write_zarr(ds, tmp)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds.to_netcdf(tmp, engine="scipy")
+    return path
+
+
+def load_overlap(path: str | os.PathLike) -> xr.Dataset:
+    """Read an overlap dataset written by :func:`write_overlap` (into memory)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"overlap file {path} does not exist; create it with bsig overlap")
+    try:
+        if path.suffix == ".zarr" or path.is_dir():
+            with quiet_zarr():
+                ds = xr.open_zarr(path).load()
+        else:
+            ds = xr.load_dataset(path, engine="scipy")
+    except Exception as exc:
+        raise InputError(f"cannot read overlap file {path} ({type(exc).__name__}: {exc})") from None
+    if not any(level in ds for level in LEVELS):
+        raise InputError(f"{path} holds none of {LEVELS}; pass the output of bsig overlap")
+    return ds

@@ -1,0 +1,262 @@
+"""Writer of the perplexity store: creates it, writes whole token chunks, records progress.
+
+Every write covers whole token chunks (one writer per chunk), so a writer killed at any point leaves
+at most the chunks it was writing unmarked, and :meth:`StoreWriter.pending` hands exactly those back
+on resume.  The schema is in :mod:`.schema`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+
+from bsig_array.errors import InputError, OptionError
+from bsig_array.io.atomic import check_new_output
+from bsig_array.io.perplexity_store.schema import (
+    NLL,
+    PROGRESS,
+    SCHEMA_VERSION,
+    WRITE_DTYPES,
+    compressor,
+    default_chunk_tokens,
+)
+from bsig_array.io.zarr_format import quiet_zarr
+from bsig_array.options import check_unique_models
+
+
+def create_store(
+    path: str | os.PathLike,
+    models: Sequence[str],
+    n_tokens: int,
+    *,
+    chunk_tokens: int | None = None,
+    dtype: str = "float32",
+    with_doc_piece: bool = True,
+    attrs: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> "StoreWriter":
+    """Create an empty perplexity store and return a writer for it.
+
+    Only metadata is written here; data arrives chunk by chunk through :meth:`StoreWriter.write_chunk`.
+
+    Parameters
+    ----------
+    path
+        Directory of the Zarr v3 store to create.
+    models
+        Model names, in store order (unique, at least one).
+    n_tokens
+        Length of the token axis.
+    chunk_tokens
+        Tokens per chunk (default 2**20, capped at ``n_tokens``).
+    dtype
+        ``float32`` (default) or ``float16``.
+    with_doc_piece
+        Also create the per-token ``doc`` and ``piece`` coordinates.
+    attrs
+        Extra store attributes (``target``, ``context_pieces``, ``sample_rate``, ``seed``, ...).
+    overwrite
+        Replace an existing store at ``path``.
+    """
+    path = check_new_output(path, overwrite=overwrite, what="store")
+    models = [str(m) for m in models]
+    check_unique_models(models, f"store {path}")
+    if dtype not in WRITE_DTYPES:
+        raise OptionError(f"unsupported store dtype {dtype!r}; use float32 or float16")
+    n_tokens = int(n_tokens)
+    if n_tokens < 1:
+        raise InputError(f"a store needs at least one token, got {n_tokens}")
+    m = len(models)
+    chunk = default_chunk_tokens(n_tokens, chunk_tokens)
+    n_chunks = -(-n_tokens // chunk)
+
+    # Lazy placeholders: to_zarr(compute=False) writes only metadata for dask-backed variables.
+    data_vars = {NLL: (("model", "token"), da.full((m, n_tokens), np.nan, dtype=dtype, chunks=(m, chunk)))}
+    coords: dict[str, Any] = {
+        "model": ("model", np.array(models, dtype=object)),
+        "token": ("token", da.zeros(n_tokens, dtype="int64", chunks=chunk)),
+    }
+    if with_doc_piece:
+        coords["doc"] = ("token", da.zeros(n_tokens, dtype="int64", chunks=chunk))
+        coords["piece"] = ("token", da.zeros(n_tokens, dtype="int32", chunks=chunk))
+    data_vars[PROGRESS] = (("model", "chunk"), np.zeros((m, n_chunks), dtype="uint8"))
+    ds = xr.Dataset(data_vars, coords=xr.Coordinates(coords, indexes={}))
+    ds.attrs.update(
+        {
+            "bsig_schema_version": SCHEMA_VERSION,
+            "chunk_tokens": chunk,
+            "target": "last-token",
+            "context_pieces": 30,
+        }
+    )
+    ds.attrs.update(attrs or {})
+    encoding = {
+        NLL: {"chunks": (m, chunk), "compressors": [compressor()], "_FillValue": np.nan},
+        "token": {"chunks": (chunk,), "compressors": [compressor()]},
+        # One progress chunk per token chunk: its writer owns it, so marks never race.
+        PROGRESS: {"chunks": (m, 1)},
+    }
+    if with_doc_piece:
+        encoding["doc"] = {"chunks": (chunk,), "compressors": [compressor()]}
+        encoding["piece"] = {"chunks": (chunk,), "compressors": [compressor()]}
+    with quiet_zarr():
+        ds.to_zarr(path, mode="w", compute=False, encoding=encoding, zarr_format=3, consolidated=True)
+    return StoreWriter(path)
+
+
+class StoreWriter:
+    """Writes whole token chunks of a store and records which (model, chunk) blocks are complete.
+
+    Parameters
+    ----------
+    path
+        An existing store created by :func:`create_store`.
+
+    Notes
+    -----
+    Exactly one process may write a given token chunk at a time (a chunk spans all models, so a
+    partial-model write is a read-modify-write of that chunk).  Different chunks may be written
+    concurrently by different processes.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        try:
+            with quiet_zarr():
+                self.group = zarr.open_group(self.path, mode="r+", zarr_format=3)
+        except Exception as exc:  # zarr raises several types for a missing/broken group
+            raise InputError(f"cannot open store {self.path} for writing ({exc}); create it first") from None
+        if NLL not in self.group or PROGRESS not in self.group:
+            raise InputError(f"{self.path} is not a writable bsig store (no nll or progress record)")
+        self.nll = self.group[NLL]
+        self.progress = self.group[PROGRESS]
+        self.models = [str(m) for m in self.group["model"][:]]
+        self.n_tokens = int(self.nll.shape[1])
+        self.chunk_tokens = int(self.nll.chunks[1])
+        self.n_chunks = -(-self.n_tokens // self.chunk_tokens)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Store attributes (a copy)."""
+        return dict(self.group.attrs)
+
+    def update_attrs(self, **attrs: Any) -> None:
+        """Merge ``attrs`` into the store attributes."""
+        self.group.attrs.update(attrs)
+        self._consolidate()
+
+    def _consolidate(self) -> None:
+        # Consolidated metadata is a copy of every array's metadata: refresh it after any change
+        # to shapes or attributes, or readers would see the old shapes.
+        with quiet_zarr():
+            zarr.consolidate_metadata(self.group.store)
+
+    def chunk_slice(self, j: int) -> slice:
+        """Token positions covered by chunk ``j``."""
+        if not 0 <= j < self.n_chunks:
+            raise IndexError(f"chunk {j} out of range [0, {self.n_chunks})")
+        start = j * self.chunk_tokens
+        return slice(start, min(start + self.chunk_tokens, self.n_tokens))
+
+    def model_index(self, names: Sequence[str]) -> list[int]:
+        """Row of each model name; unknown names are a :class:`InputError`."""
+        lookup = {m: i for i, m in enumerate(self.models)}
+        missing = [n for n in names if n not in lookup]
+        if missing:
+            raise InputError(f"models {missing} are not in store {self.path} (it has {self.models})")
+        return [lookup[n] for n in names]
+
+    def write_chunk(
+        self,
+        j: int,
+        nll: np.ndarray,
+        *,
+        rows: Sequence[int] | None = None,
+        token: np.ndarray | None = None,
+        doc: np.ndarray | None = None,
+        piece: np.ndarray | None = None,
+    ) -> None:
+        """Write token chunk ``j`` for all models (or the model ``rows``) and mark it complete.
+
+        Data go first, the progress mark last: a writer killed in between leaves the block unmarked,
+        so it is rewritten on resume and never counted twice.
+        """
+        sl = self.chunk_slice(j)
+        width = sl.stop - sl.start
+        rows = list(range(len(self.models))) if rows is None else list(rows)
+        nll = np.asarray(nll)
+        if nll.shape != (len(rows), width):
+            raise ValueError(f"chunk {j} expects shape {(len(rows), width)}, got {nll.shape}")
+        if len(rows) == len(self.models) and rows == sorted(rows):
+            self.nll[:, sl] = nll.astype(self.nll.dtype, copy=False)
+        else:
+            block = self.nll[:, sl]
+            block[rows] = nll
+            self.nll[:, sl] = block
+        marks = self.progress[:, j]
+        if token is None and "token" in self.group and not marks.any():
+            # First write of this chunk without explicit ids: ids default to positions, so a store
+            # never carries the placeholder zeros as feature ids.
+            token = np.arange(sl.start, sl.stop, dtype=np.int64)
+        for name, values in (("token", token), ("doc", doc), ("piece", piece)):
+            if values is not None:
+                if name not in self.group:
+                    raise ValueError(f"store {self.path} has no {name} coordinate")
+                self.group[name][sl] = np.asarray(values)
+        marks[rows] = 1
+        self.progress[:, j] = marks
+
+    def complete(self) -> np.ndarray:
+        """Boolean (model, chunk) matrix of finished blocks."""
+        return np.asarray(self.progress[:, :], dtype=bool)
+
+    def pending(self, rows: Sequence[int] | None = None) -> list[int]:
+        """Chunks in which any of ``rows`` (default: all models) is not yet written."""
+        done = self.complete()
+        if rows is not None:
+            done = done[list(rows)]
+        return [int(j) for j in np.flatnonzero(~done.all(axis=0))]
+
+    def invalidate(self, chunks: Sequence[int], rows: Sequence[int] | None = None) -> None:
+        """Mark token ``chunks`` (for all models, or ``rows``) unwritten so the next resume rewrites them.
+
+        Use it after :func:`bsig_array.io.perplexity_store.validate.validate_store` names a corrupt chunk.
+        """
+        rows = list(range(len(self.models))) if rows is None else list(rows)
+        for j in chunks:
+            self.chunk_slice(j)  # range check
+            marks = self.progress[:, j]
+            marks[rows] = 0
+            self.progress[:, j] = marks
+
+    def add_models(self, names: Sequence[str]) -> list[int]:
+        """Append new model rows (unwritten) and return their row indices."""
+        new = [str(n) for n in names if str(n) not in self.models]
+        if not new:
+            return self.model_index(names)
+        m_old = len(self.models)
+        m_new = m_old + len(new)
+        self.nll.resize((m_new, self.n_tokens))
+        self.progress.resize((m_new, self.n_chunks))
+        model = self.group["model"]
+        model.resize((m_new,))
+        model[m_old:] = np.array(new, dtype=model.dtype)
+        self.models = self.models + new
+        self._consolidate()
+        return self.model_index(names)
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """True when every (model, chunk) block of the store is written (or it has no progress record)."""
+    with quiet_zarr():
+        group = zarr.open_group(Path(path), mode="r", zarr_format=3)
+    if PROGRESS not in group:
+        return True
+    return bool(np.asarray(group[PROGRESS][:, :]).all())

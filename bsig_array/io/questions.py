@@ -1,0 +1,69 @@
+"""Benchmark question files ``DIR/<benchmark>.jsonl`` (or ``.txt``): reader and writer.
+
+JSONL lines hold ``{"question": ...}`` (or ``{"text": ...}``); TXT files hold one question per
+non-empty line.  Read by the semantic overlap, written by the synthetic pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from bsig_array.errors import InputError
+from bsig_array.io.atomic import atomic_output
+
+QUESTION_SUFFIXES = (".jsonl", ".txt")
+
+
+def read_questions(directory: str | os.PathLike, benchmarks: Sequence[str]) -> dict[str, list[str]]:
+    """Read one question file per benchmark: ``<benchmark>.jsonl`` or ``<benchmark>.txt``.
+
+    JSONL lines hold ``{"question": ...}`` (or ``{"text": ...}``); TXT files hold one question per
+    non-empty line.  Benchmarks without a file are left out of the result (the caller reports them).
+
+    Raises
+    ------
+    InputError
+        When the directory is missing, a file is malformed or holds no question.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"questions directory {directory} does not exist; pass --questions DIR with <benchmark>.jsonl files")
+    out: dict[str, list[str]] = {}
+    for name in benchmarks:
+        path = next((directory / f"{name}{s}" for s in QUESTION_SUFFIXES if (directory / f"{name}{s}").is_file()), None)
+        if path is None:
+            continue
+        questions = _read_question_file(path)
+        if not questions:
+            raise InputError(f"{path} holds no question; write one question per line or remove the file")
+        out[name] = questions
+    return out
+
+
+def _read_question_file(path: Path) -> list[str]:
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix == ".txt":
+        return [line.strip() for line in lines]
+    questions = []
+    for i, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{i} is not valid JSON ({exc.msg}); write one JSON object per line") from None
+        text = record.get("question", record.get("text")) if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            raise InputError(f"{path}:{i} has no string 'question' or 'text' field; add one to every line")
+        questions.append(text.strip())
+    return questions
+
+
+def write_question_file(path: str | os.PathLike, questions: Sequence[str]) -> Path:
+    """Write ``questions`` as JSONL (one ``{"question": ...}`` per line), atomically."""
+    path = Path(path)
+    lines = [json.dumps({"question": q}) for q in questions]
+    with atomic_output(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

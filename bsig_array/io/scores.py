@@ -1,0 +1,251 @@
+"""The performance matrix ``score (model, benchmark)``: read, write, check, align to a store.
+
+:func:`load_performance` reads a wide table (CSV or Parquet: a ``model`` column plus one numeric
+column per benchmark), a long table (columns ``model``, ``benchmark``, ``score``), or a NetCDF/Zarr
+file holding a ``score (model, benchmark)`` variable, and returns a float64 DataArray named
+``score`` with the benchmark metadata coordinates (:mod:`bsig_array.io.benchmark_metadata`).
+:func:`write_performance` writes CSV, NetCDF or Zarr atomically.
+
+:func:`align_performance` matches the models to a perplexity store *by name* and refuses a missing or
+extra model, NaN/inf scores, a benchmark whose scores are all equal (nothing to rank) and fewer than
+three models (:func:`check_scores`).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bsig_array.errors import InputError
+from bsig_array.io.atomic import atomic_output
+from bsig_array.io.benchmark_metadata import with_metadata
+from bsig_array.io.zarr_format import quiet_zarr, strings
+from bsig_array.options import duplicates
+from bsig_array.schema import METADATA_COLUMNS, MIN_MODELS
+
+
+def _from_wide(table: pd.DataFrame, source: str) -> xr.DataArray:
+    if "model" not in table.columns:
+        raise InputError(f"{source} has no 'model' column (found {list(table.columns)[:6]}...); name the model column 'model'")
+    if {"benchmark", "score"} <= set(table.columns) and len(table.columns) == 3:
+        dup = table.duplicated(["model", "benchmark"])
+        if dup.any():
+            first = table.loc[dup, ["model", "benchmark"]].iloc[0].tolist()
+            raise InputError(f"{source} has {int(dup.sum())} repeated (model, benchmark) rows, e.g. {first}; keep one score each")
+        order = list(dict.fromkeys(table["benchmark"].astype(str)))
+        table = table.assign(benchmark=table["benchmark"].astype(str))
+        table = table.pivot(index="model", columns="benchmark", values="score")[order].reset_index()
+    models = table["model"].astype(str).str.strip()
+    dup = sorted(set(models[models.duplicated()]))
+    if dup:
+        raise InputError(f"{source} has duplicate model rows {dup}; keep one row per model")
+    values = table.drop(columns="model")
+    if values.shape[1] == 0:
+        raise InputError(f"{source} has no benchmark columns; add one column of scores per benchmark")
+    bad = [str(c) for c in values.columns if not pd.api.types.is_numeric_dtype(values[c]) and not _all_numeric(values[c])]
+    if bad:
+        raise InputError(f"{source}: benchmark columns {bad[:5]} are not numeric; scores must be numbers (blank for missing)")
+    data = values.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    return xr.DataArray(
+        data,
+        dims=("model", "benchmark"),
+        coords={"model": np.array(models, dtype=object), "benchmark": np.array([str(c) for c in values.columns], dtype=object)},
+        name="score",
+    )
+
+
+def _all_numeric(column: pd.Series) -> bool:
+    text = column.astype(str).str.strip()
+    present = text[(text != "") & (text.str.lower() != "nan") & column.notna()]
+    return bool(pd.to_numeric(present, errors="coerce").notna().all())
+
+
+def _duplicate_header(path: Path) -> list[str]:
+    # pandas silently renames repeated CSV columns to "x.1"; read the raw header to refuse them.
+    with path.open(newline="") as fh:
+        header = next(csv.reader(fh), [])
+    return sorted({h for h in header if header.count(h) > 1})
+
+
+def _from_dataset(path: Path) -> xr.DataArray:
+    try:
+        if path.suffix == ".zarr" or path.is_dir():
+            ds = xr.open_zarr(path, consolidated=False).load()
+        else:
+            ds = xr.open_dataset(path).load()
+    except Exception as exc:
+        raise InputError(f"cannot read performance file {path} ({type(exc).__name__}: {exc})") from None
+    if "score" in ds.data_vars:
+        score = ds["score"]
+    elif len(ds.data_vars) == 1:
+        score = ds[next(iter(ds.data_vars))]
+    else:
+        raise InputError(f"{path} holds {sorted(ds.data_vars)}; name the performance variable 'score'")
+    if set(score.dims) != {"model", "benchmark"}:
+        raise InputError(f"{path}: score has dims {score.dims}, expected (model, benchmark); rename the dims")
+    score = score.transpose("model", "benchmark").astype(np.float64)
+    score = score.assign_coords(
+        model=("model", np.array([str(m) for m in score["model"].values], dtype=object)),
+        benchmark=("benchmark", np.array([str(b) for b in score["benchmark"].values], dtype=object)),
+    )
+    return score.rename("score")
+
+
+def load_performance(path: str | os.PathLike, *, metadata: str | os.PathLike | pd.DataFrame | None = None) -> xr.DataArray:
+    """Read a performance matrix as ``score (model, benchmark)`` float64 with benchmark metadata.
+
+    Parameters
+    ----------
+    path
+        ``.csv`` / ``.parquet`` (wide: ``model`` column + one column per benchmark; or long: columns
+        ``model``, ``benchmark``, ``score``), or ``.nc`` / ``.zarr`` holding ``score``.
+    metadata
+        Metadata CSV (or DataFrame).  Without it, coordinates already in a NetCDF/Zarr file are kept
+        and anything else comes from the shipped default table, else ``"unknown"``.
+
+    Returns
+    -------
+    xarray.DataArray
+        Named ``score``; NaN marks a missing score (refused later by :func:`align_performance`).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"performance file {path} does not exist; check the path (bsig performance import-lm-eval writes one)")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv", ".txt"):
+        dup = _duplicate_header(path)
+        if dup:
+            raise InputError(f"{path} repeats columns {dup}; keep one column per benchmark")
+        try:
+            table = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+        except Exception as exc:
+            raise InputError(f"cannot read CSV {path} ({type(exc).__name__}: {exc})") from None
+        score = _from_wide(table, str(path))
+    elif suffix in (".parquet", ".pq"):
+        try:
+            table = pd.read_parquet(path)
+        except Exception as exc:
+            raise InputError(f"cannot read Parquet {path} ({type(exc).__name__}: {exc})") from None
+        score = _from_wide(table, str(path))
+    elif suffix in (".nc", ".zarr", ".h5", ".netcdf") or path.is_dir():
+        score = _from_dataset(path)
+        has_meta = all(col in score.coords for col in METADATA_COLUMNS)
+        if has_meta and metadata is None:
+            return score
+    else:
+        raise InputError(f"unknown performance format {path.suffix!r} for {path}; use .csv, .parquet, .nc or .zarr")
+    bench = [str(b) for b in score["benchmark"].values]
+    dup = duplicates(bench)
+    if dup:
+        raise InputError(f"{path} repeats benchmarks {dup}; keep one column per benchmark")
+    return with_metadata(score, metadata)
+
+
+def write_performance(score: xr.DataArray, path: str | os.PathLike) -> Path:
+    """Write ``score`` as wide CSV (``.csv``), NetCDF (``.nc``) or Zarr (``.zarr``), atomically.
+
+    CSV keeps only the numbers (pass the metadata CSV again when reading); NetCDF/Zarr keep the
+    benchmark coordinates.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".nc", ".zarr"):
+        raise InputError(f"cannot write performance as {path.suffix!r}; use a .csv, .nc or .zarr path")
+    score = score.rename("score")
+    with atomic_output(path) as tmp:
+        if suffix == ".csv":
+            table = score.transpose("model", "benchmark").to_pandas()
+            table.index.name = "model"
+            table.columns.name = None
+            table.to_csv(tmp)  # shortest repr: floats round-trip exactly
+        else:
+            # Object-dtype strings so both NetCDF3 (scipy) and Zarr store them as text.
+            ds = score.to_dataset().assign_coords(
+                {name: (coord.dims, strings(coord.values)) for name, coord in score.coords.items()}
+            )
+            if suffix == ".nc":
+                ds.to_netcdf(tmp)
+            else:
+                with quiet_zarr():
+                    ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+    return path
+
+
+def _models_of(models: Sequence[str] | xr.Dataset | xr.DataArray) -> list[str]:
+    if isinstance(models, (xr.Dataset, xr.DataArray)):
+        return [str(m) for m in models["model"].values]
+    return [str(m) for m in models]
+
+
+def check_scores(score: xr.DataArray) -> None:
+    """Refuse NaN/inf scores, constant benchmarks, duplicate models and fewer than three models."""
+    if set(score.dims) != {"model", "benchmark"}:
+        raise InputError(f"score has dims {score.dims}, expected (model, benchmark)")
+    score = score.transpose("model", "benchmark")
+    names = [str(m) for m in score["model"].values]
+    dup = duplicates(names)
+    if dup:
+        raise InputError(f"performance lists models {dup} more than once; keep one row per model")
+    if len(names) < MIN_MODELS:
+        raise InputError(f"performance has only {len(names)} models, need at least {MIN_MODELS} to rank benchmarks")
+    values = np.asarray(score.values, dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        where = ", ".join(f"{names[r]}/{score['benchmark'].values[c]}" for r, c in zip(rows[:5], cols[:5]))
+        more = "" if bad.sum() <= 5 else ", ..."
+        raise InputError(
+            f"performance has {int(bad.sum())} missing (NaN/inf) scores ({where}{more}); "
+            "fill them in or drop those models/benchmarks"
+        )
+    constant = [str(b) for b, col in zip(score["benchmark"].values, values.T) if np.all(col == col[0])]
+    if constant:
+        raise InputError(
+            f"benchmarks {constant[:5]}{' ...' if len(constant) > 5 else ''} have the same score for every model, "
+            "so tokens cannot be ranked against them; drop those benchmarks"
+        )
+
+
+def align_performance(score: xr.DataArray, models: Sequence[str] | xr.Dataset | xr.DataArray) -> xr.DataArray:
+    """Reorder ``score`` to the store's model order, matching models by name.
+
+    Parameters
+    ----------
+    score
+        ``score (model, benchmark)``.
+    models
+        The store's model names in store order (or the store Dataset / its ``nll``).
+
+    Raises
+    ------
+    InputError
+        On models missing from the performance or absent from the store, NaN/inf scores, a benchmark
+        whose scores are all equal, duplicate models, or fewer than three models.
+    """
+    if set(score.dims) != {"model", "benchmark"}:
+        raise InputError(f"score has dims {score.dims}, expected (model, benchmark)")
+    store_models = _models_of(models)
+    names = [str(m) for m in score["model"].values]
+    dup = duplicates(names)
+    if dup:
+        raise InputError(f"performance lists models {dup} more than once; keep one row per model")
+    have = set(names)
+    missing = [m for m in store_models if m not in have]
+    extra = [m for m in names if m not in set(store_models)]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"models in the store but not in the performance: {missing}")
+        if extra:
+            parts.append(f"models in the performance but not in the store: {extra}")
+        raise InputError("; ".join(parts) + "; model names must match exactly (fix the names or the model lists)")
+    aligned = score.transpose("model", "benchmark").sel(model=store_models)
+    aligned = aligned.assign_coords(model=("model", np.array(store_models, dtype=object))).astype(np.float64)
+    check_scores(aligned)
+    return aligned.rename("score")

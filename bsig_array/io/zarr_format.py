@@ -1,0 +1,56 @@
+"""How bsig writes and opens Zarr v3 stores: one place for the format choices all artifacts share.
+
+- Zarr format 3 with consolidated metadata (one read to open a store).  zarr warns that
+  consolidated metadata is not yet part of the v3 specification; bsig relies on it knowingly, so
+  :func:`quiet_zarr` silences exactly that warning around bsig's own reads and writes.
+- Text as variable-length strings (object dtype): Zarr v3 has a spec for those, not for numpy's
+  fixed-width unicode.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+_CONSOLIDATED_WARNING = "Consolidated metadata is currently not part"
+
+
+@contextmanager
+def quiet_zarr() -> Iterator[None]:
+    """Silence zarr's notice that consolidated metadata is not in the v3 spec (relied on knowingly)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
+        yield
+
+
+def strings(values: Any) -> np.ndarray:
+    """``values`` as an object array of ``str`` (Zarr v3 variable-length strings)."""
+    return np.array([str(v) for v in values], dtype=object)
+
+
+def with_object_strings(ds: xr.Dataset) -> xr.Dataset:
+    """A shallow copy of ``ds`` whose fixed-width unicode variables are object strings."""
+    ds = ds.copy()
+    for name, var in ds.variables.items():
+        if var.dtype.kind in "UT":
+            ds[name] = var.astype(object)
+    return ds
+
+
+def write_zarr(
+    ds: xr.Dataset, path: str | os.PathLike, *, encoding: Mapping[str, Any] | None = None, compute: bool = True
+) -> Any:
+    """``ds.to_zarr`` as every bsig store is written: Zarr v3, consolidated, text as object strings.
+
+    Returns what ``to_zarr`` returns (a dask delayed write when ``compute=False``).
+    """
+    with quiet_zarr():
+        return with_object_strings(ds).to_zarr(
+            path, mode="w", zarr_format=3, consolidated=True, encoding=dict(encoding or {}), compute=compute
+        )

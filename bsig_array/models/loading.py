@@ -1,0 +1,78 @@
+"""Load a causal language model by name: an offline GGUF alias, a zoo variant, a local folder or file.
+
+Any other ``NAME_OR_PATH`` is passed to transformers unchanged (a local folder, or a hub name when
+the hub is reachable).  :func:`build_tiny_gpt2` builds the tiny offline model of the fast tests.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from bsig_array.errors import InputError, OptionError
+from bsig_array.models import zoo
+from bsig_array.models.gguf import GGUF_MODELS, resolve_model
+
+
+def load_causal_lm(
+    name_or_path: str,
+    *,
+    gguf_file: str | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` in eval mode on ``device``.
+
+    ``name_or_path`` may also be a zoo variant name (see :mod:`bsig_array.models.zoo`), built in memory.
+    """
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    transformers.utils.logging.disable_progress_bar()
+    if name_or_path in zoo.VARIANTS:
+        model, tok = zoo.load_variant(name_or_path, dtype=dtype)
+        return model.to(device), tok
+    path, extra = resolve_model(name_or_path, gguf_file)
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise OptionError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **extra)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **extra)
+    except OSError as exc:
+        raise InputError(
+            f"cannot load model {name_or_path!r} ({str(exc).splitlines()[0]}); pass a local folder, a .gguf file "
+            f"or one of {sorted(GGUF_MODELS)}"
+        ) from None
+    return model.to(device).eval(), tok
+
+
+def build_tiny_gpt2(out: str | os.PathLike, *, seed: int = 0, vocab_size: int = 512, n_layer: int = 2,
+                    n_embd: int = 64, n_positions: int = 512) -> Path:
+    """Save a tiny random GPT-2 and a byte-level BPE tokenizer trained on stdlib files (for tests).
+
+    Everything is built offline and deterministically: the tokenizer is trained on a fixed list of
+    standard-library modules, the weights come from ``torch.manual_seed(seed)``.
+    """
+    import sysconfig
+
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    out = Path(out)
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = [str(stdlib / f) for f in ("textwrap.py", "string.py", "bisect.py", "glob.py", "shlex.py")]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train(files, vocab_size=vocab_size, min_frequency=2, special_tokens=["<|endoftext|>"], show_progress=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>",
+                                  eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tok), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=2,
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = GPT2LMHeadModel(config).eval()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

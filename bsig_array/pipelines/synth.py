@@ -1,0 +1,454 @@
+"""A synthetic pool with planted signal: perplexity store, performance, metadata, truth, questions.
+
+Generative model (all sizes per model ``i``, token ``t``, benchmark ``b`` in cluster ``c``)
+-------------------------------------------------------------------------------------------
+- Abilities: general ``g_i ~ N(0, 1)``; one ability per cluster (= the benchmark's category),
+  ``a_ic = sqrt(rho) g_i + sqrt(1 - rho) e_ic`` (``rho`` = :data:`ABILITY_CORRELATION`).
+- Benchmark latent: ``z_ib`` = standardised ``a_ic + w u_ib`` (``w`` = :data:`BENCHMARK_SPECIFIC`),
+  so benchmarks of one cluster agree closely and all benchmarks agree somewhat (through ``g``).
+- Scores: accuracy on ``n_b`` questions (log-uniform in 100..1000):
+  ``score = Binomial(n_b, chance + (1 - chance) sigmoid(slope_b z_ib - difficulty_b)) / n_b``;
+  ``chance`` is 1/4 for multiple choice, 1/2 for true/false, else 0.  Scores are multiples of
+  ``1/n_b``, so ties happen as in real accuracies.
+- Noise tokens (almost all): ``nll_it = d_t exp(o_i + sigma eps_it)`` with a per-token difficulty
+  ``d_t ~ Gamma(0.8, 2.5)`` (mean 2 nats, 99 % below 13; capped at 20), per-model offset ``o_i = -kappa g_i``
+  (weak models have higher NLL everywhere) and ``eps ~ N(0, 1)``.
+- Planted tokens: each benchmark owns ``planted_per_benchmark`` of them, with
+  ``nll_it = d'_t exp(s_t beta x_i + sigma_p eps_it)`` and a moderate difficulty
+  ``d'_t = 0.5 + Gamma(2, 0.5)`` (mean 1.5 nats).  Half of them (rounded up, ``kind = "cluster"``)
+  track their cluster's ability ``x = a_c`` (shared by the cluster: these make signatures overlap
+  within a category), the rest (``kind = "benchmark"``) their benchmark's latent ``x = z_b``.
+  ``s_t = -1`` (stronger model, lower NLL; Thrush low tail) for ~70 %, ``+1`` for the rest.
+  The noise tokens' shared ``g`` dependence makes every token somewhat correlated with every
+  benchmark, as with real models, so screening is not trivial: at the defaults about 90 % of the
+  planted tokens fall in the 1 % Thrush tails of their benchmark, and AIC's first pick is usually
+  planted, its later picks mostly not (32 models leave little to fit after a few tokens).
+
+Determinism and memory
+----------------------
+Model-level quantities come from ``SeedSequence(seed, spawn_key=(0,))``; the NLLs of token block
+``k`` (:data:`BLOCK_TOKENS` tokens) from ``np.random.default_rng([seed, k])``.  A store chunk is
+assembled from the blocks it covers, so the pool is identical for any ``chunk_tokens`` and any
+order of writing, and memory is bounded by one chunk.  An interrupted ``synthesize`` resumes:
+calling it again with the same parameters writes only the chunks not yet marked complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bsig_array.errors import InputError, OptionError
+from bsig_array.io.atomic import atomic_output
+from bsig_array.io.benchmark_metadata import load_metadata
+from bsig_array.io.perplexity_store.schema import default_chunk_tokens
+from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
+from bsig_array.io.scores import write_performance
+from bsig_array.pipelines.synth_questions import write_questions
+from bsig_array.runtime.defaults import DEFAULTS
+from bsig_array.runtime.progress import Progress, no_progress
+from bsig_array.schema import METADATA_COLUMNS, MIN_MODELS
+
+BLOCK_TOKENS = 1 << 16
+PAPER_BENCHMARKS = 88  # Table 2: the MMLU and BBH rows at the top of the shipped table
+ABILITY_CORRELATION = 0.5
+BENCHMARK_SPECIFIC = 0.5
+# Knobs of the generative model (see the module docstring); tuned so screening + AIC find planted
+# tokens at m = 32 without making it trivial.
+NOISE_SIGMA = 0.35
+OFFSET_KAPPA = 0.10
+PLANTED_BETA = 0.30
+PLANTED_SIGMA = 0.25
+PLANTED_POSITIVE = 0.3
+PLANTED_DIFFICULTY = (0.5, 2.0, 0.5)  # offset, gamma shape, scale: mean 1.5 nats
+DIFFICULTY_SHAPE, DIFFICULTY_SCALE = 0.8, 2.5
+CHANCE = {"multiple_choice": 0.25, "true_false": 0.5}
+DEFAULT_PLANTED = DEFAULTS.planted
+NLL_MAX = 20.0
+
+
+@dataclass(frozen=True)
+class SynthPaths:
+    """Where :func:`synthesize` wrote each output."""
+
+    perplexity: Path
+    performance: Path
+    truth: Path
+    metadata: Path
+    questions: Path
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """Everything about a pool except the per-token NLLs (small: models × benchmarks)."""
+
+    seed: int
+    n_tokens: int
+    models: list[str]
+    metadata: pd.DataFrame  # indexed by benchmark, columns METADATA_COLUMNS
+    general: np.ndarray  # (m,)
+    ability: np.ndarray  # (m, C), columns in the order of ``clusters``
+    clusters: list[str]
+    latent: np.ndarray  # (m, B) standardised benchmark latent z
+    signal: np.ndarray  # (m, C + B) standardised cluster abilities, then the benchmark latents
+    score: np.ndarray  # (m, B)
+    n_questions: np.ndarray  # (B,)
+    offset: np.ndarray  # (m,)
+    planted_token: np.ndarray  # (P,) sorted token ids
+    planted_benchmark: np.ndarray  # (P,) benchmark that owns each planted token
+    planted_signal: np.ndarray  # (P,) column of ``signal`` each planted token tracks
+    planted_sign: np.ndarray  # (P,) -1 or +1
+
+    @property
+    def benchmarks(self) -> list[str]:
+        return [str(b) for b in self.metadata.index]
+
+    def score_array(self) -> xr.DataArray:
+        """``score (model, benchmark)`` with the benchmark metadata coordinates."""
+        coords: dict[str, Any] = {
+            "model": np.array(self.models, dtype=object),
+            "benchmark": np.array(self.benchmarks, dtype=object),
+        }
+        coords.update({c: ("benchmark", self.metadata[c].to_numpy(dtype=object)) for c in METADATA_COLUMNS})
+        return xr.DataArray(self.score, dims=("model", "benchmark"), coords=coords, name="score")
+
+    def truth(self) -> dict[str, Any]:
+        """The planted ground truth (the content of truth.json)."""
+        bench = {}
+        for j, name in enumerate(self.benchmarks):
+            mine = self.planted_benchmark == j
+            bench[name] = {
+                "cluster": str(self.metadata["category"].iloc[j]),
+                "planted_tokens": [int(t) for t in self.planted_token[mine]],
+                "planted_sign": [int(s) for s in self.planted_sign[mine]],
+                "planted_kind": ["cluster" if k < len(self.clusters) else "benchmark" for k in self.planted_signal[mine]],
+                "n_questions": int(self.n_questions[j]),
+            }
+        clusters = {}
+        for c, name in enumerate(self.clusters):
+            cols = np.flatnonzero(self.metadata["category"].to_numpy() == name)
+            mine = np.isin(self.planted_benchmark, cols)
+            clusters[name] = {
+                "benchmarks": [self.benchmarks[j] for j in cols],
+                "planted_tokens": [int(t) for t in self.planted_token[mine]],
+            }
+        return {
+            "benchmarks": bench,
+            "clusters": clusters,
+            "models": {
+                m: {"general": float(self.general[i]), "ability": dict(zip(self.clusters, map(float, self.ability[i])))}
+                for i, m in enumerate(self.models)
+            },
+            "n_tokens": self.n_tokens,
+            "seed": self.seed,
+            "block_tokens": BLOCK_TOKENS,
+        }
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean(0)) / x.std(0)
+
+
+def _rng(seed: int, key: int) -> np.random.Generator:
+    # spawn_key streams never collide with the per-block default_rng([seed, k]) streams.
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key,)))
+
+
+def choose_benchmarks(n: int, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Metadata of ``n`` benchmarks named after the paper's, every category represented early.
+
+    The paper's 88 Table-2 benchmarks are taken round-robin over categories (table order within a
+    category), then the six other named benchmarks, then copies suffixed ``_v2``, ``_v3``, ...; the
+    chosen rows are returned in table order.
+    """
+    if n < 1:
+        raise OptionError(f"need at least one benchmark, got {n}; pass --benchmarks >= 1")
+    table = load_metadata() if table is None else table
+    paper, rest = table.iloc[:PAPER_BENCHMARKS], table.iloc[PAPER_BENCHMARKS:]
+    by_cat: dict[str, list[int]] = {}
+    for pos, cat in enumerate(paper["category"]):
+        by_cat.setdefault(cat, []).append(pos)
+    order: list[int] = []
+    queues = [list(v) for v in by_cat.values()]
+    while any(queues):
+        for q in queues:
+            if q:
+                order.append(q.pop(0))
+    chosen = table.iloc[sorted(order[:n])]
+    if n > len(paper):
+        chosen = pd.concat([chosen, rest.iloc[: n - len(paper)]])
+    copies = []
+    for k in range(n - len(chosen)):
+        row = table.iloc[k % len(table)].copy()
+        row.name = f"{table.index[k % len(table)]}_v{2 + k // len(table)}"
+        copies.append(row)
+    if copies:
+        chosen = pd.concat([chosen, pd.DataFrame(copies)])
+    chosen.index.name = "benchmark"
+    return chosen
+
+
+def make_spec(
+    *,
+    models: int = 32,
+    benchmarks: int = 88,
+    tokens: int = 1_000_000,
+    seed: int = 0,
+    planted_per_benchmark: int = DEFAULT_PLANTED,
+) -> SynthSpec:
+    """Draw the model-level part of a pool (abilities, scores, planted token ids)."""
+    if models < MIN_MODELS:
+        raise OptionError(f"need at least {MIN_MODELS} models, got {models}; pass --models >= {MIN_MODELS}")
+    if planted_per_benchmark < 0:
+        raise OptionError(f"planted tokens per benchmark must be >= 0, got {planted_per_benchmark}")
+    meta = choose_benchmarks(benchmarks)
+    n_planted = benchmarks * planted_per_benchmark
+    if tokens < max(n_planted, 1):
+        raise OptionError(
+            f"{tokens} tokens cannot hold {n_planted} planted tokens ({benchmarks} benchmarks x {planted_per_benchmark}); "
+            "pass more --tokens or fewer --benchmarks"
+        )
+    rng = _rng(seed, 0)
+    clusters = list(dict.fromkeys(meta["category"]))
+    cluster_of = np.array([clusters.index(c) for c in meta["category"]])
+    general = rng.standard_normal(models)
+    ability = np.sqrt(ABILITY_CORRELATION) * general[:, None] + np.sqrt(1 - ABILITY_CORRELATION) * rng.standard_normal(
+        (models, len(clusters))
+    )
+    specific = _standardise(rng.standard_normal((models, benchmarks)))
+    cluster_part = _standardise(ability)
+    latent = _standardise(cluster_part[:, cluster_of] + BENCHMARK_SPECIFIC * specific)
+    slope = rng.uniform(0.8, 1.6, benchmarks)
+    difficulty = rng.normal(0.0, 0.7, benchmarks)
+    chance = meta["format"].map(CHANCE).fillna(0.0).to_numpy()
+    n_questions = np.round(np.exp(rng.uniform(np.log(100), np.log(1000), benchmarks))).astype(int)
+    p = chance + (1 - chance) / (1 + np.exp(-(slope * latent - difficulty)))
+    score = rng.binomial(n_questions, p) / n_questions
+    for j in np.flatnonzero(np.ptp(score, axis=0) == 0):  # a constant benchmark is unusable: redraw
+        while np.ptp(score[:, j]) == 0:
+            score[:, j] = rng.binomial(n_questions[j], p[:, j]) / n_questions[j]
+    offset = -OFFSET_KAPPA * general + 0.03 * rng.standard_normal(models)
+    planted = np.sort(rng.choice(tokens, size=n_planted, replace=False)).astype(np.int64)
+    owner = rng.permutation(np.repeat(np.arange(benchmarks), planted_per_benchmark))
+    # ceil(P/2) tokens of each benchmark track its cluster's ability, the rest its own latent.
+    rank_in_owner = np.empty(n_planted, dtype=np.int64)
+    rank_in_owner[np.argsort(owner, kind="stable")] = np.tile(np.arange(planted_per_benchmark), benchmarks)
+    n_cluster = -(-planted_per_benchmark // 2)
+    tracks = np.where(rank_in_owner < n_cluster, cluster_of[owner], len(clusters) + owner)
+    sign = np.where(rng.random(n_planted) < PLANTED_POSITIVE, 1, -1)
+    width = max(2, len(str(models - 1)))
+    return SynthSpec(
+        seed=int(seed),
+        n_tokens=int(tokens),
+        models=[f"synth-m{i:0{width}d}" for i in range(models)],
+        metadata=meta,
+        general=general,
+        ability=ability,
+        clusters=clusters,
+        latent=latent,
+        signal=np.hstack([cluster_part, latent]),
+        score=score,
+        n_questions=n_questions,
+        offset=offset,
+        planted_token=planted,
+        planted_benchmark=owner,
+        planted_signal=tracks,
+        planted_sign=sign,
+    )
+
+
+def generate_block(spec: SynthSpec, k: int) -> np.ndarray:
+    """NLLs (m, n) float32 of token block ``k`` (tokens ``k*BLOCK_TOKENS`` onwards)."""
+    start = k * BLOCK_TOKENS
+    stop = min(start + BLOCK_TOKENS, spec.n_tokens)
+    n, m = stop - start, len(spec.models)
+    rng = np.random.default_rng([spec.seed, k])
+    difficulty = rng.standard_gamma(DIFFICULTY_SHAPE, size=n, dtype=np.float32)
+    difficulty *= DIFFICULTY_SCALE
+    nll = rng.standard_normal((m, n), dtype=np.float32)
+    nll *= NOISE_SIGMA
+    nll += spec.offset.astype(np.float32)[:, None]
+    lo, hi = np.searchsorted(spec.planted_token, [start, stop])
+    if hi > lo:
+        cols = spec.planted_token[lo:hi] - start
+        z = spec.signal[:, spec.planted_signal[lo:hi]] * spec.planted_sign[lo:hi]
+        nll[:, cols] = PLANTED_BETA * z + PLANTED_SIGMA * rng.standard_normal((m, hi - lo))
+        difficulty[cols] = PLANTED_DIFFICULTY[0] + rng.standard_gamma(PLANTED_DIFFICULTY[1], size=hi - lo) * PLANTED_DIFFICULTY[2]
+    np.exp(nll, out=nll)
+    nll *= difficulty
+    np.minimum(nll, NLL_MAX, out=nll)  # the rare extreme token saturates, as a tiny-probability floor would
+    return nll
+
+
+def generate_range(spec: SynthSpec, start: int, stop: int) -> np.ndarray:
+    """NLLs (m, stop - start) float32 of tokens ``start..stop`` (assembled from whole blocks)."""
+    out = np.empty((len(spec.models), stop - start), dtype=np.float32)
+    for k in range(start // BLOCK_TOKENS, -(-stop // BLOCK_TOKENS)):
+        b0 = k * BLOCK_TOKENS
+        block = generate_block(spec, k)
+        lo, hi = max(start, b0), min(stop, b0 + block.shape[1])
+        out[:, lo - start : hi - start] = block[:, lo - b0 : hi - b0]
+    return out
+
+
+def _spec_attrs(spec: SynthSpec, planted_per_benchmark: int) -> dict[str, Any]:
+    return {
+        "models": len(spec.models),
+        "benchmarks": len(spec.benchmarks),
+        "tokens": spec.n_tokens,
+        "seed": spec.seed,
+        "planted_per_benchmark": planted_per_benchmark,
+        "block_tokens": BLOCK_TOKENS,
+    }
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def synthesize(
+    out: str | os.PathLike,
+    *,
+    models: int = 32,
+    benchmarks: int = 88,
+    tokens: int = 1_000_000,
+    seed: int = 0,
+    dtype: str = "float32",
+    chunk_tokens: int | None = None,
+    planted_per_benchmark: int = DEFAULT_PLANTED,
+    questions: bool = True,
+    overwrite: bool = False,
+    progress: Progress = no_progress,
+) -> SynthPaths:
+    """Write a planted-signal pool under ``out`` chunk by chunk (memory: about one chunk).
+
+    Parameters
+    ----------
+    out
+        Output directory; receives ``perplexity.zarr``, ``performance.csv``, ``metadata.csv``,
+        ``truth.json`` and ``questions/<benchmark>.jsonl``.
+    models, benchmarks, tokens
+        Pool size (m ≥ 3; ``tokens`` ≥ ``benchmarks * planted_per_benchmark``).
+    seed
+        Seed of every random draw; the pool is a pure function of the parameters (not of
+        ``chunk_tokens`` or ``dtype``, except for float16 rounding).
+    dtype
+        Store dtype, ``float32`` or ``float16``.
+    chunk_tokens
+        Tokens per store chunk (default: the store's default, 2**20).
+    planted_per_benchmark
+        Planted tokens per benchmark (see the module docstring).
+    questions
+        Also write the generated question sets.
+    overwrite
+        Replace an existing pool.  Without it, an existing store written with the same parameters
+        is resumed (only unfinished chunks are written) and anything else is refused.
+    progress
+        Receives one bar ("synth") over the tokens (already-written chunks count at the start).
+
+    Returns
+    -------
+    SynthPaths
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; give synth a directory to write the pool into")
+    spec = make_spec(models=models, benchmarks=benchmarks, tokens=tokens, seed=seed, planted_per_benchmark=planted_per_benchmark)
+    params = _spec_attrs(spec, planted_per_benchmark) | {"dtype": dtype}
+    store_path = out / "perplexity.zarr"
+    writer = None
+    if store_path.exists() and not overwrite:
+        try:
+            writer = StoreWriter(store_path)
+        except InputError:
+            writer = None
+        same = writer is not None and writer.attrs.get("synth") == params
+        if same and chunk_tokens is not None:
+            same = writer.chunk_tokens == default_chunk_tokens(tokens, chunk_tokens)
+        if not same:
+            raise InputError(f"{store_path} already exists with other contents; pass --overwrite to replace it")
+    if writer is None:
+        if overwrite and out.exists():
+            # Remove every output first, so no file of the old pool survives an interrupted rewrite.
+            for name in ("perplexity.zarr", "questions"):
+                shutil.rmtree(out / name, ignore_errors=True)
+            for name in ("performance.csv", "metadata.csv", "truth.json"):
+                (out / name).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        attrs = {"source": "bsig synth", "synth": params, "seed": int(seed), "target": "last-token"}
+        writer = create_store(
+            store_path, spec.models, tokens, chunk_tokens=chunk_tokens, dtype=dtype, with_doc_piece=False, attrs=attrs
+        )
+    pending = writer.pending()
+    # Generate chunk i+1 while chunk i is compressed and written (numpy and Blosc release the GIL);
+    # memory stays at two chunks.
+    slices = [writer.chunk_slice(j) for j in pending]
+    with ThreadPoolExecutor(max_workers=1) as executor, progress("synth", tokens, "tokens") as bar:
+        bar.advance(tokens - sum(sl.stop - sl.start for sl in slices))
+        future = executor.submit(generate_range, spec, slices[0].start, slices[0].stop) if slices else None
+        for i, (j, sl) in enumerate(zip(pending, slices)):
+            nll = future.result()
+            if i + 1 < len(slices):
+                future = executor.submit(generate_range, spec, slices[i + 1].start, slices[i + 1].stop)
+            writer.write_chunk(j, nll, token=np.arange(sl.start, sl.stop, dtype=np.int64))
+            del nll
+            bar.advance(sl.stop - sl.start)
+
+    paths = SynthPaths(
+        perplexity=store_path,
+        performance=out / "performance.csv",
+        truth=out / "truth.json",
+        metadata=out / "metadata.csv",
+        questions=out / "questions",
+    )
+    write_performance(spec.score_array(), paths.performance)
+    meta = spec.metadata.reset_index()
+    with atomic_output(paths.metadata) as tmp:
+        meta.to_csv(tmp, index=False)
+    _write_text(paths.truth, json.dumps(spec.truth() | {"params": params}, indent=1))
+    if questions:
+        write_questions(paths.questions, spec.benchmarks, list(spec.metadata["category"]), seed=seed)
+    return paths
+
+
+@dataclass(frozen=True)
+class SynthPool:
+    """A small pool held in memory (tests, strategies): ``nll (m, n)``, ``score``, truth."""
+
+    spec: SynthSpec
+    nll: np.ndarray
+
+    @property
+    def score(self) -> xr.DataArray:
+        return self.spec.score_array()
+
+    def dataset(self) -> xr.Dataset:
+        """``nll (model, token)`` as an in-memory Dataset shaped like an opened store."""
+        return xr.Dataset(
+            {"nll": (("model", "token"), self.nll)},
+            coords={"model": np.array(self.spec.models, dtype=object), "token": np.arange(self.nll.shape[1], dtype=np.int64)},
+        )
+
+
+def simulate(
+    *,
+    models: int = 8,
+    benchmarks: int = 8,
+    tokens: int = 5_000,
+    seed: int = 0,
+    planted_per_benchmark: int = 5,
+    dtype: str = "float32",
+) -> SynthPool:
+    """The same pool as :func:`synthesize` with these parameters, in memory (keep it small)."""
+    spec = make_spec(models=models, benchmarks=benchmarks, tokens=tokens, seed=seed, planted_per_benchmark=planted_per_benchmark)
+    return SynthPool(spec=spec, nll=generate_range(spec, 0, tokens).astype(dtype, copy=False))

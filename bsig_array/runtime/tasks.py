@@ -1,0 +1,159 @@
+"""The task runner: a stage's independent tasks on a Dask-style scheduler, results streamed back.
+
+Every stage with independent units of work (the screen's store chunks, selection's benchmarks)
+runs them through :func:`task_runner`, so ``--scheduler`` means the same for all of them.
+
+``--scheduler`` names where tasks run:
+
+``threads`` (default)
+    A pool of threads in this process, as Dask's threaded scheduler (the kernels release the GIL).
+``processes``
+    One pool of spawned worker processes, as Dask's multiprocessing scheduler.
+``synchronous``
+    Everything in the calling thread (debugging, profiling).
+``tcp://host:port`` (or any dask.distributed address)
+    A running dask.distributed scheduler; the files the tasks read must be reachable from its
+    workers.  Tests and notebooks may pass a ``distributed.Client`` object instead of a string.
+
+Whatever the scheduler, at most ``workers`` tasks are in flight and their results come back to the
+caller one by one, so the caller can fold them into small accumulators and memory stays within the
+plan of :mod:`bsig_array.runtime.memory`.  Results arrive in no particular order; callers must merge them
+order-independently.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
+from contextlib import contextmanager
+from itertools import islice
+from typing import Any
+
+from bsig_array.errors import OptionError, PlanError
+from bsig_array.schema import SCHEDULERS
+
+
+def describe_scheduler(scheduler: Any) -> str:
+    """Short name of a scheduler argument (for attributes and messages)."""
+    if isinstance(scheduler, str):
+        return scheduler
+    return f"distributed:{getattr(scheduler, 'scheduler_info', lambda: {})().get('address', '?')}"
+
+
+def check_scheduler(scheduler: Any) -> None:
+    """Refuse an unknown scheduler name before any work starts."""
+    if isinstance(scheduler, str):
+        if scheduler in SCHEDULERS or "://" in scheduler:
+            return
+        raise OptionError(
+            f"unknown scheduler {scheduler!r}; use threads, processes, synchronous or a dask.distributed "
+            "address such as tcp://127.0.0.1:8786"
+        )
+    if not hasattr(scheduler, "submit"):
+        raise OptionError(f"scheduler must be a name or a distributed.Client, got {type(scheduler).__name__}")
+
+
+class TaskRunner:
+    """Maps a function over argument tuples on one scheduler with bounded concurrency.
+
+    Use as a context manager (see :func:`task_runner`); it owns any process pool or client it made.
+    """
+
+    def __init__(self, scheduler: Any, workers: int) -> None:
+        check_scheduler(scheduler)
+        self.scheduler = scheduler
+        self.workers = max(1, int(workers))
+        self._pool: Executor | None = None
+        self._client: Any = None
+        self._own_client = False
+
+    def __enter__(self) -> "TaskRunner":
+        if self.scheduler == "processes":
+            # One pool for the whole stage: spawning workers (and importing numba kernels) is slow.
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        elif self.scheduler == "threads":
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bsig-task")
+        elif isinstance(self.scheduler, str) and "://" in self.scheduler:
+            from distributed import Client
+
+            try:
+                self._client = Client(self.scheduler, timeout="20s", set_as_default=False)
+            except OSError as exc:
+                raise PlanError(
+                    f"cannot reach dask scheduler at {self.scheduler} ({exc}); start it with "
+                    "`dask scheduler` or pick --scheduler threads"
+                ) from None
+            self._own_client = True
+        elif not isinstance(self.scheduler, str):
+            self._client = self.scheduler
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._own_client and self._client is not None:
+            self._client.close()
+        self._client = None
+
+    def imap_unordered(self, fn: Callable[..., Any], arguments: Iterable[tuple]) -> Iterator[Any]:
+        """Yield ``fn(*args)`` for every argument tuple, as they finish.
+
+        At most ``workers`` calls are in flight, in a sliding window: a new task starts as soon as
+        the caller has folded a finished one's result, while the other workers keep computing
+        (batches would wait for their slowest task and idle while the caller folds).  On
+        dask.distributed a window of futures, locally a window on the thread or process pool.
+        """
+        if self._client is not None:
+            yield from self._imap_distributed(fn, arguments)
+            return
+        if self.scheduler == "synchronous":
+            for args in arguments:
+                yield fn(*args)
+            return
+        yield from self._imap_pool(fn, arguments)
+
+    def _imap_pool(self, fn: Callable[..., Any], arguments: Iterable[tuple]) -> Iterator[Any]:
+        pool = self._pool
+        assert pool is not None, "use the runner as a context manager"
+        pending = iter(arguments)
+        window = {pool.submit(fn, *args) for args in islice(pending, self.workers)}
+        while window:
+            done, window = wait(window, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()  # re-raises the task's exception here
+                # refill only after the caller has folded the result: tasks + held results <= workers
+                window.update(pool.submit(fn, *args) for args in islice(pending, 1))
+
+    def _imap_distributed(self, fn: Callable[..., Any], arguments: Iterable[tuple]) -> Iterator[Any]:
+        from distributed import as_completed
+
+        client = self._client
+        pending = iter(arguments)
+        window = as_completed(loop=client.loop)
+        for args in pending:
+            window.add(client.submit(fn, *args, pure=False))
+            if window.count() >= self.workers:
+                break
+        for future in window:
+            result = future.result()  # re-raises the task's exception here
+            future.release()
+            nxt = next(pending, None)
+            if nxt is not None:
+                window.add(client.submit(fn, *nxt, pure=False))
+            yield result
+
+
+@contextmanager
+def task_runner(scheduler: Any = "threads", workers: int = 1) -> Iterator[TaskRunner]:
+    """Context manager giving a :class:`TaskRunner` for ``scheduler`` with ``workers`` in flight."""
+    runner = TaskRunner(scheduler, workers)
+    with runner:
+        yield runner

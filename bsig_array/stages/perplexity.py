@@ -1,0 +1,253 @@
+"""Perplexity stage (Algorithm 1, steps 1–3): fill one model's row of the perplexity store from a corpus.
+
+The corpus decides the token axis: feature ``i`` of ``corpus.zarr`` is token ``i`` of the store, so
+every model scores the same windows and models share one store.  The first run creates the store
+from the corpus (all features, one model); later runs add their model with
+:meth:`~bsig_array.io.perplexity_store.writer.StoreWriter.add_models` and fill its row chunk by chunk.
+
+Resume: a token chunk is scored in one piece and written with its progress mark last, so a run killed
+at any point (even ``kill -9``) leaves only unmarked chunks, and the next run with the same arguments
+scores exactly those again.  A chunk's result depends only on its windows and the batch size (batches
+are formed inside the chunk), so an interrupted and resumed run writes the same bytes as an
+uninterrupted one on the same machine.
+
+One writer per store: a run holds an exclusive ``flock`` on ``<store>.lock`` (released by the OS
+when the process dies, so a killed run never leaves a stale lock); a second concurrent run on the
+same store fails at once with a one-line error.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bsig_array.errors import InputError
+from bsig_array.io.corpus_store import Corpus
+from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
+from bsig_array.models.backends.base import Backend, check_target, get_backend
+from bsig_array.runtime.progress import Progress, no_progress
+
+#: Corpus attributes that must match between a store and the corpus it is filled from.
+_FINGERPRINT = ("sample_rate", "seed", "context_pieces")
+
+
+@dataclass
+class PerplexityResult:
+    """What one :func:`extract_perplexity` run did."""
+
+    store: Path
+    model: str
+    row: int
+    chunks_done: int
+    chunks_total: int
+    tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
+
+
+@contextmanager
+def store_lock(store: Path) -> Iterator[None]:
+    """Hold the exclusive writer lock ``<store>.lock`` (non-blocking: fail if another run holds it)."""
+    lock = store.with_name(store.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                f"another bsig perplexity run is writing {store} (it holds {lock}); wait for it to finish"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def default_model_name(model: str | Any) -> str:
+    """Store name of a model argument: an alias as is, else the folder/file name without ``.gguf``."""
+    if not isinstance(model, str):
+        return type(model).__name__
+    name = Path(model.rstrip("/")).name
+    return name[: -len(".gguf")] if name.endswith(".gguf") else name
+
+
+def _corpus_attrs(corpus: Corpus) -> dict[str, Any]:
+    counts = corpus.attrs.get("counts", {})
+    return {
+        "sample_rate": corpus.attrs["sample_rate"],
+        "seed": corpus.attrs["seed"],
+        "context_pieces": corpus.context_pieces,
+        "corpus": str(corpus.path.resolve()),
+        "corpus_docs": corpus.n_docs,
+        "corpus_text_bytes": int(counts.get("text_bytes", -1)),
+    }
+
+
+def open_or_create_store(
+    store: str | os.PathLike,
+    corpus: Corpus,
+    *,
+    target: str,
+    chunk_tokens: int | None = None,
+    dtype: str = "float32",
+) -> StoreWriter:
+    """Writer for ``store``; created from ``corpus`` on first use, else checked against it.
+
+    The first model row is added by the caller; a new store starts with no models written, so it is
+    created (atomically, via a temporary sibling) with a placeholder row that the first caller's
+    model takes over.
+    """
+    store = Path(store)
+    expected = {"target": target, **_corpus_attrs(corpus)}
+    if not store.exists():
+        tmp = store.with_name(f".{store.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        create_store(tmp, ["_unassigned"], corpus.n_features, chunk_tokens=chunk_tokens, dtype=dtype, attrs=expected)
+        os.rename(tmp, store)
+        return StoreWriter(store)
+    writer = StoreWriter(store)
+    if writer.n_tokens != corpus.n_features:
+        raise InputError(
+            f"store {store} has {writer.n_tokens} tokens but corpus {corpus.path} has {corpus.n_features} features; "
+            "use the corpus the store was made from, or a new --store"
+        )
+    attrs = writer.attrs
+    for key in ("target", *_FINGERPRINT, "corpus_docs", "corpus_text_bytes"):
+        if key in attrs and attrs[key] != expected[key]:
+            raise InputError(
+                f"store {store} has {key}={attrs[key]!r} but this run has {expected[key]!r}; "
+                "match the store's corpus and --target, or use a new --store"
+            )
+    return writer
+
+
+def _claim_row(writer: StoreWriter, name: str, info: dict[str, Any]) -> int:
+    """Row of model ``name``: its existing row, the new store's placeholder row, or a new row."""
+    model_info = dict(writer.attrs.get("model_info", {}))
+    if name in writer.models:
+        row = writer.model_index([name])[0]
+    elif writer.models == ["_unassigned"]:
+        writer.group["model"][0] = name
+        writer.models = [name]
+        row = 0
+    else:
+        row = writer.add_models([name])[0]
+    model_info[name] = info
+    writer.update_attrs(model_info=model_info)
+    return row
+
+
+def chunk_nll(backend: Backend, corpus: Corpus, start: int, stop: int, target: str) -> np.ndarray:
+    """NLLs of features ``start:stop`` under ``backend`` (float64)."""
+    contexts, targets = corpus.windows(start, stop)
+    return backend.score(contexts, targets, target)
+
+
+def extract_perplexity(
+    corpus: str | os.PathLike | Corpus,
+    store: str | os.PathLike,
+    model: str | Any,
+    *,
+    name: str | None = None,
+    backend: str = "transformers",
+    target: str = "last-token",
+    tokenizer: Any = None,
+    source: str | None = None,
+    gguf_file: str | None = None,
+    batch_size: int = 32,
+    device: str = "cpu",
+    dtype: str = "float32",
+    max_tokens: int = 512,
+    chunk_tokens: int | None = None,
+    store_dtype: str = "float32",
+    progress: Progress = no_progress,
+) -> PerplexityResult:
+    """Fill model ``model``'s row of ``store`` with the NLL of every corpus feature (resumable).
+
+    Parameters
+    ----------
+    corpus
+        ``corpus.zarr`` (path or :class:`~bsig_array.io.corpus_store.Corpus`); it defines the token axis.
+    store
+        Perplexity store; created from the corpus if missing.
+    model
+        Model name/path/alias/zoo name, or a loaded transformers model (with ``tokenizer``).
+    name
+        Model name in the store (default: derived from ``model``).
+    tokenizer
+        Tokenizer of a loaded ``model``.
+    source
+        Provenance recorded for the model (default: ``model`` itself, or its class name if loaded).
+    backend
+        ``transformers`` or ``vllm`` (see :mod:`bsig_array.models.backends`).
+    target
+        ``last-token`` (the paper) or ``piece``.
+    batch_size, device, dtype, max_tokens, gguf_file
+        Passed to the backend.
+    chunk_tokens
+        Token chunk size of a new store (resume granularity).
+    store_dtype
+        ``float32`` or ``float16`` for a new store.
+    progress
+        Receives one bar over the corpus features, advanced after each chunk is written.
+    """
+    check_target(target)
+    corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
+    store = Path(store)
+    name = name or default_model_name(model)
+    source = source or (model if isinstance(model, str) else default_model_name(model))
+    t0 = time.perf_counter()
+    with store_lock(store):
+        writer = None
+        if store.exists():
+            writer = open_or_create_store(store, corpus, target=target)
+            known = dict(writer.attrs.get("model_info", {})).get(name)
+            if name in writer.models and known is not None and known.get("source") != str(source):
+                raise InputError(
+                    f"model name {name!r} is already in {store} from {known['source']!r}; pass another --name"
+                )
+        if writer is not None and name in writer.models:
+            row = writer.model_index([name])[0]
+            pending = writer.pending(rows=[row])
+        else:
+            row, pending = -1, None  # every chunk
+        tokens = 0
+        if pending != []:
+            # Load the model before creating anything, so a bad --model leaves no store behind.
+            kwargs: dict[str, Any] = dict(device=device, dtype=dtype, batch_size=batch_size, max_tokens=max_tokens)
+            if tokenizer is not None:
+                kwargs["tokenizer"] = tokenizer
+            if gguf_file:
+                kwargs["gguf_file"] = gguf_file
+            scorer = get_backend(backend, model=model, **kwargs)
+            if writer is None:
+                writer = open_or_create_store(
+                    store, corpus, target=target, chunk_tokens=chunk_tokens, dtype=store_dtype
+                )
+            row = _claim_row(writer, name, {**scorer.info(), "source": str(source), "target": target})
+            pending = writer.pending(rows=[row])
+            with progress(f"perplexity {name}", corpus.n_features, "tokens") as bar:
+                bar.advance(corpus.n_features - sum(writer.chunk_slice(j).stop - writer.chunk_slice(j).start for j in pending))
+                for j in pending:
+                    sl = writer.chunk_slice(j)
+                    nll = chunk_nll(scorer, corpus, sl.start, sl.stop, target)
+                    if not np.isfinite(nll).all():
+                        raise InputError(f"model {name} gave non-finite NLLs in chunk {j}; check the model weights/dtype")
+                    doc, piece = corpus.features(sl.start, sl.stop)
+                    token = np.arange(sl.start, sl.stop, dtype=np.int64)
+                    writer.write_chunk(j, nll[None, :], rows=[row], token=token, doc=doc, piece=piece)
+                    tokens += sl.stop - sl.start
+                    bar.advance(sl.stop - sl.start)
+    return PerplexityResult(store, name, row, len(pending), writer.n_chunks, tokens, time.perf_counter() - t0)
