@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import click
 
 from bsig_array.errors import OptionError
@@ -37,6 +39,7 @@ def corpus(
     if bool(inputs) == stdlib:
         raise OptionError("give either INPUTS (JSONL/Parquet files) or --stdlib, not both or neither")
     stats = CorpusStats()
+    docs: Iterator[str | None]
     if stdlib:
         docs, total, names = stdlib_documents(stats), len(stdlib_files()), ["stdlib"]
     else:

@@ -21,7 +21,16 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--batch-rows", type=int, default=1 << 16, show_default=True, help="Rows per record batch read from the inputs.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
-def ingest(inputs, out, fmt, model_names, chunk_tokens, dtype, batch_rows, overwrite) -> None:
+def ingest(
+    inputs: tuple[str, ...],
+    out: str,
+    fmt: str,
+    model_names: str | None,
+    chunk_tokens: int | None,
+    dtype: str,
+    batch_rows: int,
+    overwrite: bool,
+) -> None:
     """Build a perplexity store from NLLs computed elsewhere.
 
     \b
@@ -50,7 +59,7 @@ def ingest(inputs, out, fmt, model_names, chunk_tokens, dtype, batch_rows, overw
 @click.option("--performance", "performance", type=click.Path(exists=True),
               help="Also check a performance table (CSV/Parquet/NetCDF/Zarr) against the store's models.")
 @click.option("--metadata", type=click.Path(exists=True), help="Benchmark metadata CSV for --performance.")
-def validate(store, deep, mark_pending, performance, metadata) -> None:
+def validate(store: str, deep: bool, mark_pending: bool, performance: str | None, metadata: str | None) -> None:
     """Check a perplexity store (and optionally a performance table) and print a summary."""
     from bsig_array.cli.progress import rich_progress
     from bsig_array.io.perplexity_store.validate import validate_store

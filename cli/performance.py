@@ -15,6 +15,7 @@ from bsig_array.io.scores import (
     load_performance,
     write_performance,
 )
+from bsig_array.schema import METADATA_COLUMNS
 
 
 @click.group("performance")
@@ -73,13 +74,13 @@ def show(path: str, metadata: str | None, store: str | None) -> None:
     """Print a performance matrix's benchmarks with metadata and score range, and check it."""
     score = load_performance(path, metadata=metadata)
     table = Table(title=f"{path}: {_summary(score)}")
-    for col in ("benchmark", "family", "format", "category", "function", "min", "max", "distinct"):
-        table.add_column(col, justify="right" if col in ("min", "max", "distinct") else "left")
+    for heading in ("benchmark", *METADATA_COLUMNS, "min", "max", "distinct"):
+        table.add_column(heading, justify="right" if heading in ("min", "max", "distinct") else "left")
     for j, name in enumerate(score["benchmark"].values):
         col = score.values[:, j]
         table.add_row(
             str(name),
-            *(str(score[c].values[j]) for c in ("family", "format", "category", "function")),
+            *(str(score[c].values[j]) for c in METADATA_COLUMNS),
             f"{np.nanmin(col):.4g}" if np.isfinite(col).any() else "-",
             f"{np.nanmax(col):.4g}" if np.isfinite(col).any() else "-",
             str(len(np.unique(col[np.isfinite(col)]))),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from bsig_array.runtime.defaults import DEFAULTS
@@ -30,8 +32,22 @@ from bsig_array.schema import DEVICES, TIES
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, help="Seed of the label permutations.")
 @click.option("--metadata", type=click.Path(exists=True), help="Benchmark metadata CSV (family, format, category, function).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
-def screen(perplexity, performance, out, method, alpha, ties, memory_limit, scheduler, workers, device,
-           null_permutations, seed, metadata, overwrite) -> None:
+def screen(
+    perplexity: str,
+    performance: str,
+    out: str,
+    method: str,
+    alpha: float,
+    ties: str,
+    memory_limit: str,
+    scheduler: str,
+    workers: int | None,
+    device: str,
+    null_permutations: int,
+    seed: int,
+    metadata: str | None,
+    overwrite: bool,
+) -> None:
     """Score every token against every benchmark and keep the exact top and bottom alpha tails.
 
     \b
@@ -69,7 +85,7 @@ def screen(perplexity, performance, out, method, alpha, ties, memory_limit, sche
             click.echo(f"  {meth}: estimated FDR of the tails median {float(_median(row)):.3f}, max {float(row.max()):.3f}")
 
 
-def _median(values) -> float:
+def _median(values: Any) -> float:
     import numpy as np
 
     return float(np.median(values))

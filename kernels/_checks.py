@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from bsig_array.kernels.errors import KernelInputError
+from typing import Any
 
+from bsig_array.kernels.errors import KernelInputError
 from bsig_array.schema import TIES
+
 MAX_MODELS = 200  # float32 products of codes stay exact below 2**24 (see thrush.py)
 
 
@@ -14,7 +16,7 @@ def check_ties(ties: str) -> str:
     return ties
 
 
-def check_P(P) -> tuple[int, int]:
+def check_P(P: Any) -> tuple[int, int]:
     """``P`` must be a real floating (m, n) array with 2 ≤ m ≤ MAX_MODELS."""
     if len(P.shape) != 2:
         raise KernelInputError(f"P must be 2-D (model, token), got shape {tuple(P.shape)}")
@@ -24,7 +26,7 @@ def check_P(P) -> tuple[int, int]:
     return int(m), int(n)
 
 
-def check_Y(Y, m: int) -> int:
+def check_Y(Y: Any, m: int) -> int:
     """``Y`` must be (B, m): one row of model scores per benchmark."""
     if len(Y.shape) != 2 or Y.shape[1] != m:
         raise KernelInputError(f"Y must have shape (B, {m}) (benchmark, model), got {tuple(Y.shape)}")

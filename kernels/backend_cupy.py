@@ -10,6 +10,8 @@ integer codes.
 
 from __future__ import annotations
 
+from typing import Any
+
 from bsig_array.kernels import backend_portable as _portable
 from bsig_array.kernels.errors import KernelInputError
 from bsig_array.kernels.types import TailBounds, TailMembers
@@ -17,7 +19,7 @@ from bsig_array.kernels.types import TailBounds, TailMembers
 name = "cupy"
 
 
-def _cupy():
+def _cupy() -> Any:
     try:
         import cupy
     except ImportError as exc:  # pragma: no cover - depends on the machine
@@ -25,30 +27,30 @@ def _cupy():
     return cupy
 
 
-def doubled_ranks(P, ties: str = "average"):
+def doubled_ranks(P: Any, ties: str = "average") -> Any:
     """See :func:`bsig_array.kernels.backend_portable.doubled_ranks`."""
     return _portable.doubled_ranks(_cupy().asarray(P), ties)
 
 
-def thrush_codes(P, C, ties: str = "average"):
+def thrush_codes(P: Any, C: Any, ties: str = "average") -> Any:
     """See :func:`bsig_array.kernels.backend_portable.thrush_codes`."""
     cp = _cupy()
     return _portable.thrush_codes(cp.asarray(P), cp.asarray(C), ties)
 
 
-def preselect_codes(P, pos):
+def preselect_codes(P: Any, pos: Any) -> Any:
     """See :func:`bsig_array.kernels.backend_portable.preselect_codes`."""
     cp = _cupy()
     return _portable.preselect_codes(cp.asarray(P), cp.asarray(pos))
 
 
-def screen_codes(P, C, pos, ties: str = "average"):
+def screen_codes(P: Any, C: Any, pos: Any, ties: str = "average") -> tuple[Any, Any]:
     """See :func:`bsig_array.kernels.backend_portable.screen_codes`."""
     cp = _cupy()
     return _portable.screen_codes(cp.asarray(P), cp.asarray(C), cp.asarray(pos), ties)
 
 
-def histogram_codes(codes, offset: int, n_bins: int, out=None):
+def histogram_codes(codes: Any, offset: int, n_bins: int, out: Any = None) -> Any:
     """Per-row ``bincount`` of ``codes + offset`` (one flat bincount over row-shifted keys)."""
     cp = _cupy()
     codes = cp.asarray(codes)
@@ -63,13 +65,13 @@ def histogram_codes(codes, offset: int, n_bins: int, out=None):
     return out
 
 
-def tail_members(codes, token_ids, bounds: TailBounds) -> TailMembers:
+def tail_members(codes: Any, token_ids: Any, bounds: TailBounds) -> TailMembers:
     """See :func:`bsig_array.kernels.backend_portable.tail_members`."""
     cp = _cupy()
     return _portable.tail_members(cp.asarray(codes), cp.asarray(token_ids), bounds)
 
 
-def tail_counts(codes, low_code, high_code):
+def tail_counts(codes: Any, low_code: Any, high_code: Any) -> Any:
     """See :func:`bsig_array.kernels.backend_portable.tail_counts`."""
     cp = _cupy()
     return _portable.tail_counts(cp.asarray(codes), cp.asarray(low_code), cp.asarray(high_code))

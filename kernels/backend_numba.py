@@ -19,22 +19,26 @@ so no float32 copy of the chunk is made.
 
 from __future__ import annotations
 
+from typing import Any
+
 import llvmlite.binding as llvm
 import numba
 import numpy as np
-from bsig_array.kernels.errors import KernelInputError
-from bsig_array.kernels.types import RowSets, TailBounds, TailMembers
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+
+from bsig_array.kernels._checks import check_ties
+from bsig_array.kernels.errors import KernelInputError
+from bsig_array.kernels.types import RowSets, TailBounds, TailMembers
 
 name = "numba"
 _T = 128  # tokens per inner block: keys (m × _T) and bitmasks stay in L1
 # AVX-512 VNNI: the Thrush product as u8 ranks · s8 weights, 64 multiply-adds per instruction
 # (needs 2R ≤ 255 and |c| ≤ 127, i.e. m ≤ 127).  Tests switch it off to cover the float path.
 # Off when numba targets another CPU than the host (NUMBA_CPU_NAME), where the intrinsic may not exist.
-_USE_VNNI = numba.config.CPU_NAME in (None, "host") and bool(
+_USE_VNNI = numba.config.CPU_NAME in (None, "host") and bool(  # type: ignore[attr-defined]  # set at runtime by numba
     llvm.get_host_cpu_features().get("avx512vnni", False)
 )
 _VNNI_MAX_MODELS = 127
@@ -225,7 +229,7 @@ def _thrush_product_vnni(r2, Cw, X, acc, out, t0, w):
         for g in range(G):
             c = Cw[r, g]
             for tb in range(0, _T, 16):
-                _dpbusd16(acc, tb, X, (g * _T + tb) * 4, c)
+                _dpbusd16(acc, tb, X, (g * _T + tb) * 4, c)  # type: ignore[call-arg]  # numba supplies typingctx
         for t in range(w):
             out[r, t0 + t] = acc[t]
 
@@ -240,7 +244,7 @@ def _preselect_product(gt, after, acc, out, t0, w):
             for a in range(m):
                 mask = after[r, wi, a]
                 for t in range(_T):
-                    acc[t] += _popcount(gt[wi, a, t] & mask)
+                    acc[t] += _popcount(gt[wi, a, t] & mask)  # type: ignore[call-arg]  # numba supplies typingctx
         for t in range(w):
             out[r, t0 + t] = acc[t]
 
@@ -345,16 +349,14 @@ def _proto(src: np.ndarray) -> np.ndarray:
 
 
 def _check_ties(ties: str) -> bool:
-    if ties not in ("average", "first"):
-        raise KernelInputError(f"ties must be 'average' or 'first', got {ties!r}")
-    return ties == "first"
+    return check_ties(ties) == "first"
 
 
 def _vnni(m: int) -> bool:
     return _USE_VNNI and m <= _VNNI_MAX_MODELS
 
 
-def doubled_ranks(P, ties: str = "average") -> np.ndarray:
+def doubled_ranks(P: Any, ties: str = "average") -> np.ndarray:
     """``2·rank`` over axis 0 as float32 (m, n); see the portable version for the definition."""
     first = _check_ties(ties)
     src = _as_keys(P)
@@ -363,7 +365,7 @@ def doubled_ranks(P, ties: str = "average") -> np.ndarray:
     return out
 
 
-def thrush_codes(P, C, ties: str = "average") -> np.ndarray:
+def thrush_codes(P: Any, C: Any, ties: str = "average") -> np.ndarray:
     """``2γ = C · (2R)`` as int32 (B, n), ranks and product fused per token block.
 
     Exact small-integer arithmetic (float32 or VNNI int32, see thrush.py): the int32 result is exact.
@@ -392,7 +394,7 @@ def _after_masks(pos, n_words):
     return after
 
 
-def preselect_codes(P, pos) -> np.ndarray:
+def preselect_codes(P: Any, pos: Any) -> np.ndarray:
     """``η·Z`` as int32 (B, n) given positions ``pos`` (B, m) in the stable y-sort."""
     src = _as_keys(P)
     m, n = src.shape
@@ -403,7 +405,7 @@ def preselect_codes(P, pos) -> np.ndarray:
     return out
 
 
-def screen_codes(P, C, pos, ties: str = "average") -> tuple[np.ndarray, np.ndarray]:
+def screen_codes(P: Any, C: Any, pos: Any, ties: str = "average") -> tuple[np.ndarray, np.ndarray]:
     """Thrush and Pre-select codes from one pass of comparisons (shared by ranks and bitmasks)."""
     first = _check_ties(ties)
     src = _as_keys(P)
@@ -461,7 +463,7 @@ def _histogram(codes, offset, out):
     return bad
 
 
-def histogram_codes(codes, offset: int, n_bins: int, out=None) -> np.ndarray:
+def histogram_codes(codes: Any, offset: int, n_bins: int, out: Any = None) -> np.ndarray:
     """Exact per-row counts of ``codes + offset``, accumulated in place into ``out`` (int64)."""
     codes = np.ascontiguousarray(codes)
     if codes.shape[1] >= 2**31:
@@ -521,13 +523,13 @@ def _lowest_ids(tok, ptr, take, new_ptr, out):
         out[new_ptr[r] : new_ptr[r] + k] = seg[:k]
 
 
-def tail_counts(codes, low_code, high_code) -> np.ndarray:
+def tail_counts(codes: Any, low_code: Any, high_code: Any) -> np.ndarray:
     """Per-row counts (int64, (B, 4)): ``code < low``, ``== low``, ``> high``, ``== high``."""
     codes = np.ascontiguousarray(codes)
     return _tail_counts(codes, np.asarray(low_code, np.int64), np.asarray(high_code, np.int64)).T.copy()
 
 
-def tail_members(codes, token_ids, bounds: TailBounds) -> TailMembers:
+def tail_members(codes: Any, token_ids: Any, bounds: TailBounds) -> TailMembers:
     """One chunk's tail members; ``*_at`` sets are sorted by id, ``*_beyond`` keep chunk order."""
     codes = np.ascontiguousarray(codes)
     ids = np.ascontiguousarray(token_ids, dtype=np.int64)

@@ -11,7 +11,11 @@ integer) arithmetic, so results are exact in any summation order.
 
 from __future__ import annotations
 
+from typing import Any
+
 from array_api_compat import array_namespace
+
+from bsig_array.kernels._checks import check_ties
 from bsig_array.kernels.errors import KernelInputError
 from bsig_array.kernels.types import RowSets, TailBounds, TailMembers
 
@@ -23,14 +27,13 @@ def _block(m: int, n: int, bytes_per_token: int) -> int:
     return max(1, min(n, _BLOCK_BYTES // max(bytes_per_token, 1)))
 
 
-def doubled_ranks(P, ties: str = "average"):
+def doubled_ranks(P: Any, ties: str = "average") -> Any:
     """``2·rank`` of each entry of ``P`` (m, n) over the model axis 0, as float64 (exact integers).
 
     ``ties="average"``: midranks (``2·rank = 2·#less + #equal + 1``, ``#equal`` including itself);
     ``ties="first"``: ordinal ranks in store order (``2·(1 + #less + #equal-before)``).
     """
-    if ties not in ("average", "first"):
-        raise KernelInputError(f"ties must be 'average' or 'first', got {ties!r}")
+    check_ties(ties)
     xp = array_namespace(P)
     m, n = P.shape
     step = _block(m, n, 8 * m * m)
@@ -49,14 +52,14 @@ def doubled_ranks(P, ties: str = "average"):
     return xp.concat(out, axis=1) if out else xp.zeros((m, 0), dtype=xp.float64)
 
 
-def thrush_codes(P, C, ties: str = "average"):
+def thrush_codes(P: Any, C: Any, ties: str = "average") -> Any:
     """``2γ = C · (2R)`` (int32, (B, n)) for integer Thrush weights ``C`` (B, m)."""
     xp = array_namespace(P)
     R2 = doubled_ranks(P, ties)
     return xp.astype(xp.round(xp.matmul(xp.astype(C, xp.float64), R2)), xp.int32)
 
 
-def preselect_codes(P, pos):
+def preselect_codes(P: Any, pos: Any) -> Any:
     """``η·Z`` (int32, (B, n)) given each model's position ``pos`` (B, m) in the stable y-sort.
 
     Over index pairs ``a < b``: the pair is an inversion when the model placed first in y-order has
@@ -81,12 +84,12 @@ def preselect_codes(P, pos):
     return xp.concat(out, axis=1) if out else xp.zeros((pos.shape[0], 0), dtype=xp.int32)
 
 
-def screen_codes(P, C, pos, ties: str = "average"):
+def screen_codes(P: Any, C: Any, pos: Any, ties: str = "average") -> tuple[Any, Any]:
     """Thrush and Pre-select codes of the same block (two separate computations here)."""
     return thrush_codes(P, C, ties), preselect_codes(P, pos)
 
 
-def _pairs(xp, m: int):
+def _pairs(xp: Any, m: int) -> tuple[Any, Any]:
     """Index pairs ``a < b`` (row-major), as two int64 arrays of length Z."""
     ia = xp.arange(m)
     a = xp.reshape(xp.broadcast_to(ia[:, None], (m, m)), (-1,))
@@ -95,7 +98,7 @@ def _pairs(xp, m: int):
     return xp.take(a, keep), xp.take(b, keep)
 
 
-def histogram_codes(codes, offset: int, n_bins: int, out=None):
+def histogram_codes(codes: Any, offset: int, n_bins: int, out: Any = None) -> Any:
     """Exact per-row counts of ``codes + offset`` over ``[0, n_bins)``, added into ``out``.
 
     No scatter in the array API: sort the flattened (row, bin) keys and count with ``searchsorted``.
@@ -116,7 +119,7 @@ def histogram_codes(codes, offset: int, n_bins: int, out=None):
     return out
 
 
-def tail_members(codes, token_ids, bounds: TailBounds) -> TailMembers:
+def tail_members(codes: Any, token_ids: Any, bounds: TailBounds) -> TailMembers:
     """One chunk's tail members (see :class:`~bsig_array.kernels.tails.TailMembers`)."""
     xp = array_namespace(codes)
     low = xp.asarray(bounds.low_code, dtype=xp.int64)[:, None]
@@ -130,7 +133,7 @@ def tail_members(codes, token_ids, bounds: TailBounds) -> TailMembers:
     )
 
 
-def tail_counts(codes, low_code, high_code):
+def tail_counts(codes: Any, low_code: Any, high_code: Any) -> Any:
     """Per-row counts (int64, (B, 4)): ``code < low``, ``== low``, ``> high``, ``== high``."""
     xp = array_namespace(codes)
     c = xp.astype(codes, xp.int64)
@@ -140,7 +143,7 @@ def tail_counts(codes, low_code, high_code):
     return xp.stack([xp.sum(xp.astype(x, xp.int64), axis=1) for x in cols], axis=1)
 
 
-def _rowsets(xp, codes, token_ids, mask, take) -> RowSets:
+def _rowsets(xp: Any, codes: Any, token_ids: Any, mask: Any, take: Any) -> RowSets:
     B = codes.shape[0]
     n = codes.shape[1]
     r, j = xp.nonzero(mask)  # row-major: grouped by row, chunk order within a row

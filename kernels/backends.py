@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Protocol
+from typing import Any, Protocol
 
 from bsig_array.kernels.errors import KernelInputError
 from bsig_array.kernels.types import TailBounds, TailMembers
@@ -30,19 +30,20 @@ class KernelBackend(Protocol):
 
     name: str
 
-    def doubled_ranks(self, P, ties: str = "average"): ...  # (m, n) float, 2·rank over axis 0
+    def doubled_ranks(self, P: Any, ties: str = "average") -> Any: ...  # (m, n) float, 2·rank over axis 0
 
-    def thrush_codes(self, P, C, ties: str = "average"): ...  # (B, n) int32 = C·(2R)
+    def thrush_codes(self, P: Any, C: Any, ties: str = "average") -> Any: ...  # (B, n) int32 = C·(2R)
 
-    def preselect_codes(self, P, pos): ...  # (B, n) int32, pos (B, m) = position in stable y-sort
+    def preselect_codes(self, P: Any, pos: Any) -> Any: ...  # (B, n) int32, pos (B, m) = position in stable y-sort
 
-    def screen_codes(self, P, C, pos, ties: str = "average"): ...  # (thrush, preselect) codes
+    # (thrush, preselect) codes
+    def screen_codes(self, P: Any, C: Any, pos: Any, ties: str = "average") -> tuple[Any, Any]: ...
 
-    def histogram_codes(self, codes, offset: int, n_bins: int, out=None): ...  # (B, n_bins) int64
+    def histogram_codes(self, codes: Any, offset: int, n_bins: int, out: Any = None) -> Any: ...  # (B, n_bins) int64
 
-    def tail_members(self, codes, token_ids, bounds: TailBounds) -> TailMembers: ...
+    def tail_members(self, codes: Any, token_ids: Any, bounds: TailBounds) -> TailMembers: ...
 
-    def tail_counts(self, codes, low_code, high_code): ...  # (B, 4) int64
+    def tail_counts(self, codes: Any, low_code: Any, high_code: Any) -> Any: ...  # (B, 4) int64
 
 
 def register_backend(name: str, module: str) -> None:
@@ -50,7 +51,7 @@ def register_backend(name: str, module: str) -> None:
     BACKENDS[name] = module
 
 
-def get_backend(name: str = "auto", *arrays) -> ModuleType:
+def get_backend(name: str = "auto", *arrays: Any) -> ModuleType:
     """The backend module for ``name``; ``"auto"`` decides from the type of the first array."""
     if name == "auto":
         name = _auto_name(arrays[0]) if arrays else "numba"
@@ -59,7 +60,7 @@ def get_backend(name: str = "auto", *arrays) -> ModuleType:
     return importlib.import_module(BACKENDS[name])
 
 
-def _auto_name(x) -> str:
+def _auto_name(x: Any) -> str:
     module = type(x).__module__.split(".")[0]
     if module == "cupy":
         return "cupy"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from array_api_compat import array_namespace
+
 from bsig_array.kernels._checks import check_P, check_ties, check_Y
 from bsig_array.kernels.backends import get_backend
 from bsig_array.kernels.preselect import preselect_positions
 from bsig_array.kernels.thrush import thrush_weights
 
 
-def screen_codes(P, Y, ties: str = "average", *, backend: str = "auto") -> dict:
+def screen_codes(P: Any, Y: Any, ties: str = "average", *, backend: str = "auto") -> dict:
     """Thrush and Pre-select codes of every token for every benchmark, from one pass over ``P``.
 
     Equal to ``{"thrush": thrush_codes(P, Y, ties), "preselect": preselect_codes(P, Y)}``; the

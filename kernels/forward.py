@@ -1,4 +1,4 @@
-"""AIC forward selection over many candidate columns at once (DESIGN §4, Algorithm 4).
+"""AIC forward selection over many candidate columns at once (docs/DESIGN.md §4, Algorithm 4).
 
 One *problem* is a benchmark's score vector ``y`` (m models) plus a row mask; many problems (the
 full fit and the m leave-one-model-out folds of one benchmark) share the same candidate columns
@@ -33,12 +33,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
+
 from bsig_array.kernels.errors import KernelInputError
 
+numba: ModuleType | None
 try:  # numba is a hard dependency, but keep the portable path importable without it
     import numba
 except ImportError:  # pragma: no cover

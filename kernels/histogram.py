@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bsig_array.kernels.backends import get_backend
 from bsig_array.kernels.errors import KernelInputError
 from bsig_array.kernels.lattice import lattice
 
 
-def histogram_codes(codes, method: str, m: int, *, out=None, backend: str = "auto"):
+def histogram_codes(codes: Any, method: str, m: int, *, out: Any = None, backend: str = "auto") -> Any:
     """Per-row exact counts of ``codes`` (B, n) over the method's lattice.
 
     Parameters

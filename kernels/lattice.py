@@ -1,6 +1,6 @@
 """Integer lattices of the screening scores and conversions between codes and scores.
 
-Both screening scores are stored as exact integer *codes* (DESIGN §4):
+Both screening scores are stored as exact integer *codes* (docs/DESIGN.md §4):
 
 * Thrush: ``code = 2·γ`` (γ lives on the half-integer lattice), ``code ∈ [-L, L]`` with
   ``L = m(m²-1)/3``; the score is ``γ = code / 2``.
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from typing import Any
 
 from bsig_array.kernels.errors import KernelInputError
-
 from bsig_array.schema import COEFFICIENTS as METHODS
 
 
@@ -66,7 +66,7 @@ def code_scale(method: str, m: int) -> float:
     return 2.0 if method == "thrush" else float(pair_count(m))
 
 
-def code_to_score(codes, method: str, m: int):
+def code_to_score(codes: Any, method: str, m: int) -> Any:
     """Scores (γ or η) of integer codes, as float64 in the codes' array namespace."""
     from array_api_compat import array_namespace
 

@@ -10,7 +10,10 @@ the benchmark order.
 
 from __future__ import annotations
 
+from typing import Any
+
 from array_api_compat import array_namespace
+
 from bsig_array.kernels._checks import check_P, check_Y
 from bsig_array.kernels.backends import get_backend
 
@@ -22,7 +25,7 @@ def preselect_positions(Y):
     return xp.astype(xp.argsort(order, axis=1, stable=True), xp.int64)
 
 
-def preselect_codes(P, Y, *, backend: str = "auto"):
+def preselect_codes(P: Any, Y: Any, *, backend: str = "auto") -> Any:
     """Pre-select codes ``η·Z`` (int32, (B, n)) of every token for every benchmark.
 
     Parameters

@@ -1,13 +1,16 @@
-"""Per-token ranks of the models' NLLs over the model axis (DESIGN §4)."""
+"""Per-token ranks of the models' NLLs over the model axis (docs/DESIGN.md §4)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from array_api_compat import array_namespace
+
 from bsig_array.kernels._checks import check_P, check_ties
 from bsig_array.kernels.backends import get_backend
 
 
-def ranks(P, ties: str = "average", *, backend: str = "auto"):
+def ranks(P: Any, ties: str = "average", *, backend: str = "auto") -> Any:
     """1-based ranks of ``P`` (m, n) over axis 0 (the models), per token.
 
     Parameters

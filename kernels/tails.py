@@ -1,4 +1,4 @@
-"""Exact tail selection from exact histograms (DESIGN §4 "Exact thresholds").
+"""Exact tail selection from exact histograms (docs/DESIGN.md §4 "Exact thresholds").
 
 Each tail keeps exactly ``k`` tokens per row: every token strictly beyond the boundary code, plus
 the ``take`` lowest token ids *at* the boundary code.  :func:`tail_bounds` finds the boundary from
@@ -9,6 +9,7 @@ merges the chunks (order-independent, so the result never depends on chunking or
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,8 @@ from bsig_array.kernels.lattice import lattice
 from bsig_array.kernels.types import RowSets, TailBounds, TailMembers, TailSelection
 from bsig_array.schema import TAILS
 
-def tail_bounds(hist, k: int, method: str, m: int) -> TailBounds:
+
+def tail_bounds(hist: Any, k: int, method: str, m: int) -> TailBounds:
     """Boundary codes and boundary take-counts of both tails from full histograms.
 
     Parameters
@@ -108,7 +110,7 @@ def _rowsets_to_numpy(r: RowSets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return _to_numpy(r.ptr), _to_numpy(r.token), _to_numpy(r.code)
 
 
-def _to_numpy(x) -> np.ndarray:
+def _to_numpy(x: Any) -> np.ndarray:
     """Host copy of an array from any array-API namespace (numpy, array_api_strict, CuPy)."""
     if isinstance(x, np.ndarray):
         return x
@@ -117,7 +119,7 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(np.from_dlpack(x))
 
 
-def tail_members(codes, token_ids, bounds: TailBounds, *, backend: str = "auto") -> TailMembers:
+def tail_members(codes: Any, token_ids: Any, bounds: TailBounds, *, backend: str = "auto") -> TailMembers:
     """One chunk's tail members per row: tokens strictly beyond each boundary, and at it.
 
     Parameters
@@ -147,7 +149,7 @@ def tail_members(codes, token_ids, bounds: TailBounds, *, backend: str = "auto")
     return get_backend(backend, codes).tail_members(codes, token_ids, bounds)
 
 
-def tail_counts(codes, low_code, high_code, *, backend: str = "auto"):
+def tail_counts(codes: Any, low_code: Any, high_code: Any, *, backend: str = "auto") -> Any:
     """Per-row counts of codes beyond and at given boundaries (for label-permuted null rows).
 
     Parameters

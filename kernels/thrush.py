@@ -13,7 +13,10 @@ AVX-512 VNNI path multiplies u8 ranks by s8 weights into int32, exact for m ≤ 
 
 from __future__ import annotations
 
+from typing import Any
+
 from array_api_compat import array_namespace
+
 from bsig_array.kernels._checks import check_P, check_ties, check_Y
 from bsig_array.kernels.backends import get_backend
 from bsig_array.kernels.errors import KernelInputError
@@ -32,7 +35,7 @@ def thrush_weights(Y):
     return xp.astype(c, xp.int32)
 
 
-def thrush_codes(P, Y, ties: str = "average", *, backend: str = "auto"):
+def thrush_codes(P: Any, Y: Any, ties: str = "average", *, backend: str = "auto") -> Any:
     """Thrush codes ``2γ`` (int32, (B, n)) of every token for every benchmark.
 
     Parameters

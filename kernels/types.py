@@ -6,6 +6,7 @@ Shared by :mod:`.tails` and every backend module (which fill them), so they live
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,11 +42,11 @@ class RowSets:
     ``token_ids``; tokens at a boundary are sorted by id.
     """
 
-    ptr: object
-    token: object
-    code: object
+    ptr: Any
+    token: Any
+    code: Any
 
-    def row(self, i: int) -> tuple[object, object]:
+    def row(self, i: int) -> tuple[Any, Any]:
         """Token ids and codes of row ``i``."""
         lo, hi = int(self.ptr[i]), int(self.ptr[i + 1])
         return self.token[lo:hi], self.code[lo:hi]

@@ -1,4 +1,4 @@
-"""Forward-selection kernel against statsmodels refits and literal brute force (DESIGN §4)."""
+"""Forward-selection kernel against statsmodels refits and literal brute force (docs/DESIGN.md §4)."""
 
 from __future__ import annotations
 

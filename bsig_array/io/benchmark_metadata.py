@@ -55,7 +55,6 @@ import xarray as xr
 from bsig_array.errors import InputError
 from bsig_array.schema import METADATA_COLUMNS, UNKNOWN
 
-
 # lm-eval task-name prefixes, longest first, stripped only when the rest is a known benchmark.
 _TASK_PREFIXES = (
     "leaderboard_bbh_",

@@ -1,4 +1,4 @@
-"""The corpus store ``corpus.zarr``: documents and the sampled features (DESIGN §3).
+"""The corpus store ``corpus.zarr``: documents and the sampled features (docs/DESIGN.md §3).
 
 A feature is one whitespace piece of one document (``text.split()``); its context is the up to
 ``context_pieces`` (30) preceding pieces of the same document, joined by single spaces
@@ -29,7 +29,7 @@ import numpy as np
 import zarr
 
 from bsig_array.errors import InputError
-from bsig_array.io.zarr_format import quiet_zarr
+from bsig_array.io.zarr_format import quiet_zarr, zarr_array
 
 CORPUS_SCHEMA_VERSION = 1
 #: Elements per chunk of ``text`` and of the index arrays.
@@ -120,23 +120,25 @@ class Corpus:
                 self.group = zarr.open_group(self.path, mode="r", zarr_format=3)
         except Exception:
             raise InputError(f"{self.path} is not a corpus store; build one with bsig corpus") from None
-        attrs = dict(self.group.attrs)
+        attrs: dict[str, Any] = dict(self.group.attrs)
         if not attrs.get("complete") or "feature_doc" not in self.group:
             raise InputError(f"{self.path} is not a complete corpus store; rebuild it with bsig corpus")
         self.attrs = attrs
         self.context_pieces = int(attrs["context_pieces"])
-        self.n_features = int(self.group["feature_doc"].shape[0])
-        self.n_docs = int(self.group["doc_source"].shape[0])
+        self.n_features = int(zarr_array(self.group, "feature_doc").shape[0])
+        self.n_docs = int(zarr_array(self.group, "doc_source").shape[0])
 
     def features(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(doc, piece)`` of features ``start:stop``."""
         stop = self.n_features if stop is None else stop
-        return self.group["feature_doc"][start:stop], self.group["feature_piece"][start:stop]
+        docs = np.asarray(zarr_array(self.group, "feature_doc")[start:stop])
+        pieces = np.asarray(zarr_array(self.group, "feature_piece")[start:stop])
+        return docs, pieces
 
     def doc_texts(self, first: int, last: int) -> list[str]:
         """Text of stored documents ``first..last`` (inclusive), read in one contiguous slice."""
-        edges = self.group["doc_offset"][first : last + 2]
-        raw = self.group["text"][int(edges[0]) : int(edges[-1])].tobytes()
+        edges = np.asarray(zarr_array(self.group, "doc_offset")[first : last + 2])
+        raw = np.asarray(zarr_array(self.group, "text")[int(edges[0]) : int(edges[-1])]).tobytes()
         rel = edges - edges[0]
         return [raw[rel[i] : rel[i + 1]].decode("utf-8") for i in range(len(rel) - 1)]
 
@@ -171,7 +173,9 @@ def open_corpus(path: str | os.PathLike) -> Corpus:
     return Corpus(path)
 
 
-def feature_context(corpus: Corpus | str | os.PathLike, token_ids: Sequence[int]) -> tuple[list[str], list[str]]:
+def feature_context(
+    corpus: Corpus | str | os.PathLike, token_ids: Sequence[int] | np.ndarray
+) -> tuple[list[str], list[str]]:
     """Rebuild the context (≤ ``context_pieces`` preceding pieces) and target piece of each feature.
 
     Parameters
@@ -187,8 +191,11 @@ def feature_context(corpus: Corpus | str | os.PathLike, token_ids: Sequence[int]
     if (ids[valid] >= corpus.n_features).any():
         bad = int(ids[valid].max())
         raise InputError(f"feature id {bad} is beyond corpus {corpus.path} ({corpus.n_features} features); wrong --corpus?")
-    docs = corpus.group["feature_doc"].get_coordinate_selection(ids[valid]) if valid.any() else np.empty(0, np.int64)
-    pieces = corpus.group["feature_piece"].get_coordinate_selection(ids[valid]) if valid.any() else np.empty(0, np.int32)
+    if valid.any():
+        docs = np.asarray(zarr_array(corpus.group, "feature_doc").get_coordinate_selection(ids[valid]))
+        pieces = np.asarray(zarr_array(corpus.group, "feature_piece").get_coordinate_selection(ids[valid]))
+    else:
+        docs, pieces = np.empty(0, np.int64), np.empty(0, np.int32)
     ctx, tgt = corpus._windows(np.asarray(docs), np.asarray(pieces))
     contexts = [""] * len(ids)
     targets = [""] * len(ids)

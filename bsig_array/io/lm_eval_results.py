@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,6 @@ import xarray as xr
 
 from bsig_array.errors import InputError, OptionError
 from bsig_array.io.benchmark_metadata import canonical_benchmark, with_metadata
-
 
 # Metric preference for lm-eval results (first match wins); see default_metric.
 _METRIC_PREFERENCE = ("acc_norm,none", "acc,none", "exact_match,strict-match")
@@ -45,7 +45,7 @@ def default_metric(task_results: Mapping[str, object]) -> str | None:
     return numeric[0] if numeric else None
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -67,7 +67,8 @@ def _model_name_from_args(model_args: object) -> str | None:
 def _results_model_name(data: Mapping[str, object], file: Path, model_name_from: str) -> str:
     if model_name_from == "dir":
         return file.parent.name
-    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    raw_config = data.get("config")
+    config: Mapping[str, object] = raw_config if isinstance(raw_config, dict) else {}
     for candidate in (data.get("model_name"), config.get("model_name"), _model_name_from_args(config.get("model_args"))):
         if isinstance(candidate, str) and candidate.strip():
             return candidate.strip()
@@ -153,7 +154,7 @@ def import_lm_eval(
 
     cells: dict[tuple[str, str], float] = {}
     origin: dict[str, str] = {}  # benchmark -> task it came from (to refuse two tasks on one name)
-    for model, _, file, data in loaded:
+    for model, _, source, data in loaded:
         for task, res in data["results"].items():
             if include and not any(fnmatch.fnmatchcase(task, pat) for pat in include):
                 continue
@@ -165,7 +166,7 @@ def import_lm_eval(
                 continue
             if metric not in res or not _is_number(res[metric]):
                 have = sorted(k for k, v in res.items() if _is_number(v) and "_stderr" not in k)
-                raise InputError(f"task {task} in {file} has no numeric metric {metric!r} (it has {have}); pick one with --metric {task}=METRIC")
+                raise InputError(f"task {task} in {source} has no numeric metric {metric!r} (it has {have}); pick one with --metric {task}=METRIC")
             if origin.setdefault(name, task) != task:
                 raise InputError(
                     f"tasks {origin[name]!r} and {task!r} both map to benchmark {name!r}; "

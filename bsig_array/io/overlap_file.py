@@ -1,4 +1,4 @@
-"""The overlap file ``overlap.nc`` / ``overlap.zarr``: writer and reader (DESIGN §3).
+"""The overlap file ``overlap.nc`` / ``overlap.zarr``: writer and reader (docs/DESIGN.md §3).
 
 DataArrays ``signature``, ``performance``, ``semantic`` (and ``*_p`` Spearman p-values,
 ``semantic_std``) with dims ``(benchmark_a, benchmark_b)``, ``n_signature_tokens (benchmark_a)``,

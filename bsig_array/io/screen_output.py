@@ -1,4 +1,4 @@
-"""The screen output ``screen.zarr``: its schema, writer and readers (DESIGN §3).
+"""The screen output ``screen.zarr``: its schema, writer and readers (docs/DESIGN.md §3).
 
 Variables (dims use the names of :mod:`bsig_array.schema`)::
 
@@ -147,6 +147,7 @@ def write_screen(
 def _compute_with_progress(delayed: Any, scheduler: Any, workers: int | None, progress: Progress) -> None:
     from dask.callbacks import Callback
 
+    (delayed,) = dask.optimize(delayed)  # count the tasks that will run (the write fuses some)
     n_tasks = len(delayed.__dask_graph__())
     with progress("screen gather candidate_nll", total=n_tasks, unit="tasks") as bar:
 

@@ -1,4 +1,4 @@
-"""The signatures store ``signatures.zarr``: schema, writer and readers (DESIGN §3).
+"""The signatures store ``signatures.zarr``: schema, writer and readers (docs/DESIGN.md §3).
 
 Variables::
 

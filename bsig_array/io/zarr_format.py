@@ -13,10 +13,15 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
+
+from bsig_array.errors import InputError
+
+if TYPE_CHECKING:
+    import zarr
 
 _CONSOLIDATED_WARNING = "Consolidated metadata is currently not part"
 
@@ -27,6 +32,16 @@ def quiet_zarr() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
         yield
+
+
+def zarr_array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of ``group`` (a group there is a malformed store: :class:`InputError`)."""
+    import zarr
+
+    member = group[name]
+    if not isinstance(member, zarr.Array):
+        raise InputError(f"{group.store_path}: {name!r} is a group, not an array; the store is malformed: re-create it")
+    return member
 
 
 def strings(values: Any) -> np.ndarray:
@@ -51,6 +66,6 @@ def write_zarr(
     Returns what ``to_zarr`` returns (a dask delayed write when ``compute=False``).
     """
     with quiet_zarr():
-        return with_object_strings(ds).to_zarr(
+        return with_object_strings(ds).to_zarr(  # type: ignore[call-overload]  # xarray overloads only literal compute
             path, mode="w", zarr_format=3, consolidated=True, encoding=dict(encoding or {}), compute=compute
         )

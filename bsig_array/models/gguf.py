@@ -87,7 +87,7 @@ def dequantized_dir(alias: str) -> Path:
         # from_pretrained look for the GGUF file again.
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]  # torch types unknown attributes as Tensor | Module
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         try:

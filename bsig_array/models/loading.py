@@ -46,7 +46,7 @@ def load_causal_lm(
             f"cannot load model {name_or_path!r} ({str(exc).splitlines()[0]}); pass a local folder, a .gguf file "
             f"or one of {sorted(GGUF_MODELS)}"
         ) from None
-    return model.to(device).eval(), tok
+    return model.to(device).eval(), tok  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides self
 
 
 def build_tiny_gpt2(out: str | os.PathLike, *, seed: int = 0, vocab_size: int = 512, n_layer: int = 2,

@@ -46,7 +46,6 @@ from bsig_array.stages.select import select_signatures
 from bsig_array.stages.stats import compute_stats
 
 
-
 def recovery(signatures: xr.Dataset, overlap: xr.Dataset, truth: dict[str, Any]) -> dict[str, float]:
     """How much planted truth the signatures and the signature overlap recovered (see module doc)."""
     bench = truth["benchmarks"]

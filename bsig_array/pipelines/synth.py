@@ -134,7 +134,7 @@ class SynthSpec:
                 "n_questions": int(self.n_questions[j]),
             }
         clusters = {}
-        for c, name in enumerate(self.clusters):
+        for name in self.clusters:
             cols = np.flatnonzero(self.metadata["category"].to_numpy() == name)
             mine = np.isin(self.planted_benchmark, cols)
             clusters[name] = {
@@ -373,7 +373,7 @@ def synthesize(
         except InputError:
             writer = None
         same = writer is not None and writer.attrs.get("synth") == params
-        if same and chunk_tokens is not None:
+        if same and writer is not None and chunk_tokens is not None:
             same = writer.chunk_tokens == default_chunk_tokens(tokens, chunk_tokens)
         if not same:
             raise InputError(f"{store_path} already exists with other contents; pass --overwrite to replace it")
@@ -397,6 +397,7 @@ def synthesize(
         bar.advance(tokens - sum(sl.stop - sl.start for sl in slices))
         future = executor.submit(generate_range, spec, slices[0].start, slices[0].stop) if slices else None
         for i, (j, sl) in enumerate(zip(pending, slices)):
+            assert future is not None  # submitted before the loop (slices is not empty)
             nll = future.result()
             if i + 1 < len(slices):
                 future = executor.submit(generate_range, spec, slices[i + 1].start, slices[i + 1].stop)

@@ -1,0 +1,8 @@
+"""How stages run: defaults, the memory model, the task runner, the progress protocol, the device.
+
+- :mod:`.defaults`: one table of defaults with ``BSIG_*`` environment overrides;
+- :mod:`.memory`: ``--memory-limit`` turned into work sizes and concurrency (one model, every stage);
+- :mod:`.tasks`: independent tasks on threads, processes or dask.distributed (``--scheduler``);
+- :mod:`.progress`: the protocol through which stages report progress (the CLI draws the bars);
+- :mod:`.device`: ``--device auto|cpu|gpu``.
+"""

@@ -59,7 +59,7 @@ class Defaults:
     progress: str = _setting("auto", "progress bars on stderr: auto (when a terminal), 1 or 0")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Defaults":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Defaults:
         """The table with every ``BSIG_<NAME>`` override in ``environ`` (default: ``os.environ``) applied.
 
         Raises

@@ -1,4 +1,4 @@
-"""The memory model: ``--memory-limit`` turned into work sizes and concurrency for every stage (DESIGN §5).
+"""The memory model: ``--memory-limit`` turned into work sizes and concurrency for every stage (docs/DESIGN.md §5).
 
 After cubed's ``primitive/memory.py`` + ``core/plan.py``.  One model for every stage::
 

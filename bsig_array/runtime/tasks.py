@@ -44,7 +44,8 @@ def describe_scheduler(scheduler: Any) -> str:
     """Short name of a scheduler argument (for attributes and messages)."""
     if isinstance(scheduler, str):
         return scheduler
-    return f"distributed:{getattr(scheduler, 'scheduler_info', lambda: {})().get('address', '?')}"
+    info: dict[str, Any] = getattr(scheduler, "scheduler_info", lambda: {})()
+    return f"distributed:{info.get('address', '?')}"
 
 
 def check_scheduler(scheduler: Any) -> None:
@@ -74,7 +75,7 @@ class TaskRunner:
         self._client: Any = None
         self._own_client = False
 
-    def __enter__(self) -> "TaskRunner":
+    def __enter__(self) -> TaskRunner:
         if self.scheduler == "processes":
             # One pool for the whole stage: spawning workers (and importing numba kernels) is slow.
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))

@@ -22,10 +22,10 @@ import re
 import shutil
 import string
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
@@ -135,7 +135,8 @@ def generate_tasks(out: str | os.PathLike = TASKS_DIR, *, n_items: int = 80, see
         rng = random.Random(seed * 1000 + k)
         folder = out / task
         folder.mkdir(parents=True, exist_ok=True)
-        items, seen = [], set()
+        items: list[Item] = []
+        seen: set[str] = set()
         for _ in range(100 * n_items):
             if len(items) == n_items:
                 break

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,7 @@ from bsig_array.io.atomic import atomic_output, check_new_output
 from bsig_array.io.perplexity_store.schema import check_block
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
 from bsig_array.options import check_choice, duplicates
-from bsig_array.runtime.progress import Progress, no_progress
+from bsig_array.runtime.progress import Bar, Progress, no_progress
 
 PAPER_COLUMNS = ("text_id", "chunk_id", "logprobs")
 COORD_COLUMNS = ("token", "doc", "piece")
@@ -274,6 +274,7 @@ def _key_index(path: Path, batch_rows: int) -> _KeyIndex:
     except (ValueError, pa.ArrowException):
         docs = np.unique(np.asarray(distinct.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=str)).astype(object)
         doc_is_int = False
+    assert chunk_min is not None and chunk_max is not None  # n > 0 rows, each with a chunk_id
     span = chunk_max - chunk_min + 1
     if len(docs) * span >= 2**62:
         raise InputError(f"{path}: chunk_id range {chunk_min}..{chunk_max} is too wide to index; renumber chunk_id per text")
@@ -318,7 +319,7 @@ def _last_logprob(batch: pa.RecordBatch, path: Path) -> np.ndarray:
     return pc.fill_null(last.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
 
 
-def _fill_model(path: Path, name: str, reference: str, index: _KeyIndex, batch_rows: int, bar) -> np.ndarray:
+def _fill_model(path: Path, name: str, reference: str, index: _KeyIndex, batch_rows: int, bar: Bar) -> np.ndarray:
     """Pass 2 for one model: its NLL per token position, with every row matched to the key set."""
     nll = np.full(index.n, np.nan, dtype=np.float32)
     seen = np.zeros(index.n, dtype=bool)
@@ -376,7 +377,7 @@ def ingest_paper(
     reference = f"{files[0]} (model {names[0]!r})"
     staging = Path(tempfile.mkdtemp(prefix=".bsig-ingest-", dir=out.parent if out.parent.exists() else None))
     try:
-        spills = []
+        spills: list[Path] = []
         for path, name in zip(files, names):
             with progress(f"ingest: {name}", _parquet_file(path).metadata.num_rows, unit="rows") as bar:
                 spill = staging / f"{len(spills)}.f32"
@@ -411,7 +412,9 @@ def _write_from_spills(writer: StoreWriter, spills: Sequence[Path], index: _KeyI
 # ---------------------------------------------------------------------------------------- wide layout
 
 
-def _wide_reader(path: Path, batch_rows: int, column_types: dict | None = None):
+def _wide_reader(
+    path: Path, batch_rows: int, column_types: dict | None = None
+) -> tuple[pa.Schema, Callable[[list[str]], Iterator[pa.RecordBatch]]]:
     """Record batches of a wide Parquet/CSV table and its column names."""
     if path.suffix == ".parquet":
         pf = _parquet_file(path)
@@ -426,7 +429,7 @@ def _wide_reader(path: Path, batch_rows: int, column_types: dict | None = None):
     except pa.ArrowException as exc:
         raise InputError(f"cannot read {path} as CSV ({exc}); check the file") from None
 
-    def batches(cols):
+    def batches(cols: list[str]) -> Iterator[pa.RecordBatch]:
         types = {c: (pa.int64() if c in COORD_COLUMNS else pa.float64()) for c in cols}
         convert = pacsv.ConvertOptions(include_columns=cols, column_types=types)
         with pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert) as reader:

@@ -40,6 +40,7 @@ from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.progress import Progress, no_progress
 from bsig_array.schema import METADATA_COLUMNS, POPULATIONS
 
+
 def token_positions(token: xr.DataArray, ids: np.ndarray) -> np.ndarray:
     """Positions on the store's token axis of the token ids ``ids`` (first occurrence).
 

@@ -33,6 +33,7 @@ import numpy as np
 from bsig_array.errors import InputError
 from bsig_array.io.corpus_store import Corpus
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
+from bsig_array.io.zarr_format import zarr_array
 from bsig_array.models.backends.base import Backend, check_target, get_backend
 from bsig_array.runtime.progress import Progress, no_progress
 
@@ -139,7 +140,7 @@ def _claim_row(writer: StoreWriter, name: str, info: dict[str, Any]) -> int:
     if name in writer.models:
         row = writer.model_index([name])[0]
     elif writer.models == ["_unassigned"]:
-        writer.group["model"][0] = name
+        zarr_array(writer.group, "model")[0] = name
         writer.models = [name]
         row = 0
     else:
@@ -250,4 +251,5 @@ def extract_perplexity(
                     writer.write_chunk(j, nll[None, :], rows=[row], token=token, doc=doc, piece=piece)
                     tokens += sl.stop - sl.start
                     bar.advance(sl.stop - sl.start)
+    assert writer is not None  # pending is a list only once a writer exists
     return PerplexityResult(store, name, row, len(pending), writer.n_chunks, tokens, time.perf_counter() - t0)

@@ -86,6 +86,7 @@ def heatmaps_figure(overlap: xr.Dataset) -> plt.Figure:
             if cats[k] != cats[k - 1]:
                 ax.axhline(k - 0.5, color="black", lw=0.8)
                 ax.axvline(k - 0.5, color="black", lw=0.8)
+    assert image is not None  # levels is not empty (subplots needs at least one column)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.6, label="Spearman ρ / cosine")
     return fig
 

@@ -1,6 +1,6 @@
 """Select stage: AIC forward selection (or Lasso) on screened candidates, with LOO-CV.
 
-Second half of Algorithm 4 (DESIGN §4).  For every benchmark, the candidates are the union of its
+Second half of Algorithm 4 (docs/DESIGN.md §4).  For every benchmark, the candidates are the union of its
 low and high tails for one screening method (``candidate_token``), their NLL columns come from the
 screen output's ``candidate_nll`` (the full perplexity store is never reread), and the covariate is
 perplexity ``exp(nll)`` (the paper) or ``nll``.
@@ -118,7 +118,7 @@ def _select_aic(
     masks = np.ones((1, m), dtype=bool)
     if loocv:
         masks = np.vstack([masks, ~np.eye(m, dtype=bool)])
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         delta=delta, max_features=max_features, priority=priority, exponentiate=covariate == "perplexity",
         cache=plan.cache, block_columns=None if plan.cache else STREAM_BLOCK_COLUMNS,
     )
@@ -364,7 +364,7 @@ def select_signatures(
             bar.advance(1)
     done = [r for r in results if r is not None]
     bench_coords = {
-        name: c.values for name, c in y_all.coords.items() if c.dims == (BENCHMARK,) and name != BENCHMARK
+        str(name): c.values for name, c in y_all.coords.items() if c.dims == (BENCHMARK,) and name != BENCHMARK
     }
     ds = build_signatures([r for _, r in done], [t for t, _ in done], benchmarks, bench_coords)
     ds.attrs.update(

@@ -40,6 +40,7 @@ from bsig_array.io.benchmark_metadata import benchmark_metadata
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.schema import METADATA_COLUMNS, UNKNOWN
 
+
 def overlap_metadata(overlap: xr.Dataset, metadata: str | os.PathLike | pd.DataFrame | None = None) -> pd.DataFrame:
     """Metadata of the overlap's benchmarks (rows in matrix order).
 
@@ -58,7 +59,7 @@ def overlap_metadata(overlap: xr.Dataset, metadata: str | os.PathLike | pd.DataF
 def level_matrix(overlap: xr.Dataset, level: str) -> np.ndarray:
     """The ``level`` matrix as float64 (rows benchmark_a, columns benchmark_b)."""
     if level not in overlap:
-        raise InputError(f"the overlap file has no {level!r} matrix (it has {sorted(overlap.data_vars)}); pick another --level")
+        raise InputError(f"the overlap file has no {level!r} matrix (it has {sorted(overlap.data_vars, key=str)}); pick another --level")
     m = np.asarray(overlap[level].transpose("benchmark_a", "benchmark_b").values, dtype=np.float64)
     if not np.isfinite(m).any():
         raise InputError(f"the {level} overlap is all NaN ({overlap[level].attrs.get('reason', 'no data')}); pick another --level")
@@ -109,8 +110,8 @@ def within_cross(
         One row per category (those with at least two benchmarks) and ``overall``: columns
         ``n_benchmarks, within, cross, diff, diff_pct, p_value, resamples``.
     """
-    categories = np.asarray([str(c) for c in categories])
-    names, codes = np.unique(categories, return_inverse=True)
+    labels = np.asarray([str(c) for c in categories])
+    names, codes = np.unique(labels, return_inverse=True)
     if len(names) < 2:
         raise InputError(f"within- vs cross-category needs at least two categories, got {list(names)}; pass --metadata with a category column")
     eye = np.eye(len(names))

@@ -20,7 +20,7 @@ import zarr
 from bsig_array.errors import InputError
 from bsig_array.io.perplexity_store.reader import read_block
 from bsig_array.io.perplexity_store.schema import NLL
-from bsig_array.io.zarr_format import quiet_zarr
+from bsig_array.io.zarr_format import quiet_zarr, zarr_array
 from bsig_array.runtime.defaults import DEFAULTS
 
 
@@ -77,8 +77,8 @@ def _direct_store(nll: xr.DataArray, store: str | os.PathLike | None) -> str | N
     try:
         with quiet_zarr():
             group = zarr.open_group(str(store), mode="r")
-        arr = group[nll.name or NLL]
-        models = [str(v) for v in group["model"][:]]
+        arr = zarr_array(group, str(nll.name or NLL))
+        models = [str(v) for v in np.asarray(zarr_array(group, "model")[:])]
     except Exception:  # not a readable zarr group: fall back to reading through xarray
         return None
     same = (
@@ -116,7 +116,7 @@ def chunk_sources(
         stop = start + w
         tok = None if token is None else token[start:stop]
         if direct is not None:
-            blk = StoreSlice(direct, nll.name or NLL, start, stop)
+            blk = StoreSlice(direct, str(nll.name or NLL), start, stop)
         else:
             blk = data[:, start:stop]
             if hasattr(blk, "dask"):

@@ -27,7 +27,7 @@ from dask.base import tokenize
 
 from bsig_array.errors import BsigError, InputError
 from bsig_array.io.perplexity_store.schema import NLL, PROGRESS, TOKEN_COORDS, check_block, check_store_structure
-from bsig_array.io.zarr_format import quiet_zarr
+from bsig_array.io.zarr_format import quiet_zarr, zarr_array
 
 
 def open_store(
@@ -95,7 +95,7 @@ def _guard(ds: xr.Dataset, path: Path, check_values: bool) -> xr.Dataset:
     for name in (NLL, *TOKEN_COORDS):
         if name not in ds or name not in group or not isinstance(ds[name].data, da.Array):
             continue
-        array = group[name]
+        array = zarr_array(group, name)
         view = GuardedArray(array, str(path), models, check_values and name == NLL)
         chunks = ds[name].data.chunks
         stamp = os.stat(path / name / "zarr.json").st_mtime_ns
@@ -237,7 +237,7 @@ def decode_whole_chunk(array: zarr.Array, region: tuple[slice, ...]) -> np.ndarr
     from zarr.storage import LocalStore
 
     md = array.metadata
-    codecs = getattr(md, "codecs", ())
+    codecs: Sequence[Any] = getattr(md, "codecs", ())
     if not (
         isinstance(array.store, LocalStore) and len(codecs) == 2 and isinstance(codecs[0], BytesCodec)
         and isinstance(codecs[1], BloscCodec) and sys.byteorder == "little"

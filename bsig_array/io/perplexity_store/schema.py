@@ -1,6 +1,6 @@
 """Schema of the perplexity store: names, layout constants and the checks every reader applies.
 
-Layout of a store (Zarr v3 group, DESIGN §3)::
+Layout of a store (Zarr v3 group, docs/DESIGN.md §3)::
 
     nll       (model, token)  float32|float16   chunks (all models, chunk_tokens), Blosc-zstd
     model     (model,)        str               coordinate
@@ -64,7 +64,7 @@ def check_store_structure(ds: xr.Dataset, path: str | Path = "store") -> None:
         three models.
     """
     if "nll" not in ds.data_vars:
-        raise InputError(f"{path} has no 'nll' variable (found {sorted(ds.data_vars)}); write NLLs as nll(model, token)")
+        raise InputError(f"{path} has no 'nll' variable (found {sorted(ds.data_vars, key=str)}); write NLLs as nll(model, token)")
     nll = ds["nll"]
     if nll.dims != ("model", "token"):
         raise InputError(f"{path}: nll has dims {nll.dims}, expected ('model', 'token'); transpose or rename before writing")

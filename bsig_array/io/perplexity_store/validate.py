@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -17,7 +18,7 @@ from bsig_array.errors import InputError
 from bsig_array.io.perplexity_store.reader import chunk_files, open_store
 from bsig_array.io.perplexity_store.schema import NLL, PROGRESS, TOKEN_COORDS, first_bad
 from bsig_array.io.perplexity_store.writer import StoreWriter
-from bsig_array.io.zarr_format import quiet_zarr
+from bsig_array.io.zarr_format import quiet_zarr, zarr_array
 from bsig_array.runtime.progress import Progress, no_progress
 
 
@@ -101,14 +102,14 @@ def validate_store(
     ds = open_store(path, require_complete=not mark_pending, check_values=False)
     with quiet_zarr():
         group = zarr.open_group(path, mode="r", zarr_format=3)
-    nll = group[NLL]
+    nll = zarr_array(group, NLL)
     chunk = int(nll.chunks[1])
     n_tokens = int(nll.shape[1])
     n_chunks = -(-n_tokens // chunk)
     models = [str(m) for m in ds["model"].values]
     bsig = PROGRESS in group
-    done = np.asarray(group[PROGRESS][:, :], dtype=bool) if bsig else np.ones((len(models), n_chunks), bool)
-    version = group.attrs.get("bsig_schema_version")
+    done = np.asarray(zarr_array(group, PROGRESS)[:, :], dtype=bool) if bsig else np.ones((len(models), n_chunks), bool)
+    version: Any = group.attrs.get("bsig_schema_version")
     summary = StoreSummary(
         path=str(path),
         models=models,
@@ -128,7 +129,7 @@ def validate_store(
 
     first: tuple[str, int] | None = None
     bad_chunks: list[int] = []
-    coords = [group[c] for c in summary.coords]
+    coords = [zarr_array(group, c) for c in summary.coords]
     with progress("validate", n_chunks, unit="chunks") as bar:
         for j in range(n_chunks):
             cols = slice(j * chunk, min((j + 1) * chunk, n_tokens))

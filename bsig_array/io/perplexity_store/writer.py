@@ -27,7 +27,7 @@ from bsig_array.io.perplexity_store.schema import (
     compressor,
     default_chunk_tokens,
 )
-from bsig_array.io.zarr_format import quiet_zarr
+from bsig_array.io.zarr_format import quiet_zarr, zarr_array
 from bsig_array.options import check_unique_models
 
 
@@ -41,7 +41,7 @@ def create_store(
     with_doc_piece: bool = True,
     attrs: dict[str, Any] | None = None,
     overwrite: bool = False,
-) -> "StoreWriter":
+) -> StoreWriter:
     """Create an empty perplexity store and return a writer for it.
 
     Only metadata is written here; data arrives chunk by chunk through :meth:`StoreWriter.write_chunk`.
@@ -135,9 +135,9 @@ class StoreWriter:
             raise InputError(f"cannot open store {self.path} for writing ({exc}); create it first") from None
         if NLL not in self.group or PROGRESS not in self.group:
             raise InputError(f"{self.path} is not a writable bsig store (no nll or progress record)")
-        self.nll = self.group[NLL]
-        self.progress = self.group[PROGRESS]
-        self.models = [str(m) for m in self.group["model"][:]]
+        self.nll = zarr_array(self.group, NLL)
+        self.progress = zarr_array(self.group, PROGRESS)
+        self.models = [str(m) for m in np.asarray(zarr_array(self.group, "model")[:])]
         self.n_tokens = int(self.nll.shape[1])
         self.chunk_tokens = int(self.nll.chunks[1])
         self.n_chunks = -(-self.n_tokens // self.chunk_tokens)
@@ -197,10 +197,10 @@ class StoreWriter:
         if len(rows) == len(self.models) and rows == sorted(rows):
             self.nll[:, sl] = nll.astype(self.nll.dtype, copy=False)
         else:
-            block = self.nll[:, sl]
+            block = np.asarray(self.nll[:, sl])
             block[rows] = nll
             self.nll[:, sl] = block
-        marks = self.progress[:, j]
+        marks = np.asarray(self.progress[:, j])
         if token is None and "token" in self.group and not marks.any():
             # First write of this chunk without explicit ids: ids default to positions, so a store
             # never carries the placeholder zeros as feature ids.
@@ -209,7 +209,7 @@ class StoreWriter:
             if values is not None:
                 if name not in self.group:
                     raise ValueError(f"store {self.path} has no {name} coordinate")
-                self.group[name][sl] = np.asarray(values)
+                zarr_array(self.group, name)[sl] = np.asarray(values)
         marks[rows] = 1
         self.progress[:, j] = marks
 
@@ -232,7 +232,7 @@ class StoreWriter:
         rows = list(range(len(self.models))) if rows is None else list(rows)
         for j in chunks:
             self.chunk_slice(j)  # range check
-            marks = self.progress[:, j]
+            marks = np.asarray(self.progress[:, j])
             marks[rows] = 0
             self.progress[:, j] = marks
 
@@ -245,7 +245,7 @@ class StoreWriter:
         m_new = m_old + len(new)
         self.nll.resize((m_new, self.n_tokens))
         self.progress.resize((m_new, self.n_chunks))
-        model = self.group["model"]
+        model = zarr_array(self.group, "model")
         model.resize((m_new,))
         model[m_old:] = np.array(new, dtype=model.dtype)
         self.models = self.models + new
@@ -259,4 +259,4 @@ def is_complete(path: str | os.PathLike) -> bool:
         group = zarr.open_group(Path(path), mode="r", zarr_format=3)
     if PROGRESS not in group:
         return True
-    return bool(np.asarray(group[PROGRESS][:, :]).all())
+    return bool(np.asarray(zarr_array(group, PROGRESS)[:, :]).all())

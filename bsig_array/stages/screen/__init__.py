@@ -1,4 +1,4 @@
-"""Screen stage: every token scored against every benchmark, exact tails kept (DESIGN §4, §5).
+"""Screen stage: every token scored against every benchmark, exact tails kept (docs/DESIGN.md §4, §5).
 
 - :mod:`.driver`: the stage entry point :func:`screen` (checks, plan, the two passes, the output);
 - :mod:`.tasks`: what runs on one store chunk (pass 1 histograms, pass 2 tail members);

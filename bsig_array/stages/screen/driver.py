@@ -1,4 +1,4 @@
-"""Screen driver: out-of-core Thrush and Pre-select with exact tail thresholds (DESIGN §4, §5).
+"""Screen driver: out-of-core Thrush and Pre-select with exact tail thresholds (docs/DESIGN.md §4, §5).
 
 Two streaming passes over the perplexity store, each a set of independent per-chunk tasks
 (:mod:`.tasks`) run on the stage task runner (:mod:`bsig_array.runtime.tasks`) with the block size
@@ -205,7 +205,7 @@ def screen(
             check_unique(sources, union)
         ds = build_screen(
             models=models,
-            benchmark_coords={name: c for name, c in score.coords.items() if c.dims == (BENCHMARK,)},
+            benchmark_coords={str(name): c for name, c in score.coords.items() if c.dims == (BENCHMARK,)},
             coefficients=coefficients, token=token, score=cand_score, threshold=threshold,
             histograms={c: (histogram_bins(c, m), hist[c]) for c in coefficients},
             candidate=union, candidate_nll=spill.gather(union, m),

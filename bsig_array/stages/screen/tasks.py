@@ -48,7 +48,8 @@ def _xp(job: ScreenJob) -> Any:
     if job.threads:
         import numba
 
-        numba.set_num_threads(min(job.threads, numba.config.NUMBA_NUM_THREADS))  # thread-local setting
+        # thread-local setting (numba.config defines NUMBA_NUM_THREADS at runtime, unseen by mypy)
+        numba.set_num_threads(min(job.threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     return np
 
 
@@ -134,8 +135,8 @@ def tails_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
         codes = _codes(P, Y, job)
         t1 = time.perf_counter()
         for meth in job.coefficients:
-            members = K.tail_members(codes[meth][:B], sub_ids, job.bounds[meth], backend=job.backend)
-            parts[meth].append(_members_to_host(members))
+            found = K.tail_members(codes[meth][:B], sub_ids, job.bounds[meth], backend=job.backend)
+            parts[meth].append(_members_to_host(found))
             if n_null:
                 low, high = edges[meth]
                 null[meth] += _host(K.tail_counts(codes[meth][B:], low, high, backend=job.backend)).astype(np.int64)
