@@ -1,4 +1,4 @@
-"""Shape and value checks shared by the public kernels (raise ``ValueError``/``TypeError``)."""
+"""Shape and value checks shared by the public kernels (raise :class:`~bsig_array.kernels.errors.KernelInputError`)."""
 
 from __future__ import annotations
 

@@ -212,3 +212,17 @@ def test_sel_by_coefficient_works_on_null_estimates():
     out = screen(nll, score, null_permutations=2)
     fdr = out["null_fdr"].sel(coefficient="preselect", benchmark="b0")
     assert fdr.ndim == 0 and 0.0 <= float(fdr) <= 1.0
+
+
+def test_selection_kernel_errors_become_user_errors(screened, monkeypatch):
+    """The select stage has the same boundary: a kernel refusal inside a task is one InputError line."""
+    import bsig_array.stages.select as select_stage
+    from bsig_array.kernels.errors import KernelInputError
+
+    def refuse(*args, **kwargs):
+        raise KernelInputError("y has shape (3,), expected (8,)")
+
+    monkeypatch.setattr(select_stage, "forward_select", refuse)
+    screen_ds, score = screened
+    with pytest.raises(InputError, match=r"the selection kernels refused the input: y has shape"):
+        select_signatures(screen_ds, score, scheduler="threads")

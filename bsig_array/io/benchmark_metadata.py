@@ -53,6 +53,7 @@ import pandas as pd
 import xarray as xr
 
 from bsig_array.errors import InputError
+from bsig_array.io.atomic import atomic_output
 from bsig_array.schema import METADATA_COLUMNS, UNKNOWN
 
 # lm-eval task-name prefixes, longest first, stripped only when the rest is a known benchmark.
@@ -103,6 +104,14 @@ def load_metadata(path: str | os.PathLike | None = None) -> pd.DataFrame:
             table[col] = UNKNOWN
         table[col] = table[col].str.strip().replace("", UNKNOWN)
     return table.set_index("benchmark")[list(METADATA_COLUMNS)]
+
+
+def write_metadata(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a metadata table (indexed by ``benchmark``) as CSV, atomically; :func:`load_metadata` reads it."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        table.reset_index().to_csv(tmp, index=False)
+    return path
 
 
 @lru_cache(maxsize=1)

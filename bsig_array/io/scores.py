@@ -249,3 +249,25 @@ def align_performance(score: xr.DataArray, models: Sequence[str] | xr.Dataset | 
     aligned = aligned.assign_coords(model=("model", np.array(store_models, dtype=object))).astype(np.float64)
     check_scores(aligned)
     return aligned.rename("score")
+
+
+def set_model_scores(path: str | os.PathLike, model: str, scores: dict[str, float]) -> pd.DataFrame:
+    """Add or replace ``model``'s row of the wide performance CSV at ``path`` (written atomically).
+
+    Benchmarks new to the table get a column (NaN for the other models).  Returns the table.
+    """
+    path = Path(path)
+    if path.exists():
+        table = pd.read_csv(path)
+        if "model" not in table.columns:
+            raise InputError(f"{path} has no 'model' column; it is not a performance CSV")
+        table = table.set_index("model")
+    else:
+        table = pd.DataFrame(index=pd.Index([], name="model"))
+    for task in scores:
+        if task not in table.columns:
+            table[task] = float("nan")
+    table.loc[model, list(scores)] = list(scores.values())
+    with atomic_output(path) as tmp:
+        table.reset_index().to_csv(tmp, index=False)
+    return table

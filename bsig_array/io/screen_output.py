@@ -32,7 +32,7 @@ from bsig_array.io.atomic import atomic_output, check_new_output
 from bsig_array.io.zarr_format import quiet_zarr, strings, write_zarr
 from bsig_array.kernels.unique import sorted_unique
 from bsig_array.runtime.progress import Progress, no_progress
-from bsig_array.schema import BENCHMARK, CANDIDATE, COEFFICIENT, MODEL, RANK, TAIL, TAILS
+from bsig_array.schema import BENCHMARK, CANDIDATE, COEFFICIENT, COEFFICIENTS, MODEL, RANK, TAIL, TAILS
 
 #: Chunk length of the candidate axis of ``candidate_nll`` in the output store.
 CANDIDATE_CHUNK = 1 << 16
@@ -163,18 +163,22 @@ def _compute_with_progress(delayed: Any, scheduler: Any, workers: int | None, pr
             dask.compute(delayed, **kwargs)
 
 
-def open_screen(path: str | os.PathLike) -> xr.Dataset:
-    """Open a screen output store (lazy), or raise :class:`~bsig_array.errors.InputError` naming the problem."""
+def _open(path: str | os.PathLike) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise InputError(f"screen store {path} does not exist; run bsig screen first or fix --screen")
     try:
         with quiet_zarr():
-            ds = xr.open_zarr(path)
+            return xr.open_zarr(path)
     except Exception as exc:  # zarr raises many types for a non-store directory
         raise InputError(
             f"{path} is not a readable screen store ({type(exc).__name__}); pass the output of bsig screen"
         ) from None
+
+
+def open_screen(path: str | os.PathLike) -> xr.Dataset:
+    """Open a screen output store (lazy), or raise :class:`~bsig_array.errors.InputError` naming the problem."""
+    ds = _open(path)
     for var in ("candidate_token", "candidate_nll"):
         if var not in ds:
             raise InputError(f"{path} has no {var!r}; pass the output of bsig screen")
@@ -183,7 +187,10 @@ def open_screen(path: str | os.PathLike) -> xr.Dataset:
 
 def load_screen_summary(path: str | os.PathLike) -> xr.Dataset:
     """The screen output without ``candidate_nll``, loaded into memory (thresholds, histograms, tails)."""
-    return open_screen(path).drop_vars("candidate_nll").load()
+    ds = _open(path)
+    if not any(histogram_name(c) in ds for c in COEFFICIENTS):
+        raise InputError(f"{path} has no coefficient histograms; pass the output of bsig screen")
+    return ds.drop_vars("candidate_nll", errors="ignore").load()
 
 
 def candidate_axis(screen: xr.Dataset) -> np.ndarray:

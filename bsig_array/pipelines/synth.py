@@ -49,7 +49,7 @@ import xarray as xr
 
 from bsig_array.errors import InputError, OptionError
 from bsig_array.io.atomic import atomic_output
-from bsig_array.io.benchmark_metadata import load_metadata
+from bsig_array.io.benchmark_metadata import load_metadata, write_metadata
 from bsig_array.io.perplexity_store.schema import default_chunk_tokens
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
 from bsig_array.io.scores import write_performance
@@ -413,9 +413,7 @@ def synthesize(
         questions=out / "questions",
     )
     write_performance(spec.score_array(), paths.performance)
-    meta = spec.metadata.reset_index()
-    with atomic_output(paths.metadata) as tmp:
-        meta.to_csv(tmp, index=False)
+    write_metadata(spec.metadata, paths.metadata)
     _write_text(paths.truth, json.dumps(spec.truth() | {"params": params}, indent=1))
     if questions:
         write_questions(paths.questions, spec.benchmarks, list(spec.metadata["category"]), seed=seed)

@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from bsig_array.errors import InputError, OptionError
-from bsig_array.io.atomic import atomic_output
+from bsig_array.io.scores import set_model_scores
 
 TASKS_DIR = Path(__file__).parents[1] / "data" / "tasks"
 _DATA_SUFFIX = r"\.(?:jsonl|json|csv|parquet|txt)"
@@ -238,19 +238,8 @@ def evaluate_model(
 
 
 def update_performance(path: str | os.PathLike, model: str, scores: dict[str, float]) -> pd.DataFrame:
-    """Add or replace ``model``'s row of the wide performance CSV at ``path`` (written atomically)."""
-    path = Path(path)
-    if path.exists():
-        table = pd.read_csv(path)
-        if "model" not in table.columns:
-            raise InputError(f"{path} has no 'model' column; it is not a performance CSV")
-        table = table.set_index("model")
-    else:
-        table = pd.DataFrame(index=pd.Index([], name="model"))
-    for task in scores:
-        if task not in table.columns:
-            table[task] = float("nan")
-    table.loc[model, list(scores)] = list(scores.values())
-    with atomic_output(path) as tmp:
-        table.reset_index().to_csv(tmp, index=False)
-    return table
+    """Add or replace ``model``'s row of the wide performance CSV at ``path`` (written atomically).
+
+    The CSV belongs to :mod:`bsig_array.io.scores` (:func:`~bsig_array.io.scores.set_model_scores`).
+    """
+    return set_model_scores(path, model, scores)

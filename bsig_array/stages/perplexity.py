@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from bsig_array.errors import InputError
+from bsig_array.io.atomic import atomic_output
 from bsig_array.io.corpus_store import Corpus
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
 from bsig_array.io.zarr_format import zarr_array
@@ -113,10 +113,8 @@ def open_or_create_store(
     store = Path(store)
     expected = {"target": target, **_corpus_attrs(corpus)}
     if not store.exists():
-        tmp = store.with_name(f".{store.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        create_store(tmp, ["_unassigned"], corpus.n_features, chunk_tokens=chunk_tokens, dtype=dtype, attrs=expected)
-        os.rename(tmp, store)
+        with atomic_output(store) as tmp:
+            create_store(tmp, ["_unassigned"], corpus.n_features, chunk_tokens=chunk_tokens, dtype=dtype, attrs=expected)
         return StoreWriter(store)
     writer = StoreWriter(store)
     if writer.n_tokens != corpus.n_features:

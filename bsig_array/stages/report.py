@@ -34,10 +34,9 @@ import xarray as xr  # noqa: E402
 from bsig_array.errors import BsigError, InputError, OptionError  # noqa: E402
 from bsig_array.io.atomic import atomic_output  # noqa: E402
 from bsig_array.io.overlap_file import load_overlap  # noqa: E402
-from bsig_array.io.screen_output import histogram_name  # noqa: E402
+from bsig_array.io.screen_output import histogram_name, load_screen_summary  # noqa: E402
 from bsig_array.io.signatures import attach_contexts, load_signatures  # noqa: E402
 from bsig_array.io.stats_tables import read_stats  # noqa: E402
-from bsig_array.io.zarr_format import quiet_zarr  # noqa: E402
 from bsig_array.schema import COEFFICIENT, LEVELS  # noqa: E402
 from bsig_array.stages.stats import compute_stats  # noqa: E402
 
@@ -293,10 +292,7 @@ def load_inputs(
     if overlap is not None:
         out["overlap"] = load_overlap(overlap)
     if screen is not None:
-        if not Path(screen).exists():
-            raise InputError(f"screen output {screen} does not exist; create it with bsig screen")
-        with quiet_zarr():
-            out["screen"] = xr.open_zarr(screen).drop_vars("candidate_nll", errors="ignore").load()
+        out["screen"] = load_screen_summary(screen)
     if signatures is not None:
         out["signatures"] = load_signatures(signatures)
         if corpus is not None and "context" not in out["signatures"]:

@@ -49,6 +49,7 @@ from bsig_array.io.signatures import BenchmarkSelection, build_signatures
 from bsig_array.kernels.forward import forward_select, ols_fit
 from bsig_array.kernels.unique import sorted_unique
 from bsig_array.options import check_choice, check_nonnegative
+from bsig_array.runtime.boundary import kernel_errors
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.memory import STREAM_BLOCK_COLUMNS, SelectPlan, plan_selection
 from bsig_array.runtime.progress import Progress, no_progress
@@ -358,7 +359,7 @@ def select_signatures(
     results: list[tuple[np.ndarray, BenchmarkSelection] | None] = [None] * len(benchmarks)
     # Threads share this process: pin BLAS here, once, around the whole run (see select_task).
     with threadpool_limits(limits=1, user_api="blas"), task_runner(scheduler, plan.workers) as runner, \
-            progress(f"select ({method})", total=len(benchmarks), unit="benchmarks") as bar:
+            kernel_errors("selection"), progress(f"select ({method})", total=len(benchmarks), unit="benchmarks") as bar:
         for i, tokens, result in runner.imap_unordered(select_task, [(job, i) for i in range(len(benchmarks))]):
             results[i] = (tokens, result)
             bar.advance(1)

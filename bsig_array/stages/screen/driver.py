@@ -25,8 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,7 @@ from bsig_array.io.perplexity_store.chunks import ChunkSource, check_unique, chu
 from bsig_array.io.scores import align_performance
 from bsig_array.io.screen_output import add_null_estimates, build_screen
 from bsig_array.options import check_alpha, check_choice, check_count, resolve_coefficients
+from bsig_array.runtime.boundary import kernel_errors
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.device import resolve_device
 from bsig_array.runtime.memory import parse_memory, plan_screen
@@ -188,7 +188,7 @@ def screen(
     timings: dict[str, float] = {}
     spill = ColumnSpill()
     try:
-        with task_runner(scheduler, plan.workers) as runner, _kernel_errors():
+        with task_runner(scheduler, plan.workers) as runner, kernel_errors("screening"):
             t0 = time.perf_counter()
             hist, id_range = _run_pass1(runner, sources, job, d, timings, progress)
             timings["pass1_s"] = time.perf_counter() - t0
@@ -226,18 +226,6 @@ def screen(
         timings={key: round(val, 4) for key, val in timings.items()}, preselect_sign=PRESELECT_SIGN,
     )
     return ds
-
-
-@contextmanager
-def _kernel_errors() -> Iterator[None]:
-    """Turn a kernel's :class:`~bsig_array.kernels.KernelInputError`, raised inside a task, into a
-    one-line :class:`InputError` (the stage boundary).  The stage checks what it can before the
-    passes; this catches anything a kernel still refuses (its message names the problem).
-    """
-    try:
-        yield
-    except K.KernelInputError as exc:
-        raise InputError(f"the screening kernels refused the input: {exc}") from None
 
 
 def _run_pass1(
