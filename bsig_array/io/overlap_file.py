@@ -16,7 +16,7 @@ import xarray as xr
 
 from bsig_array.errors import InputError
 from bsig_array.io.atomic import atomic_output
-from bsig_array.io.zarr_format import quiet_zarr, write_zarr
+from bsig_array.io.zarr_format import open_artifact, write_zarr
 from bsig_array.schema import LEVELS
 
 
@@ -38,16 +38,15 @@ def write_overlap(ds: xr.Dataset, path: str | os.PathLike) -> Path:
 def load_overlap(path: str | os.PathLike) -> xr.Dataset:
     """Read an overlap dataset written by :func:`write_overlap` (into memory)."""
     path = Path(path)
-    if not path.exists():
+    if path.suffix == ".zarr" or path.is_dir():
+        ds = open_artifact(path, what="overlap file", command="bsig overlap", load=True)
+    elif not path.exists():
         raise InputError(f"overlap file {path} does not exist; create it with bsig overlap")
-    try:
-        if path.suffix == ".zarr" or path.is_dir():
-            with quiet_zarr():
-                ds = xr.open_zarr(path).load()
-        else:
+    else:
+        try:
             ds = xr.load_dataset(path, engine="scipy")
-    except Exception as exc:
-        raise InputError(f"cannot read overlap file {path} ({type(exc).__name__}: {exc})") from None
+        except Exception as exc:
+            raise InputError(f"cannot read overlap file {path} ({type(exc).__name__}: {exc})") from None
     if not any(level in ds for level in LEVELS):
         raise InputError(f"{path} holds none of {LEVELS}; pass the output of bsig overlap")
     return ds

@@ -29,7 +29,7 @@ import xarray as xr
 
 from bsig_array.errors import InputError
 from bsig_array.io.atomic import atomic_output, check_new_output
-from bsig_array.io.zarr_format import quiet_zarr, strings, write_zarr
+from bsig_array.io.zarr_format import open_artifact, quiet_zarr, strings, write_zarr
 from bsig_array.kernels.unique import sorted_unique
 from bsig_array.runtime.progress import Progress, no_progress
 from bsig_array.schema import BENCHMARK, CANDIDATE, COEFFICIENT, COEFFICIENTS, MODEL, RANK, TAIL, TAILS
@@ -164,16 +164,7 @@ def _compute_with_progress(delayed: Any, scheduler: Any, workers: int | None, pr
 
 
 def _open(path: str | os.PathLike) -> xr.Dataset:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"screen store {path} does not exist; run bsig screen first or fix --screen")
-    try:
-        with quiet_zarr():
-            return xr.open_zarr(path)
-    except Exception as exc:  # zarr raises many types for a non-store directory
-        raise InputError(
-            f"{path} is not a readable screen store ({type(exc).__name__}); pass the output of bsig screen"
-        ) from None
+    return open_artifact(path, what="screen store", command="bsig screen")
 
 
 def open_screen(path: str | os.PathLike) -> xr.Dataset:

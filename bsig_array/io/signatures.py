@@ -27,7 +27,7 @@ import xarray as xr
 from bsig_array.errors import InputError
 from bsig_array.io.atomic import atomic_output, check_new_output
 from bsig_array.io.corpus_store import Corpus, feature_context
-from bsig_array.io.zarr_format import quiet_zarr, write_zarr
+from bsig_array.io.zarr_format import open_artifact, write_zarr
 from bsig_array.schema import BENCHMARK, STEP
 
 
@@ -128,16 +128,7 @@ def attach_contexts(signatures: xr.Dataset, corpus: Corpus | str | os.PathLike) 
 
 def load_signatures(path: str | os.PathLike) -> xr.Dataset:
     """Open a signatures store (``bsig select`` output) with its small variables loaded."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"signatures store {path} does not exist; create it with bsig select")
-    try:
-        with quiet_zarr():
-            ds = xr.open_zarr(path).load()
-    except Exception as exc:
-        raise InputError(
-            f"cannot open signatures {path} ({type(exc).__name__}: {exc}); pass the output of bsig select"
-        ) from None
+    ds = open_artifact(path, what="signatures store", command="bsig select", load=True)
     if "signature_token" not in ds:
         raise InputError(f"{path} has no signature_token variable; pass the output of bsig select")
     return ds

@@ -13,6 +13,7 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -69,3 +70,19 @@ def write_zarr(
         return with_object_strings(ds).to_zarr(  # type: ignore[call-overload]  # xarray overloads only literal compute
             path, mode="w", zarr_format=3, consolidated=True, encoding=dict(encoding or {}), compute=compute
         )
+
+
+def open_artifact(path: str | os.PathLike, *, what: str, command: str, load: bool = False) -> xr.Dataset:
+    """Open a Zarr artifact that bsig wrote (lazily, or loaded); a missing or unreadable one is one
+    :class:`~bsig_array.errors.InputError` naming ``what`` and the ``command`` that writes it."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist; create it with {command}")
+    try:
+        with quiet_zarr():
+            ds = xr.open_zarr(path)
+            return ds.load() if load else ds
+    except Exception as exc:  # zarr raises many types for a damaged or non-store directory
+        raise InputError(
+            f"cannot read {what} {path} ({type(exc).__name__}: {exc}); pass the output of {command}"
+        ) from None
