@@ -50,7 +50,7 @@ def check_alpha(alpha: float) -> float:
 
 
 def check_count(value: int, what: str, *, minimum: int = 0) -> int:
-    """An integer option that must be at least ``minimum`` (e.g. ``--null-permutations``, ``--workers``)."""
+    """An integer option that must be at least ``minimum`` (e.g. ``--null-permutations``)."""
     if int(value) != value or int(value) < minimum:
         raise OptionError(f"{what} must be an integer >= {minimum}, got {value}")
     return int(value)
