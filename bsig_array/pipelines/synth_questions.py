@@ -63,7 +63,6 @@ VOCABULARY: dict[str, tuple[str, ...]] = {
 
 FALLBACK = "World Knowledge"
 
-
 TEMPLATES: tuple[str, ...] = (
     "In {subject}, which of the following best describes {a}?",
     "Which statement about {a} and {b} is correct in {subject}?",

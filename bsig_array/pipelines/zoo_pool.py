@@ -69,7 +69,6 @@ def build_zoo_pool(
     log
         Called with one line per finished step.
     """
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pool = ZooPool(out / "corpus.zarr", out / "perplexity.zarr", out / "performance.csv", {})

@@ -287,7 +287,6 @@ def load_inputs(
     Without ``stats``, statistics are computed from ``overlap`` for every level that has data.
     With ``corpus``, contexts are attached to signatures that lack them.
     """
-
     out: dict = {"overlap": None, "screen": None, "signatures": None, "stats": None}
     if overlap is not None:
         out["overlap"] = load_overlap(overlap)

@@ -52,7 +52,6 @@ def open_store(
         Raise on NaN/inf in any block read (default: same as ``require_complete``; unwritten blocks
         of an incomplete store read as NaN).
     """
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"perplexity store {path} does not exist; check the path or create it with bsig synth/ingest")
@@ -163,7 +162,6 @@ def read_block(
         When a chunk file is truncated or corrupt (naming the file and its token range, and how to
         rewrite it), or when ``check_values`` and the block holds NaN/inf.
     """
-
     region = _normalize_key(key, array.shape)
     try:
         block = decode_whole_chunk(array, region)

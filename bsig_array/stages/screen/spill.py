@@ -52,7 +52,6 @@ class ColumnSpill:
         One task per output chunk of :data:`CANDIDATE_CHUNK` candidates reads just their columns
         from the memory-mapped spill files, so no chunk-sized piece is held or rechunked.
         """
-
         n = union.size
         starts = tuple(sorted(self._starts))
         piece = np.empty(n, dtype=np.int32)  # spill file of each candidate
