@@ -25,7 +25,7 @@ from rich.progress import (
 from rich.text import Text
 
 from bsig_array.runtime.defaults import DEFAULTS, progress_enabled
-from bsig_array.runtime.progress import Bar
+from bsig_array.runtime.progress import Bar, no_progress
 
 
 class _RichBar:
@@ -37,11 +37,6 @@ class _RichBar:
 
     def advance(self, n: float = 1) -> None:
         self._progress.advance(self._task, n)
-
-
-class _SilentBar:
-    def advance(self, n: float = 1) -> None:
-        pass
 
 
 @contextmanager
@@ -58,7 +53,8 @@ def rich_progress(description: str, total: float | None, unit: str = "") -> Iter
         Unit shown after the rate, e.g. ``"tokens"``.
     """
     if not progress_enabled(DEFAULTS.progress, sys.stderr.isatty()):
-        yield _SilentBar()
+        with no_progress(description, total, unit) as silent:
+            yield silent
         return
     progress = Progress(
         TextColumn("[bold]{task.description}"),

@@ -54,6 +54,7 @@ import xarray as xr
 
 from bsig_array.errors import InputError
 from bsig_array.io.atomic import atomic_output
+from bsig_array.options import duplicates
 from bsig_array.schema import METADATA_COLUMNS, UNKNOWN
 
 # lm-eval task-name prefixes, longest first, stripped only when the rest is a known benchmark.
@@ -96,7 +97,7 @@ def load_metadata(path: str | os.PathLike | None = None) -> pd.DataFrame:
         source = str(path)
     if "benchmark" not in table.columns:
         raise InputError(f"metadata {source} has no 'benchmark' column (found {list(table.columns)}); add one")
-    dup = sorted(set(table["benchmark"][table["benchmark"].duplicated()]))
+    dup = duplicates(table["benchmark"])
     if dup:
         raise InputError(f"metadata {source} lists benchmarks {dup} more than once; keep one row per benchmark")
     for col in METADATA_COLUMNS:

@@ -42,7 +42,7 @@ def _from_wide(table: pd.DataFrame, source: str) -> xr.DataArray:
         table = table.assign(benchmark=table["benchmark"].astype(str))
         table = table.pivot(index="model", columns="benchmark", values="score")[order].reset_index()
     models = table["model"].astype(str).str.strip()
-    dup = sorted(set(models[models.duplicated()]))
+    dup = duplicates(models)
     if dup:
         raise InputError(f"{source} has duplicate model rows {dup}; keep one row per model")
     values = table.drop(columns="model")

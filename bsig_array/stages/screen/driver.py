@@ -40,7 +40,7 @@ from bsig_array.options import check_alpha, check_choice, check_count, resolve_c
 from bsig_array.runtime.boundary import kernel_errors
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.device import resolve_device
-from bsig_array.runtime.memory import parse_memory, plan_screen
+from bsig_array.runtime.memory import plan_screen
 from bsig_array.runtime.progress import Progress, no_progress
 from bsig_array.runtime.tasks import TaskRunner, check_scheduler, describe_scheduler, task_runner
 from bsig_array.schema import BENCHMARK, COEFFICIENTS, MODEL, TIES, TOKEN
@@ -222,7 +222,7 @@ def screen(
     ds.attrs.update(
         alpha=float(alpha), ties=ties, n_tokens=d, k=k, coefficients=list(coefficients),
         null_permutations=null_permutations, seed=int(seed), device=device, scheduler=describe_scheduler(scheduler),
-        memory_limit=int(parse_memory(memory_limit)), plan=plan.describe(), workers=plan.workers,
+        memory_limit=plan.memory_limit, plan=plan.describe(), workers=plan.workers,
         timings={key: round(val, 4) for key, val in timings.items()}, preselect_sign=PRESELECT_SIGN,
     )
     return ds
