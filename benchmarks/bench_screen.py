@@ -39,17 +39,15 @@ HERE = Path(__file__).resolve().parent
 def child_screen(cfg: dict) -> dict:
     from bsig_array.io.perplexity_store.reader import open_store
     from bsig_array.io.scores import align_performance, load_performance
-    from bsig_array.io.screen_output import write_screen
     from bsig_array.stages.screen.driver import screen
 
     t0 = time.perf_counter()
     ds = open_store(cfg["store"])
     score = align_performance(load_performance(cfg["performance"]), ds["model"].values)
     result = screen(ds["nll"], score, coefficients=cfg["method"], alpha=0.01, memory_limit=cfg["memory_limit"],
-                    scheduler="threads", null_permutations=cfg.get("null_permutations", 0), store=cfg["store"])
-    t1 = time.perf_counter()
-    write_screen(result, cfg["out"], overwrite=True)
-    t2 = time.perf_counter()
+                    scheduler="threads", null_permutations=cfg.get("null_permutations", 0), store=cfg["store"],
+                    out=cfg["out"], overwrite=True)
+    t1 = t2 = time.perf_counter()  # the output is streamed during the screen
     return {"timings": result.attrs["timings"], "plan": result.attrs["plan"], "screen_s": t1 - t0,
             "write_s": t2 - t1, "total_s": t2 - t0, "n_candidates": int(result.sizes["candidate"]),
             "peak_rss": peak_rss()}

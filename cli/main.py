@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "report"),
     "demo": ("demo", "demo"),
     "defaults": ("defaults", "defaults"),
+    "plan": ("plan", "plan"),
 }
 
 

@@ -31,6 +31,9 @@ from bsig_array.schema import DEVICES, TIES
               help="Label-permuted copies of each benchmark to score: estimates each tail's false discovery rate.")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, help="Seed of the label permutations.")
 @click.option("--metadata", type=click.Path(exists=True), help="Benchmark metadata CSV (family, format, category, function).")
+@click.option("--passes", type=click.Choice(["auto", "1", "2"]), default="auto", show_default=True,
+              help="Reads of the store: one (running tail boundaries, exact), two (the fallback; "
+                   "auto uses it with --null-permutations).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 def screen(
     perplexity: str,
@@ -46,22 +49,23 @@ def screen(
     null_permutations: int,
     seed: int,
     metadata: str | None,
+    passes: str,
     overwrite: bool,
 ) -> None:
     """Score every token against every benchmark and keep the exact top and bottom alpha tails.
 
     \b
-    Pass 1 streams the store into exact histograms of the integer scores (Thrush 2*gamma,
-    Pre-select eta*Z) and finds each tail's boundary; pass 2 streams it again and collects exactly
-    k tokens per tail (ties at the boundary: lowest token ids).  The output holds candidate ids,
-    scores, thresholds, histograms and the candidates' NLL columns (candidate_nll), written
-    atomically to --out.
+    One pass over the store counts exact histograms of the integer scores (Thrush 2*gamma,
+    Pre-select eta*Z) and spills, next to --out, every token that can still reach a tail (behind
+    the running k-th best it cannot); the full histograms then fix each tail's boundary and exactly
+    k tokens per tail are merged out of core (ties at the boundary: lowest token ids).  The output
+    holds candidate ids, scores, thresholds, histograms and the candidates' NLL columns
+    (candidate_nll), streamed atomically to --out.
     """
     from bsig_array.cli.progress import rich_progress
     from bsig_array.io.atomic import check_new_output
     from bsig_array.io.perplexity_store.reader import open_store
     from bsig_array.io.scores import load_performance
-    from bsig_array.io.screen_output import write_screen
     from bsig_array.stages.screen import screen as run_screen
 
     check_new_output(out, overwrite=overwrite)  # fail before the work, not after
@@ -70,13 +74,13 @@ def screen(
     result = run_screen(
         ds["nll"], score, coefficients=method, alpha=alpha, ties=ties, memory_limit=memory_limit, scheduler=scheduler,
         device=device, null_permutations=null_permutations, seed=seed, workers=workers, store=perplexity,
-        progress=rich_progress,
+        out=out, overwrite=overwrite, passes=passes, progress=rich_progress,
     )
-    path = write_screen(result, out, overwrite=overwrite, scheduler=scheduler, progress=rich_progress)
     click.echo(
-        f"wrote {path}: {result.sizes['benchmark']} benchmarks x {len(result.attrs['coefficients'])} coefficient(s), "
+        f"wrote {out}: {result.sizes['benchmark']} benchmarks x {len(result.attrs['coefficients'])} coefficient(s), "
         f"k={result.attrs['k']:,} per tail of {result.attrs['n_tokens']:,} tokens, "
-        f"{result.sizes['candidate']:,} distinct candidates ({result.attrs['plan']})"
+        f"{result.sizes['candidate']:,} distinct candidates, {result.attrs['passes']} pass(es) "
+        f"({result.attrs['plan']})"
     )
     if null_permutations:
         fdr = result["null_fdr"]

@@ -7,19 +7,25 @@ Variables (dims use the names of :mod:`bsig_array.schema`)::
     threshold         (coefficient, benchmark, tail)        float64  score at each tail's boundary
     histogram_thrush  (benchmark, thrush_bin)               int64    exact counts of γ
     histogram_preselect (benchmark, preselect_bin)          int64    exact counts of η·Z
+    candidate_column  (coefficient, benchmark, tail, rank)  int64    each candidate's position on the candidate axis
     candidate_nll     (model, candidate)                    float32  NLL columns of the union of candidates
     null_exceedances, null_fdr (coefficient, benchmark)              with --null-permutations
 
-Select a coefficient with ``ds.sel(coefficient="thrush")``.  The screen stage builds the dataset
-with :func:`build_screen` (and :func:`add_null_estimates`), :func:`write_screen` writes it;
-:func:`open_screen` and :func:`load_screen_summary` read it back, :func:`benchmark_candidates`
-gives one benchmark's candidates and their ``candidate_nll`` columns.
+Select a coefficient with ``ds.sel(coefficient="thrush")``.  The screen stage streams its result
+into the store with :class:`ScreenStoreWriter` (region by region, one writer per Zarr chunk, so no
+candidate array is ever whole in memory); :func:`build_screen` (and :func:`add_null_estimates`)
+assemble a result in memory and :func:`write_screen` writes one.  :func:`open_screen` and
+:func:`load_screen_summary` read it back (the candidate axis is not loaded as an index: it can be as
+long as the pool), :func:`benchmark_candidates` gives one benchmark's candidates and their
+``candidate_nll`` columns.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +35,15 @@ import xarray as xr
 
 from bsig_array.errors import InputError
 from bsig_array.io.atomic import atomic_output, check_new_output
-from bsig_array.io.zarr_format import open_artifact, quiet_zarr, strings, write_zarr
+from bsig_array.io.zarr_format import open_artifact, quiet_zarr, strings, write_zarr, zarr_array
 from bsig_array.kernels.unique import sorted_unique
 from bsig_array.runtime.progress import Progress, no_progress
 from bsig_array.schema import BENCHMARK, CANDIDATE, COEFFICIENT, COEFFICIENTS, MODEL, RANK, TAIL, TAILS
 
 #: Chunk length of the candidate axis of ``candidate_nll`` in the output store.
 CANDIDATE_CHUNK = 1 << 16
+#: Largest chunk of the rank axis of the candidate arrays (the writer's buffers hold one per tail).
+MAX_RANK_CHUNK = 1 << 18
 #: Variables every screen output has (the histograms depend on the coefficients screened).
 REQUIRED = ("candidate_token", "candidate_score", "threshold", "candidate_nll")
 _TAILS_DIMS = (COEFFICIENT, BENCHMARK, TAIL, RANK)
@@ -57,8 +65,9 @@ def build_screen(
     histograms: Mapping[str, tuple[np.ndarray, np.ndarray]],
     candidate: np.ndarray,
     candidate_nll: Any,
+    column: np.ndarray | None = None,
 ) -> xr.Dataset:
-    """Assemble a screen output.
+    """Assemble a screen output in memory (the screen stage streams with :class:`ScreenStoreWriter`).
 
     Parameters
     ----------
@@ -78,21 +87,24 @@ def build_screen(
         Sorted distinct token ids of all candidates.
     candidate_nll
         (model, candidate) float32 NLL columns (numpy or a lazy dask array).
+    column
+        (coefficient, benchmark, 2, k) position of each candidate on ``candidate`` (default: looked up).
     """
     coords: dict[str, Any] = {
         name: (BENCHMARK, strings(c.values) if c.dtype.kind in "OUS" else c.values) for name, c in benchmark_coords.items()
     }
+    if column is None:
+        column = np.searchsorted(candidate, token)
     ds = xr.Dataset(
         {
             "candidate_token": (_TAILS_DIMS, token),
             "candidate_score": (_TAILS_DIMS, score),
+            "candidate_column": (_TAILS_DIMS, column),
             "threshold": (_TAILS_DIMS[:-1], threshold),
         },
         coords={COEFFICIENT: strings(coefficients), TAIL: strings(TAILS), MODEL: strings(models), **coords},
     )
-    ds["candidate_token"].attrs["description"] = "token ids kept in each tail, sorted by id (exactly k per tail)"
-    ds["candidate_score"].attrs["description"] = "gamma (thrush) or eta (preselect) of each candidate"
-    ds["threshold"].attrs["description"] = "score at each tail's boundary (ties there broken by lowest token id)"
+    _describe(ds)
     for coef in coefficients:
         bins, counts = histograms[coef]
         name = histogram_name(coef)
@@ -103,8 +115,23 @@ def build_screen(
         )
     ds["candidate_nll"] = ((MODEL, CANDIDATE), candidate_nll)
     ds = ds.assign_coords({CANDIDATE: candidate})
-    ds["candidate_nll"].attrs["description"] = "NLL columns of the union of candidates (coord candidate = token id)"
+    _describe(ds)
     return ds
+
+
+_DESCRIPTIONS = {
+    "candidate_token": "token ids kept in each tail, sorted by id (exactly k per tail)",
+    "candidate_score": "gamma (thrush) or eta (preselect) of each candidate",
+    "candidate_column": "position of each candidate on the candidate axis (column of candidate_nll)",
+    "threshold": "score at each tail's boundary (ties there broken by lowest token id)",
+    "candidate_nll": "NLL columns of the union of candidates (coord candidate = token id)",
+}
+
+
+def _describe(ds: xr.Dataset) -> None:
+    for name, text in _DESCRIPTIONS.items():
+        if name in ds:
+            ds[name].attrs["description"] = text
 
 
 def add_null_estimates(ds: xr.Dataset, exceedances: np.ndarray, k: int) -> xr.Dataset:
@@ -163,8 +190,194 @@ def _compute_with_progress(delayed: Any, scheduler: Any, workers: int | None, pr
             dask.compute(delayed, **kwargs)
 
 
+class ScreenStoreWriter:
+    """Streams a screen output into a Zarr store: small variables at once, candidates region by region.
+
+    The thresholds, histograms and coordinates are written by xarray when the writer is created;
+    the candidate arrays are created at full size and filled by :meth:`append_tails` and
+    :meth:`append_candidates`, which take pieces in token-id order, buffer them and write every
+    Zarr chunk exactly once, whole, from a small pool of threads (Blosc releases the GIL).  So each
+    region has one writer, and memory holds one rank chunk per tail plus one candidate chunk, never
+    the candidate arrays.  :meth:`close` writes the last partial chunks, trims the candidate axis to
+    its final length and consolidates the metadata.
+
+    Parameters
+    ----------
+    path
+        Directory to write (normally the temporary sibling of :func:`~bsig_array.io.atomic.atomic_output`).
+    summary
+        The small part of the output: coordinates, ``threshold``, histograms, null estimates, attrs.
+    k
+        Candidates per tail (length of ``rank``).
+    max_candidates
+        Upper bound of the candidate axis (it is trimmed on :meth:`close`).
+    rank_chunk
+        Chunk length along ``rank`` (bounded by the memory plan).
+    workers
+        Threads compressing and writing chunks.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, summary: xr.Dataset, *, k: int, max_candidates: int, rank_chunk: int,
+        workers: int = 2,
+    ) -> None:
+        import zarr
+        from zarr.codecs import BloscCodec
+
+        C, B = summary.sizes[COEFFICIENT], summary.sizes[BENCHMARK]
+        m = summary.sizes[MODEL]
+        self.path, self.k, self.m = str(path), int(k), int(m)
+        self.rank_chunk = int(max(1, min(rank_chunk, k)))
+        # whole tails fit the buffers: one chunk per coefficient, written once on close (zarr's
+        # per-write cost, ~3 ms, would otherwise dominate a screen of many small tails)
+        self.whole = self.rank_chunk == self.k
+        cand_chunk = min(CANDIDATE_CHUNK, max(max_candidates, 1))
+        template = summary.copy()
+        placeholder = {"candidate_token": np.int64, "candidate_score": np.float64, "candidate_column": np.int64}
+        for name, dtype in placeholder.items():
+            template[name] = (_TAILS_DIMS, np.zeros((C, B, 2, 1), dtype=dtype))
+        template["candidate_nll"] = ((MODEL, CANDIDATE), np.zeros((m, 1), dtype=np.float32))
+        template = template.assign_coords({CANDIDATE: np.zeros(1, dtype=np.int64)})
+        _describe(template)
+        fast = {"compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]}  # written once, read often
+        tail_chunks = (1, B, 2, self.k) if self.whole else (1, 1, 1, self.rank_chunk)
+        encoding: dict[str, Any] = {name: {"chunks": tail_chunks, **fast} for name in placeholder}
+        encoding["candidate_nll"] = {"chunks": (m, cand_chunk), **fast}
+        encoding[CANDIDATE] = {"chunks": (cand_chunk,), **fast}
+        write_zarr(template, self.path, encoding=encoding)
+        with quiet_zarr():
+            group = zarr.open_group(self.path, mode="r+", use_consolidated=False)
+            self._arrays = {name: zarr_array(group, name) for name in (*placeholder, "candidate_nll", CANDIDATE)}
+        for name in placeholder:
+            self._arrays[name].resize((C, B, 2, self.k))
+        self._arrays["candidate_nll"].resize((m, max(max_candidates, 1)))
+        self._arrays[CANDIDATE].resize((max(max_candidates, 1),))
+        self.cand_chunk = cand_chunk
+        # per coefficient and tail (key = 2*benchmark + tail): a rank chunk being filled
+        self._tail_buf = {
+            name: np.zeros((C, 2 * B, self.rank_chunk), dtype=dtype) for name, dtype in placeholder.items()
+        }
+        self._tail_fill = np.zeros((C, 2 * B), dtype=np.int64)
+        self._tail_done = np.zeros((C, 2 * B), dtype=np.int64)  # ranks already written
+        self._cand_ids = np.zeros(cand_chunk, dtype=np.int64)
+        self._cand_nll = np.zeros((m, cand_chunk), dtype=np.float32)
+        self._cand_fill = 0
+        self.n_candidates = 0
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="bsig-write")
+        self._slots = threading.BoundedSemaphore(2 * max(1, workers))  # chunks queued or being written
+        self._futures: list[Future] = []
+
+    def _submit(self, name: str, region: tuple[slice | int, ...], data: np.ndarray) -> None:
+        self._slots.acquire()
+        future = self._pool.submit(self._write, name, region, data)
+        future.add_done_callback(lambda _: self._slots.release())
+        self._futures.append(future)
+        if len(self._futures) > 64:
+            self._reap()
+
+    def _write(self, name: str, region: tuple[slice | int, ...], data: np.ndarray) -> None:
+        with quiet_zarr():
+            self._arrays[name][region] = data
+
+    def _reap(self) -> None:
+        running = []
+        for f in self._futures:
+            if f.done():
+                f.result()  # re-raise a failed write here
+            else:
+                running.append(f)
+        self._futures = running
+
+    def append_tails(self, c: int, key: np.ndarray, token: np.ndarray, score: np.ndarray, column: np.ndarray) -> None:
+        """Append members of coefficient ``c``, grouped by ascending key (key = 2·benchmark + tail) and
+        sorted by token within a key, after everything appended before for the same tail."""
+        fill = self._tail_fill[c]
+        values = {"candidate_token": token, "candidate_score": score, "candidate_column": column}
+        R = self.rank_chunk
+        while key.size:
+            starts = np.flatnonzero(np.diff(key, prepend=-1))
+            lengths = np.diff(np.append(starts, key.size))
+            dest = np.repeat(fill[key[starts]] - starts, lengths) + np.arange(key.size)
+            now = dest < R
+            flat = key[now].astype(np.int64) * R + dest[now]
+            for name, v in values.items():
+                self._tail_buf[name][c].reshape(-1)[flat] = v[now]
+            fill += np.bincount(key[now], minlength=fill.size)
+            if self.whole:
+                if not now.all():
+                    raise ValueError(f"a tail of coefficient {c} got more than k={self.k} members")
+                return
+            for q in np.flatnonzero(fill == R):
+                self._flush_tail(c, int(q), R)
+            later = ~now
+            key = key[later]
+            values = {name: v[later] for name, v in values.items()}
+
+    def _flush_tail(self, c: int, q: int, n: int) -> None:
+        r0 = int(self._tail_done[c, q])
+        if r0 + n > self.k:
+            raise ValueError(f"tail {q} of coefficient {c} got more than k={self.k} members")
+        b, t = divmod(q, 2)
+        for name, buf in self._tail_buf.items():
+            self._submit(name, (c, b, t, slice(r0, r0 + n)), buf[c, q, :n].copy())
+        self._tail_done[c, q] += n
+        self._tail_fill[c, q] = 0
+
+    def append_candidates(self, ids: np.ndarray, nll: np.ndarray) -> None:
+        """Append candidates (ids above every id appended before) with their (model, n) NLL columns."""
+        at = 0
+        while at < ids.size:
+            n = min(ids.size - at, self.cand_chunk - self._cand_fill)
+            self._cand_ids[self._cand_fill : self._cand_fill + n] = ids[at : at + n]
+            self._cand_nll[:, self._cand_fill : self._cand_fill + n] = nll[:, at : at + n]
+            self._cand_fill += n
+            at += n
+            if self._cand_fill == self.cand_chunk:
+                self._flush_candidates()
+
+    def _flush_candidates(self) -> None:
+        n, i0 = self._cand_fill, self.n_candidates
+        self._submit(CANDIDATE, (slice(i0, i0 + n),), self._cand_ids[:n].copy())
+        self._submit("candidate_nll", (slice(None), slice(i0, i0 + n)), self._cand_nll[:, :n].copy())
+        self.n_candidates += n
+        self._cand_fill = 0
+
+    def close(self, attrs: Mapping[str, Any]) -> None:
+        """Write the partial chunks, trim the candidate axis, set ``attrs`` and consolidate."""
+        import zarr
+
+        C, Q = self._tail_fill.shape
+        if self.whole:
+            self._tail_done[:] = self._tail_fill
+            for name, buf in self._tail_buf.items():
+                self._submit(name, (slice(None),) * 4, buf.reshape(C, Q // 2, 2, self.k))
+        else:
+            for c in range(C):
+                for q in range(Q):
+                    if self._tail_fill[c, q]:
+                        self._flush_tail(c, q, int(self._tail_fill[c, q]))
+        if self._cand_fill:
+            self._flush_candidates()
+        self._pool.shutdown(wait=True)
+        self._reap()
+        short = np.argwhere(self._tail_done != self.k)
+        if short.size:
+            c, q = (int(v) for v in short[0])
+            raise ValueError(f"tail {q} of coefficient {c} got {int(self._tail_done[c, q])} members, not k={self.k}")
+        with quiet_zarr():
+            self._arrays["candidate_nll"].resize((self.m, self.n_candidates))
+            self._arrays[CANDIDATE].resize((self.n_candidates,))
+            group = zarr.open_group(self.path, mode="r+", use_consolidated=False)
+            group.attrs.update(dict(attrs))
+            zarr.consolidate_metadata(self.path)
+
+    def abort(self) -> None:
+        """Stop the write pool after a failure (the caller removes the directory)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _open(path: str | os.PathLike) -> xr.Dataset:
-    return open_artifact(path, what="screen store", command="bsig screen")
+    return open_artifact(path, what="screen store", command="bsig screen", index_except=(CANDIDATE,))
 
 
 def open_screen(path: str | os.PathLike) -> xr.Dataset:
@@ -204,15 +417,28 @@ def benchmark_candidates(
     benchmark, coefficient
         Which benchmark and which coefficient's tails.
     union
-        The screen's ``candidate`` axis (:func:`candidate_axis`), if already loaded.
+        The screen's ``candidate`` axis (:func:`candidate_axis`), only needed for outputs written
+        before ``candidate_column`` existed (it is loaded when missing).
 
     Returns
     -------
     tokens, columns
         int64 arrays of equal length.
     """
-    tokens = np.asarray(screen["candidate_token"].sel({COEFFICIENT: coefficient, BENCHMARK: benchmark}).values).ravel()
-    tokens = sorted_unique(tokens[tokens >= 0].astype(np.int64))
+    where = {COEFFICIENT: coefficient, BENCHMARK: benchmark}
+    tokens = np.asarray(screen["candidate_token"].sel(where).values).ravel().astype(np.int64)
+    if "candidate_column" in screen:
+        cols = np.asarray(screen["candidate_column"].sel(where).values).ravel().astype(np.int64)
+        tokens, first = np.unique(tokens, return_index=True)
+        cols = cols[first]
+        n = screen.sizes[CANDIDATE]
+        if tokens.size and (cols.min() < 0 or cols.max() >= n):
+            raise InputError(
+                f"screen store is inconsistent: a candidate of {benchmark} points outside candidate_nll "
+                f"({n} columns); rerun bsig screen"
+            )
+        return tokens, cols
+    tokens = sorted_unique(tokens[tokens >= 0])
     union = candidate_axis(screen) if union is None else union
     cols = np.searchsorted(union, tokens)
     ok = cols < union.size

@@ -72,15 +72,25 @@ def write_zarr(
         )
 
 
-def open_artifact(path: str | os.PathLike, *, what: str, command: str, load: bool = False) -> xr.Dataset:
+def open_artifact(
+    path: str | os.PathLike, *, what: str, command: str, load: bool = False, index_except: tuple[str, ...] = (),
+) -> xr.Dataset:
     """Open a Zarr artifact that bsig wrote (lazily, or loaded); a missing or unreadable one is one
-    :class:`~bsig_array.errors.InputError` naming ``what`` and the ``command`` that writes it."""
+    :class:`~bsig_array.errors.InputError` naming ``what`` and the ``command`` that writes it.
+
+    Dimension coordinates become indexes as usual, except those named in ``index_except``: an index
+    is loaded whole at open, and some axes (the screen's candidate axis) can be as long as the pool.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{what} {path} does not exist; create it with {command}")
     try:
         with quiet_zarr():
-            ds = xr.open_zarr(path)
+            ds = xr.open_zarr(path, create_default_indexes=not index_except)
+            if index_except:
+                for name in ds.dims:
+                    if name in ds.coords and name not in index_except and ds[name].dims == (name,):
+                        ds = ds.set_xindex(str(name))
             return ds.load() if load else ds
     except Exception as exc:  # zarr raises many types for a damaged or non-store directory
         raise InputError(

@@ -32,7 +32,7 @@ import xarray as xr
 from bsig_array.io.overlap_file import write_overlap
 from bsig_array.io.perplexity_store.reader import open_store
 from bsig_array.io.scores import align_performance, load_performance
-from bsig_array.io.screen_output import load_screen_summary, open_screen, write_screen
+from bsig_array.io.screen_output import load_screen_summary, open_screen
 from bsig_array.io.signatures import write_signatures
 from bsig_array.io.stats_tables import write_stats
 from bsig_array.pipelines.synth import synthesize
@@ -133,8 +133,10 @@ def run_demo(
     t0 = time.perf_counter()
     nll = open_store(paths.perplexity)["nll"]
     score = align_performance(load_performance(paths.performance, metadata=paths.metadata), nll["model"].values)
-    screened = screen(nll, score, memory_limit=memory_limit, progress=progress)
-    write_screen(screened, out / "screen.zarr", overwrite=True, progress=progress)
+    screened = screen(
+        nll, score, memory_limit=memory_limit, store=paths.perplexity, out=out / "screen.zarr", overwrite=True,
+        progress=progress,
+    )
     done("screen", t0, f"k = {screened.attrs.get('k')} tokens per tail -> {out / 'screen.zarr'}")
 
     t0 = time.perf_counter()

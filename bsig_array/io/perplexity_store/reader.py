@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import struct
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -164,9 +165,7 @@ def read_block(
     """
     region = _normalize_key(key, array.shape)
     try:
-        block = decode_whole_chunk(array, region)
-        if block is None:
-            block = np.asarray(array[region])
+        block = _read(array, region)
     except BsigError:
         raise
     except Exception as exc:  # codecs raise RuntimeError/ValueError/OSError/... for damaged chunk files
@@ -175,6 +174,18 @@ def read_block(
         rows, cols = region
         names = list(models) if models is not None else [f"row {i}" for i in range(array.shape[0])]
         check_block(block, names[rows], cols.start, path=path)
+    return block
+
+
+def _read(array: zarr.Array, region: tuple[slice, ...]) -> np.ndarray:
+    """``array[region]``: straight from the chunk file when it is one whole Blosc chunk, else via zarr
+    (after checking the Blosc frames it will decode)."""
+    block = decode_whole_chunk(array, region)
+    if block is None:
+        for file, nbytes in _blosc_files(array, region):
+            with open(file, "rb") as f:
+                check_blosc_frame(f.read(_BLOSC_HEADER), nbytes, size=os.fstat(f.fileno()).st_size)
+        block = np.asarray(array[region])
     return block
 
 
@@ -204,7 +215,7 @@ def unreadable_message(array: zarr.Array, region: tuple[slice, ...], path: str |
     bad = []
     for key, part in chunk_files(array, region):
         try:
-            array[part]
+            _read(array, part)
         except Exception:
             bad.append((key, part[-1]))
     if not bad:
@@ -221,41 +232,111 @@ def unreadable_message(array: zarr.Array, region: tuple[slice, ...], path: str |
     )
 
 
-def decode_whole_chunk(array: zarr.Array, region: tuple[slice, ...]) -> np.ndarray | None:
-    """``array[region]`` decoded straight from its chunk file when ``region`` is exactly one whole
-    chunk (all rows) of a 2-D array in a local store encoded as bytes + Blosc (the perplexity
-    store's layout); ``None`` otherwise (read it with zarr).
+#: Bytes of a Blosc (1.x) frame header: version, flags, typesize, then uint32 nbytes, blocksize, cbytes.
+_BLOSC_HEADER = 16
 
-    zarr's own read holds the compressed bytes, the decoded chunk and a copy into the output
-    (~2.8x the raw chunk); decompressing straight into the output needs ~1.9x, and skips a copy.
-    Damaged bytes raise whatever Blosc raises; :func:`read_block` names the file.
+
+def check_blosc_frame(header: bytes, nbytes: int, *, size: int | None = None) -> None:
+    """Raise unless a chunk file is one whole Blosc frame that decodes to ``nbytes`` bytes.
+
+    Blosc trusts the sizes in its header: decoding a truncated frame reads past the end of the
+    buffer (garbage, or a crash) instead of failing, so every Blosc chunk is checked before it is
+    decoded.  Within a frame whose size is right, Blosc bounds-checks its blocks itself.
+
+    Parameters
+    ----------
+    header
+        The file's first bytes (at least the 16-byte header), or the whole file.
+    nbytes
+        Size of the decoded chunk (all of it: zarr stores edge chunks full size).
+    size
+        Size of the file (default: ``len(header)``, i.e. ``header`` is the whole file).
+
+    Raises
+    ------
+    ValueError
+        When the file is shorter than a header, or its size or decoded size disagree with the header.
     """
-    import numcodecs.blosc
+    size = len(header) if size is None else size
+    if size < _BLOSC_HEADER:
+        raise ValueError(f"{size} bytes, shorter than a Blosc header ({_BLOSC_HEADER} bytes)")
+    decoded, _, compressed = struct.unpack_from("<III", header, 4)
+    if compressed != size:
+        raise ValueError(f"the Blosc header says {compressed} compressed bytes but the file has {size}")
+    if decoded != nbytes:
+        raise ValueError(f"the Blosc header says {decoded} decoded bytes but the chunk holds {nbytes}")
+
+
+def _blosc_chunks(array: zarr.Array) -> tuple[int, ...] | None:
+    """Chunk shape of ``array`` if it is stored as bytes + Blosc in a local store, readable as
+    native little-endian numpy (the perplexity store's layout); ``None`` for any other codec chain
+    (zstd, gzip, no compression, sharding, ...), which zarr decodes and checks itself."""
     from zarr.codecs import BloscCodec, BytesCodec
     from zarr.storage import LocalStore
 
-    md = array.metadata
-    codecs: Sequence[Any] = getattr(md, "codecs", ())
+    codecs: Sequence[Any] = getattr(array.metadata, "codecs", ())
     if not (
         isinstance(array.store, LocalStore) and len(codecs) == 2 and isinstance(codecs[0], BytesCodec)
         and isinstance(codecs[1], BloscCodec) and sys.byteorder == "little"
         and getattr(codecs[0].endian, "value", None) in (None, "little")
-        and isinstance(array.dtype, np.dtype) and len(array.shape) == 2
+        and isinstance(array.dtype, np.dtype)
     ):
         return None
+    shape = getattr(array.metadata.chunk_grid, "chunk_shape", None)
+    return tuple(shape) if shape is not None and len(shape) == len(array.shape) else None
+
+
+def _chunk_path(array: zarr.Array, index: tuple[int, ...]) -> Path:
+    """File of chunk ``index`` of an array in a local store (one :func:`_blosc_chunks` accepted)."""
+    from zarr.storage import LocalStore
+
+    store = array.store
+    assert isinstance(store, LocalStore)
+    return Path(store.root, array.store_path.path, array.metadata.encode_chunk_key(index))
+
+
+def _blosc_files(array: zarr.Array, region: tuple[slice, ...]) -> Iterator[tuple[Path, int]]:
+    """Existing chunk files of a local Blosc ``array`` overlapping ``region``, with their decoded size."""
+    shape = _blosc_chunks(array)
+    if shape is None:
+        return
+    nbytes = int(np.prod(shape)) * array.dtype.itemsize
+    ranges = [range(k.start // g, -(-k.stop // g)) for k, g in zip(region, shape)]
+    for index in itertools.product(*ranges):
+        file = _chunk_path(array, index)
+        if file.exists():  # never written: zarr fills it
+            yield file, nbytes
+
+
+def decode_whole_chunk(array: zarr.Array, region: tuple[slice, ...]) -> np.ndarray | None:
+    """``array[region]`` decoded straight from its chunk file when ``region`` is exactly one whole
+    chunk (all rows) of a 2-D array in a local store encoded as bytes + Blosc (the perplexity
+    store's layout, any Blosc compressor and shuffle); ``None`` otherwise (read it with zarr).
+
+    zarr's own read holds the compressed bytes, the decoded chunk and a copy into the output
+    (~2.8x the raw chunk); decompressing straight into the output needs ~1.9x, and skips a copy.
+    A damaged file raises :class:`ValueError` (:func:`check_blosc_frame`) or whatever Blosc raises;
+    :func:`read_block` names the file.
+    """
+    import numcodecs.blosc
+
+    shape = _blosc_chunks(array)
+    if shape is None or len(shape) != 2:
+        return None
     rows, cols = region
-    n_rows, width = getattr(md.chunk_grid, "chunk_shape", (0, 0))
+    n_rows, width = shape
     start, stop = cols.start, cols.stop
     if (
         n_rows != array.shape[0] or (rows.start, rows.stop) != (0, n_rows)
         or start % width or stop != min(start + width, array.shape[1])
     ):
         return None
-    path = Path(array.store.root, array.store_path.path, md.encode_chunk_key((0, start // width)))
     try:
-        raw = path.read_bytes()
+        raw = _chunk_path(array, (0, start // width)).read_bytes()
     except FileNotFoundError:  # never written: zarr fills it
         return None
+    assert isinstance(array.dtype, np.dtype)  # _blosc_chunks checked it
     out = np.empty((n_rows, width), dtype=array.dtype)  # edge chunks are stored full size
+    check_blosc_frame(raw, out.nbytes)
     numcodecs.blosc.decompress(raw, out)
     return out[:, : stop - start]

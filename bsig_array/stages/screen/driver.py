@@ -1,23 +1,27 @@
 """Screen driver: out-of-core Thrush and Pre-select with exact tail thresholds (docs/DESIGN.md §4, §5).
 
-Two streaming passes over the perplexity store, each a set of independent per-chunk tasks
-(:mod:`.tasks`) run on the stage task runner (:mod:`bsig_array.runtime.tasks`) with the block size
-and concurrency that :func:`bsig_array.runtime.memory.plan_screen` derives from ``memory_limit``:
+**One pass** over the perplexity store (the default): each store chunk is one task (:mod:`.tasks`)
+on the stage task runner (:mod:`bsig_array.runtime.tasks`), with the block size and concurrency
+that :func:`bsig_array.runtime.memory.plan_screen` derives from ``memory_limit``.  A task forms
+every benchmark's integer codes (Thrush ``2γ``, Pre-select ``η·Z``), counts them on each
+coefficient's exact lattice, and spills its tail members against the *running* boundaries: those of
+the chunks folded so far (sent with each new task) tightened by the chunk's own.  A token behind the
+``k``-th of any set of tokens can never be among the final ``k``, so the spill holds every final
+member; about ``k·(1 + ln(d/k))`` per tail in all.  When the pass ends the summed histograms give the
+exact boundaries (:func:`bsig_array.kernels.tail_bounds`), and the merge runs out of core:
 
-1. **histograms**: every chunk's integer codes (Thrush ``2γ``, Pre-select ``η·Z``) for all
-   benchmarks at once are counted on each coefficient's exact lattice; the summed histograms give
-   the exact tail boundaries (:func:`bsig_array.kernels.tail_bounds`);
-2. **tails**: every chunk's members strictly beyond a boundary, and the lowest token ids *at* it,
-   are merged across chunks (:mod:`.merge`) into exactly ``k = max(floor(alpha·d), 1)`` tokens per
-   tail; label-permuted copies of each benchmark (``null_permutations``) are scored in the same
-   pass and counted against the observed boundaries.
+1. *count* (parallel, one task per segment of chunks in token-id order): members beyond / at each
+   final boundary;
+2. *allocate* (driver): ties at a boundary go to the lowest ids, i.e. to the first segments;
+3. *finalize* (parallel): each segment keeps its final members and the union of their columns;
+4. *write* (driver + a pool of writer threads): segments in id order are appended to the output
+   store chunk by chunk (:class:`~bsig_array.io.screen_output.ScreenStoreWriter`).
 
-The result never depends on chunking or scheduling: histograms are sums, tails are order-free
-merges with a token-id tie-break.  Pass 2 also hands back the NLL columns of every chunk's tail
-members (it holds the decompressed chunk anyway); the driver spills them to a temporary directory
-(:mod:`.spill`), so ``candidate_nll`` is a lazy gather of the final candidates from that spill,
-never a third read of the store.  The output's schema and writer are
-:mod:`bsig_array.io.screen_output`.
+**Two passes** (``passes=2``, and automatically with label permutations, whose null counts need
+the final boundaries): pass 1 only counts, pass 2 spills against the final boundaries and counts
+the permuted rows; the merge is the same.  Both give the same result, bit for bit, for every
+chunking, scheduler and worker count: histograms are sums, and tails are the first ``k`` in the
+total order of (code, token id).  The output records which ran (``passes``).
 """
 
 from __future__ import annotations
@@ -26,33 +30,40 @@ import dataclasses
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from bsig_array import kernels as K
-from bsig_array.errors import InputError
-from bsig_array.io.perplexity_store.chunks import ChunkSource, check_unique, chunk_sources
+from bsig_array.errors import InputError, OptionError
+from bsig_array.io.atomic import atomic_output, check_new_output
+from bsig_array.io.perplexity_store.chunks import ChunkSource, chunk_sources
 from bsig_array.io.scores import align_performance
-from bsig_array.io.screen_output import add_null_estimates, build_screen
+from bsig_array.io.screen_output import ScreenStoreWriter, add_null_estimates, histogram_name, open_screen
+from bsig_array.io.zarr_format import strings
 from bsig_array.options import check_alpha, check_choice, check_count, resolve_coefficients
 from bsig_array.runtime.boundary import kernel_errors
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.device import resolve_device
-from bsig_array.runtime.memory import plan_screen
+from bsig_array.runtime.memory import ScreenPlan, plan_screen
 from bsig_array.runtime.progress import Progress, no_progress
 from bsig_array.runtime.tasks import TaskRunner, check_scheduler, describe_scheduler, task_runner
-from bsig_array.schema import BENCHMARK, COEFFICIENTS, MODEL, TIES, TOKEN
+from bsig_array.schema import BENCHMARK, COEFFICIENT, COEFFICIENTS, MODEL, TAIL, TAILS, TIES, TOKEN
+from bsig_array.stages.screen import spill as S
 from bsig_array.stages.screen.merge import (
-    TailAccumulator,
-    candidate_union,
-    final_tails,
+    allocate_ties,
     histogram_bins,
     null_exceedance,
+    running_bounds,
+    segments,
+    speculative_bounds,
 )
-from bsig_array.stages.screen.spill import ColumnSpill
-from bsig_array.stages.screen.tasks import ScreenJob, histogram_task, tails_task
+from bsig_array.stages.screen.tasks import ScreenJob, count_task, finalize_task, scan_task, verify_task
+
+#: ``passes`` choices: one pass, two passes, or one unless label permutations need two.
+PASSES = ("auto", "1", "2")
 
 PRESELECT_SIGN = (
     "eta counts correctly ordered pairs (Eq. 2 as printed): a perfect predictor has eta = 1, so the high "
@@ -90,6 +101,9 @@ def screen(
     workers: int | None = None,
     backend: str = "auto",
     store: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    passes: str | int = "auto",
     progress: Progress = no_progress,
 ) -> xr.Dataset:
     """Screen every token against every benchmark with exact tail thresholds.
@@ -109,16 +123,17 @@ def screen(
         Ranking of tied NLLs for Thrush: ``"average"`` (midranks) or ``"first"`` (store order, the
         paper repo's behaviour).  Pre-select counts tied pairs as 0 either way.
     memory_limit
-        Peak-memory promise (e.g. ``"2GiB"``), turned into block size and concurrency by
-        :func:`bsig_array.runtime.memory.plan_screen`; a plan that cannot fit is refused before running.
+        Peak-memory promise (e.g. ``"2GiB"``), turned into block sizes and concurrency by
+        :func:`bsig_array.runtime.memory.plan_screen`; refused before running only when one store
+        chunk cannot be screened within it.
     scheduler
         ``"threads"``, ``"processes"``, ``"synchronous"``, a dask.distributed address, or a
-        ``distributed.Client``.
+        ``distributed.Client``.  Tasks write the spill next to ``out``: workers must see that directory.
     device
         ``"auto"``, ``"cpu"`` or ``"gpu"`` (CuPy).
     null_permutations
-        Label-permuted copies of each benchmark scored in pass 2; gives ``null_exceedances`` and
-        ``null_fdr``.
+        Label-permuted copies of each benchmark scored against the final boundaries (two passes);
+        gives ``null_exceedances`` and ``null_fdr``.
     seed
         Seed of the permutations.
     workers
@@ -129,21 +144,27 @@ def screen(
         Path of the perplexity store ``nll`` was opened from: its chunks are then read raw from the
         store (~3x faster than through xarray's decoding).  Ignored unless ``nll`` is that store's
         unmodified array.
+    out
+        Screen output to write (checked before any work; written atomically).  Without it the
+        result is returned in memory, which only suits results that fit.
+    overwrite
+        Replace an existing ``out``.
+    passes
+        ``"auto"`` (one pass, two with ``null_permutations``), ``1`` or ``2``.
     progress
-        Receives one bar per pass (see :mod:`bsig_array.runtime.progress`).
+        Receives one bar per pass and one for the merge (see :mod:`bsig_array.runtime.progress`).
 
     Returns
     -------
     xarray.Dataset
-        The screen output (:mod:`bsig_array.io.screen_output`); ``candidate_nll`` is a lazy gather
-        (write it with :func:`~bsig_array.io.screen_output.write_screen`).
+        The screen output (:mod:`bsig_array.io.screen_output`): opened lazily from ``out``, or loaded.
 
     Raises
     ------
     OptionError, InputError, PlanError
-        Bad options; a store or score table that cannot be screened; a plan that cannot fit the
-        memory limit.  All before any chunk is read, except damaged chunks and NaN/inf values,
-        which are named when they are read.
+        Bad options; a store or score table that cannot be screened; a store chunk that cannot fit
+        the memory limit.  All before any chunk is read, except damaged chunks, NaN/inf values and
+        repeated token ids, which are named when they are read.
     """
     coefficients = resolve_coefficients(coefficients)
     check_choice(ties, TIES, "ties rule", "(midranks, or store order as the paper repo)")
@@ -151,6 +172,8 @@ def screen(
     device = resolve_device(device)
     null_permutations = check_count(null_permutations, "null permutations")
     alpha = check_alpha(alpha)
+    n_passes = _check_passes(passes, null_permutations)
+    target = None if out is None else check_new_output(out, overwrite=overwrite)
     if set(nll.dims) != {MODEL, TOKEN}:
         raise InputError(f"nll has dims {nll.dims}, expected (model, token)")
     nll = nll.transpose(MODEL, TOKEN)
@@ -176,98 +199,261 @@ def screen(
         max_workers = 1 if scheduler == "synchronous" else workers
     plan = plan_screen(
         n_models=m, n_benchmarks=B, null_permutations=null_permutations, n_tokens=d, chunk_tokens=widest,
-        itemsize=nll.dtype.itemsize, coefficients=coefficients, k=k, memory_limit=memory_limit, max_workers=max_workers,
+        itemsize=nll.dtype.itemsize, coefficients=coefficients, k=k, memory_limit=memory_limit,
+        max_workers=max_workers, passes=n_passes,
     )
     job = ScreenJob(
         coefficients=coefficients, Y=Y, Y_null=permuted_scores(Y, null_permutations, seed), ties=ties,
         block_tokens=plan.block_tokens, backend="cupy" if device == "gpu" else backend,
-        models=tuple(models), path=str(store or "store"),
+        models=tuple(models), path=str(store or "store"), k=k, block_members=plan.block_members, n_tokens=d,
         threads=max(1, (os.cpu_count() or 1) // plan.workers) if isinstance(scheduler, str) else 0,
     )
-
+    bench_coords = {str(name): c for name, c in score.coords.items() if c.dims == (BENCHMARK,)}
     timings: dict[str, float] = {}
-    spill = ColumnSpill()
+    spill = S.ChunkSpill(near=target)
     try:
+        job = dataclasses.replace(job, spill=spill.path)
         with task_runner(scheduler, plan.workers) as runner, kernel_errors("screening"):
-            t0 = time.perf_counter()
-            hist, id_range = _run_pass1(runner, sources, job, d, timings, progress)
-            timings["pass1_s"] = time.perf_counter() - t0
-            bounds = {c: K.tail_bounds(hist[c], k, c, m) for c in coefficients}
-            job = dataclasses.replace(job, bounds=bounds)
-            t0 = time.perf_counter()
-            folded = _run_pass2(runner, sources, job, d, timings, spill, id_range, progress)
-            timings["pass2_s"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        token, cand_score, threshold = final_tails(folded.parts(), bounds, m, k)
-        union = candidate_union(token, id_range)
-        if id_range is None:
-            check_unique(sources, union)
-        ds = build_screen(
-            models=models,
-            benchmark_coords={str(name): c for name, c in score.coords.items() if c.dims == (BENCHMARK,)},
-            coefficients=coefficients, token=token, score=cand_score, threshold=threshold,
-            histograms={c: (histogram_bins(c, m), hist[c]) for c in coefficients},
-            candidate=union, candidate_nll=spill.gather(union, m),
-        )
-        timings["merge_s"] = time.perf_counter() - t0
-    except BaseException:
+            if n_passes == 1:
+                scan = _scan(runner, sources, job, d, timings, progress, "screen (one pass: histograms + tails)")
+                hist, spans = scan["hist"], scan["spans"]
+                bounds = {c: K.tail_bounds(hist[c], k, c, m) for c in coefficients}
+                scan["reread"] = _repair(runner, sources, dataclasses.replace(job, count=False, bounds=bounds),
+                                         timings, progress)
+            else:
+                first = _scan(runner, sources, dataclasses.replace(job, collect=False), d, timings, progress,
+                              "screen pass 1/2 (histograms)")
+                hist = first["hist"]
+                bounds = {c: K.tail_bounds(hist[c], k, c, m) for c in coefficients}
+                scan = _scan(runner, sources, dataclasses.replace(job, count=False, bounds=bounds), d, timings,
+                             progress, "screen pass 2/2 (tails)")
+                spans = scan["spans"]
+            summary = _summary(models, bench_coords, coefficients, hist, bounds, m)
+            if null_permutations:
+                exceed = np.stack([
+                    null_exceedance(scan["null"][c], hist[c], bounds[c], c, m, null_permutations) for c in coefficients
+                ])
+                summary = add_null_estimates(summary, exceed, k)
+            summary.attrs.update(
+                alpha=float(alpha), ties=ties, n_tokens=d, k=k, coefficients=list(coefficients),
+                null_permutations=null_permutations, seed=int(seed), device=device,
+                scheduler=describe_scheduler(scheduler), memory_limit=plan.memory_limit, plan=plan.describe(),
+                workers=plan.workers, passes=n_passes, preselect_sign=PRESELECT_SIGN,
+                spill_bytes=int(scan["spilled"]), reread_chunks=int(scan.get("reread", 0)),
+            )
+            result = _merge(runner, sources, spill, job, bounds, spans, summary, plan, target, timings, progress)
+    finally:
         spill.remove()
-        raise
-    if null_permutations:
-        exceed = np.stack([
-            null_exceedance(folded.null[c], hist[c], bounds[c], c, m, null_permutations) for c in coefficients
-        ])
-        ds = add_null_estimates(ds, exceed, k)
-    ds.attrs.update(
-        alpha=float(alpha), ties=ties, n_tokens=d, k=k, coefficients=list(coefficients),
-        null_permutations=null_permutations, seed=int(seed), device=device, scheduler=describe_scheduler(scheduler),
-        memory_limit=plan.memory_limit, plan=plan.describe(), workers=plan.workers,
-        timings={key: round(val, 4) for key, val in timings.items()}, preselect_sign=PRESELECT_SIGN,
-    )
-    return ds
+    return result
 
 
-def _run_pass1(
+def _check_passes(passes: str | int, null_permutations: int) -> int:
+    text = str(passes)
+    check_choice(text, PASSES, "number of passes", "(auto: one pass, two with --null-permutations)")
+    if text == "1" and null_permutations:
+        raise OptionError(
+            "label permutations are counted against the final boundaries, which needs two passes; "
+            "use --passes 2 (or auto) with --null-permutations"
+        )
+    return 2 if text == "2" or (text == "auto" and null_permutations) else 1
+
+
+def _scan(
     runner: TaskRunner, sources: list[ChunkSource], job: ScreenJob, d: int, timings: dict[str, float],
-    progress: Progress,
-) -> tuple[dict[str, np.ndarray], tuple[int, int] | None]:
-    """Summed histograms, and the range of the token ids when they are provably unique (increasing
-    along the store), else ``None``."""
+    progress: Progress, title: str,
+) -> dict[str, Any]:
+    """One pass over the store: summed histograms and null counts, chunk id spans, spilled bytes.
+
+    In the one-pass screen (``job.count`` and ``job.collect``) each task is sent the running
+    boundaries of the histograms folded so far, so later chunks spill fewer members.
+    """
+    t_pass = time.perf_counter()
+    m = job.Y.shape[1]
+    running = job.count and job.collect
     hist: dict[str, np.ndarray] = {}
-    spans = []
-    with progress("screen pass 1/2 (histograms)", total=d, unit="tokens") as bar:
-        for res in runner.imap_unordered(histogram_task, [(s, job) for s in sources]):
-            for coef, h in res["hist"].items():
+    null = {c: np.zeros((job.Y_null.shape[0], 4), dtype=np.int64) for c in job.coefficients}
+    current = dict(job.bounds)
+    guess: dict[str, K.TailBounds] = {}
+    spans, spilled = [], 0
+
+    def arguments() -> Any:
+        for src in sources:  # built lazily: each task gets the boundaries known when it starts
+            yield (src, dataclasses.replace(job, bounds=dict(current), speculative=dict(guess)) if running else job)
+
+    with progress(title, total=d, unit="tokens") as bar:
+        for res in runner.imap_unordered(scan_task, arguments()):
+            t0 = time.perf_counter()
+            for coef, h in res.get("hist", {}).items():
                 if coef in hist:
                     hist[coef] += h
                 else:
                     hist[coef] = h.astype(np.int64, copy=True)
+                if running:
+                    for into, bounds in ((current, running_bounds(hist[coef], job.k, coef, m)),
+                                         (guess, speculative_bounds(hist[coef], job.k, d, coef, m))):
+                        if bounds is not None:
+                            into[coef] = bounds
+            for coef, n in res.get("null", {}).items():
+                null[coef] += n
             spans.append(res["ids"])
-            _add_times(timings, res["times"], "pass1")
+            spilled += res.get("spilled", 0)
+            for key, val in res["times"].items():
+                timings[f"scan_{key}_s"] = timings.get(f"scan_{key}_s", 0.0) + val
+            timings["driver_fold_s"] = timings.get("driver_fold_s", 0.0) + time.perf_counter() - t0
             bar.advance(res["tokens"])
-    spans.sort()
-    unique = all(inc for *_, inc in spans) and all(a[2] < b[1] for a, b in zip(spans, spans[1:]))
-    return hist, (spans[0][1], spans[-1][2]) if unique else None
+    timings[f"pass{'' if running else ('1' if job.count else '2')}_s"] = time.perf_counter() - t_pass
+    return {"hist": hist, "null": null, "spans": spans, "spilled": spilled}
 
 
-def _run_pass2(
-    runner: TaskRunner, sources: list[ChunkSource], job: ScreenJob, d: int, timings: dict[str, float],
-    spill: ColumnSpill, id_range: tuple[int, int] | None, progress: Progress,
-) -> TailAccumulator:
-    """Pass 2: every chunk's tail members and null counts folded as they arrive; member columns spilled."""
-    folded = TailAccumulator(job.bounds, job.Y_null.shape[0], id_range)
-    with progress("screen pass 2/2 (tails)", total=d, unit="tokens") as bar:
-        for res in runner.imap_unordered(tails_task, [(s, job) for s in sources]):
-            t0 = time.perf_counter()
-            spill.add(*res.pop("columns"))
-            timings["pass2_spill_s"] = timings.get("pass2_spill_s", 0.0) + time.perf_counter() - t0
-            folded.add(res["members"], res["null"])
-            _add_times(timings, res["times"], "pass2")
-            bar.advance(res["tokens"])
-    return folded
+def _repair(
+    runner: TaskRunner, sources: list[ChunkSource], job: ScreenJob, timings: dict[str, float], progress: Progress,
+) -> int:
+    """Read again, against the final boundaries, the chunks whose speculative boundaries cut too tight.
+
+    Their spill is replaced; returns how many chunks were read again (0 unless the store's order
+    shifts the score distribution, see :func:`~bsig_array.stages.screen.merge.speculative_bounds`).
+    """
+    t0 = time.perf_counter()
+    starts = [s for s in runner.imap_unordered(_indexed, [(verify_task, 0, job.spill, src.start, job.bounds)
+                                                          for src in sources])]
+    redo = [src for src in sources if src.start in {s for _, s in starts if s is not None}]
+    if redo:
+        with progress("screen: re-reading chunks cut too tight", total=sum(s.stop - s.start for s in redo),
+                      unit="tokens") as bar:
+            for res in runner.imap_unordered(scan_task, [(src, job) for src in redo]):
+                bar.advance(res["tokens"])
+    timings["repair_s"] = time.perf_counter() - t0
+    return len(redo)
 
 
-def _add_times(total: dict[str, float], times: dict[str, float], prefix: str) -> None:
-    for key, val in times.items():
-        total[f"{prefix}_{key}_s"] = total.get(f"{prefix}_{key}_s", 0.0) + val
+def _summary(
+    models: list[str], bench_coords: dict[str, xr.DataArray], coefficients: Sequence[str],
+    hist: dict[str, np.ndarray], bounds: dict[str, K.TailBounds], m: int,
+) -> xr.Dataset:
+    """The small part of the output: coordinates, thresholds and histograms."""
+    threshold = np.empty((len(coefficients), len(next(iter(hist.values()))), 2), dtype=np.float64)
+    for i, coef in enumerate(coefficients):
+        scale = K.code_scale(coef, m)
+        threshold[i, :, 0] = bounds[coef].low_code / scale
+        threshold[i, :, 1] = bounds[coef].high_code / scale
+    coords: dict[str, Any] = {
+        name: (BENCHMARK, strings(c.values) if c.dtype.kind in "OUS" else c.values) for name, c in bench_coords.items()
+    }
+    ds = xr.Dataset(
+        {"threshold": ((COEFFICIENT, BENCHMARK, TAIL), threshold)},
+        coords={COEFFICIENT: strings(coefficients), TAIL: strings(TAILS), MODEL: strings(models), **coords},
+    )
+    for coef in coefficients:
+        ds[histogram_name(coef)] = ((BENCHMARK, f"{coef}_bin"), hist[coef])
+        ds = ds.assign_coords({f"{coef}_bin": histogram_bins(coef, m)})
+        ds[histogram_name(coef)].attrs["description"] = (
+            "exact counts of gamma over its half-integer lattice" if coef == "thrush" else "exact counts of eta*Z over 0..Z"
+        )
+    return ds
+
+
+def _merge(
+    runner: TaskRunner, sources: list[ChunkSource], spill: S.ChunkSpill, job: ScreenJob,
+    bounds: dict[str, K.TailBounds], spans: list[tuple[int, int, int, bool]], summary: xr.Dataset,
+    plan: ScreenPlan, target: Path | None, timings: dict[str, float], progress: Progress,
+) -> xr.Dataset:
+    """Exact tails from the spill, written to ``target`` (or returned in memory) in token-id order."""
+    t0 = time.perf_counter()
+    segs = segments(spans)
+    by_start = {src.start: src for src in sources}
+    budget = job.block_members
+    with progress("screen merge (count, finalize, write)", total=3 * len(segs), unit="segments") as bar:
+        counts: list[dict[str, np.ndarray]] = [{} for _ in segs]
+        for i, res in runner.imap_unordered(_indexed, [(count_task, i, spill.path, seg, bounds, budget)
+                                                       for i, seg in enumerate(segs)]):
+            counts[i] = res
+            bar.advance(1)
+        takes: list[dict[str, np.ndarray]] = [{} for _ in segs]
+        for coef, b in bounds.items():
+            per_segment, _ = allocate_ties([c[coef] for c in counts], b)
+            for i, t in enumerate(per_segment):
+                takes[i][coef] = t
+        sizes = [0] * len(segs)
+        finalize_args = [
+            (finalize_task, i, spill.path, i, seg, [by_start[s].stop - s for s in seg],
+             [by_start[s] for s in seg] if len(seg) > 1 else None, bounds, takes[i], budget)
+            for i, seg in enumerate(segs)
+        ]
+        for i, size in runner.imap_unordered(_indexed, finalize_args):
+            sizes[i] = size
+            bar.advance(1)
+        timings["merge_finalize_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        tmp = None
+        if target is None:
+            import tempfile
+
+            tmp = tempfile.mkdtemp(prefix=".bsig-screen-", dir=spill.path)
+        with atomic_output(target) if target is not None else _nullpath(tmp) as path:
+            writer = ScreenStoreWriter(
+                path, summary, k=job.k, max_candidates=sum(sizes), rank_chunk=plan.rank_chunk, workers=plan.workers,
+            )
+            try:
+                _write_segments(writer, spill.path, segs, list(bounds), job, budget, bar)
+                timings["merge_write_s"] = time.perf_counter() - t1
+                timings["merge_s"] = time.perf_counter() - t0
+                writer.close({**summary.attrs, "timings": {key: round(v, 4) for key, v in timings.items()}})
+            except BaseException:
+                writer.abort()
+                raise
+    return open_screen(target) if target is not None else open_screen(str(tmp)).load()
+
+
+def _indexed(fn: Any, i: int, *args: Any) -> tuple[int, Any]:
+    return i, fn(*args)
+
+
+class _nullpath:
+    def __init__(self, path: Any) -> None:
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _write_segments(
+    writer: ScreenStoreWriter, spill: str, segs: list[list[int]], coefficients: list[str], job: ScreenJob,
+    budget: int, bar: Any,
+) -> None:
+    """Append every segment's union columns and kept members to the output, in token-id order."""
+    m = job.Y.shape[1]
+    offset = 0
+    for i, seg in enumerate(segs):
+        u = S.read_union(spill, i)
+        union, src, pos, upos = u["union"], u["src"], u["pos"], u["upos"]
+        cols = [S.read_columns(spill, start) for start in seg]
+        step = writer.cand_chunk
+        for a in range(0, union.size, step):
+            b = min(a + step, union.size)
+            if len(cols) == 1:
+                piece = cols[0][:, pos[a:b]].astype(np.float32, copy=False)
+            else:
+                piece = np.empty((m, b - a), dtype=np.float32)
+                s, p = src[a:b], pos[a:b]
+                for j in np.unique(s):
+                    at = np.flatnonzero(s == j)
+                    piece[:, at] = cols[j][:, p[at]]
+            writer.append_candidates(union[a:b], piece)
+        del cols
+        for ci, coef in enumerate(coefficients):
+            name = f"seg{i}"
+            kptr = S.member_ptr(spill, name, coef, kept=True)
+            per_key = np.diff(kptr, axis=1).sum(axis=0)
+            scale = K.code_scale(coef, m)
+            for q0, q1 in S.key_blocks(per_key, budget):
+                mb = S.read_members(spill, name, coef, q0, q1, kptr, kept=True)
+                up = upos[mb.token]
+                writer.append_tails(ci, mb.key, union[up], mb.code / scale, offset + up)
+        offset += union.size
+        S.drop(spill, [f"seg{i}"], [f"{c}.{kind}" for c in coefficients for kind in ("ktok", "kcode", "kptr.npy")])
+        S.drop(spill, [i], ["union.npz"])
+        S.drop(spill, seg, ["local.npy", "ids.npy", "cols.npy"])
+        bar.advance(1)

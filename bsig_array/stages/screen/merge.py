@@ -1,70 +1,186 @@
-"""Screen merge: folding the chunks' results into exact tails, candidate arrays and null estimates.
+"""Screen merge: running and final tail boundaries, members in flat form, and the allocation of ties.
 
 Every merge here is order-free (sums, and unions with a token-id tie-break), so the result never
 depends on chunking, scheduler or the order in which tasks finish.
+
+A tail's order is the total order of (code, token id): ascending code for the low tail, descending
+for the high tail, lowest id first among equal codes.  Its final ``k`` members are the first ``k``
+in that order over the whole store, so a token behind the ``k``-th of any set of tokens containing
+it can never enter (:func:`running_bounds`, :func:`tighter`): the final boundary lies at least as
+far out.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from bsig_array import kernels as K
-from bsig_array.kernels.unique import sorted_unique
-
-#: Names of the four member sets of a :class:`~bsig_array.kernels.TailMembers`.
-MEMBER_SETS = ("low_beyond", "low_at", "high_beyond", "high_at")
-#: Fold the chunks' at-boundary members into one part once this many are held (bounds driver memory).
-COMPACT_EVERY = 8
 
 
-def compact_members(parts: Sequence[K.TailMembers], bounds: K.TailBounds) -> K.TailMembers:
-    """Fold several chunks' tail members into one equivalent part (host numpy arrays).
+@dataclass(frozen=True)
+class Members:
+    """Tail members in flat form, grouped by ``key = 2·row + tail`` (tail 0 low, 1 high).
 
-    Beyond-boundary sets are concatenated per row; at-boundary sets keep only the ``take`` lowest
-    token ids per row, which is all :func:`~bsig_array.kernels.merge_tails` could ever keep, so
-    merging the compacted part gives the same tails as merging all parts.  Token ids keep their
-    dtype (the driver narrows them to int32 when the store's ids allow).
+    ``token`` holds the chunk's *local* ids: the rank of each token's id within its chunk (its
+    position when the ids increase along the store, as in every store bsig writes), so ties break
+    by token id and every lookup is an index, never a search.
     """
-    if len(parts) == 1:
-        return parts[0]
-    B = bounds.n_rows
 
-    def fold(name: str, take: np.ndarray | None) -> K.RowSets:
-        sets = [getattr(p, name) for p in parts]
-        rows = np.concatenate([np.repeat(np.arange(B), np.diff(r.ptr)) for r in sets])
-        tok = np.concatenate([r.token for r in sets])
-        code = np.concatenate([r.code for r in sets])
-        if take is None:
-            order = np.argsort(rows, kind="stable")
-            rows, tok, code = rows[order], tok[order], code[order]
-        else:
-            order = np.lexsort((tok, rows))
-            rows, tok, code = rows[order], tok[order], code[order]
-            rank = np.arange(rows.size) - np.searchsorted(rows, rows, side="left")
-            keep = rank < take[rows]
-            rows, tok, code = rows[keep], tok[keep], code[keep]
-        ptr = np.zeros(B + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=B), out=ptr[1:])
-        return K.RowSets(ptr=ptr, token=tok, code=code.astype(np.int32, copy=False))
+    key: np.ndarray  # int32
+    token: np.ndarray  # int32 local ids
+    code: np.ndarray  # int32
 
-    return K.TailMembers(
-        low_beyond=fold("low_beyond", None),
-        low_at=fold("low_at", bounds.low_take),
-        high_beyond=fold("high_beyond", None),
-        high_at=fold("high_at", bounds.high_take),
+    @property
+    def size(self) -> int:
+        return int(self.key.size)
+
+
+def members_of(mb: K.TailMembers, host: Callable[[Any], np.ndarray] = np.asarray) -> Members:
+    """A kernel's :class:`~bsig_array.kernels.TailMembers` (any namespace) as flat host :class:`Members`.
+
+    Grouped by key in O(n) (a scatter, no sort): each key holds its beyond set, then its at set.
+    """
+    sets = [(0, mb.low_beyond), (0, mb.low_at), (1, mb.high_beyond), (1, mb.high_at)]
+    ptrs = [host(r.ptr).astype(np.int64, copy=False) for _, r in sets]
+    B = ptrs[0].size - 1
+    counts = np.zeros(2 * B, dtype=np.int64)
+    for (tail, _), ptr in zip(sets, ptrs):
+        counts[tail::2] += np.diff(ptr)
+    fill = np.zeros(2 * B, dtype=np.int64)
+    np.cumsum(counts[:-1], out=fill[1:])
+    total = int(counts.sum())
+    token = np.empty(total, dtype=np.int32)
+    code = np.empty(total, dtype=np.int32)
+    for (tail, r), ptr in zip(sets, ptrs):
+        n = np.diff(ptr)
+        if not ptr[-1]:
+            continue
+        rows = np.repeat(np.arange(B), n)
+        dest = fill[2 * rows + tail] + (np.arange(int(ptr[-1])) - ptr[rows])
+        token[dest] = host(r.token)
+        code[dest] = host(r.code)
+        fill[tail::2] += n
+    return Members(np.repeat(np.arange(2 * B, dtype=np.int32), counts), token, code)
+
+
+def open_bounds(method: str, m: int, n_rows: int) -> K.TailBounds:
+    """Boundaries that keep every token (before any prefix holds ``k`` tokens)."""
+    offset, n_bins = K.lattice(method, m)
+    low = np.full(n_rows, n_bins - offset, dtype=np.int64)  # past the largest code: everything is below
+    high = np.full(n_rows, -offset - 1, dtype=np.int64)
+    zero = np.zeros(n_rows, dtype=np.int64)
+    return K.TailBounds(low_code=low, low_take=zero, high_code=high, high_take=zero.copy(), k=0)
+
+
+def tighter(a: K.TailBounds, b: K.TailBounds) -> K.TailBounds:
+    """Per row and tail the boundary further out of ``a`` and ``b`` (both valid cuts, so is this one)."""
+
+    def pick(ca: np.ndarray, ta: np.ndarray, cb: np.ndarray, tb: np.ndarray, low: bool) -> tuple[np.ndarray, np.ndarray]:
+        a_out = ca < cb if low else ca > cb
+        code = np.where(a_out, ca, cb)
+        take = np.where(ca == cb, np.minimum(ta, tb), np.where(a_out, ta, tb))
+        return code, take
+
+    lc, lt = pick(a.low_code, a.low_take, b.low_code, b.low_take, True)
+    hc, ht = pick(a.high_code, a.high_take, b.high_code, b.high_take, False)
+    return K.TailBounds(low_code=lc, low_take=lt, high_code=hc, high_take=ht, k=max(a.k, b.k))
+
+
+def running_bounds(hist: np.ndarray, k: int, method: str, m: int) -> K.TailBounds | None:
+    """The boundaries of the chunks counted so far (``None`` while they hold fewer than ``k`` tokens)."""
+    if int(hist[0].sum()) < k:
+        return None
+    return K.tail_bounds(hist, k, method, m)
+
+
+#: Speculative boundaries are used once the prefix is expected to hold this many final members per tail.
+MIN_EXPECTED = 64
+
+
+def speculative_bounds(hist: np.ndarray, k: int, d: int, method: str, m: int) -> K.TailBounds | None:
+    """Boundaries around the share of the final tails a prefix is expected to hold (``None`` too early).
+
+    A prefix of ``P`` of the ``d`` tokens is expected to hold ``μ = k·P/d`` of a tail's final
+    members; the boundary of its first ``1.2·μ + 4·√μ + 16`` is far tighter than the ``k``-th
+    (:func:`running_bounds`) yet, unless the store's order changes the score distribution, further
+    out than the final boundary.  That is not guaranteed, so every chunk records the boundaries it
+    used and those it cut too tight are read again (:func:`covers`): the result stays exact.
+    """
+    P = int(hist[0].sum())
+    mu = k * P / d
+    if mu < MIN_EXPECTED:
+        return None
+    target = int(np.ceil(1.2 * mu + 4 * np.sqrt(mu) + 16))
+    if target >= k or target > P:
+        return None
+    return K.tail_bounds(hist, target, method, m)
+
+
+def covers(used: K.TailBounds, final: K.TailBounds) -> bool:
+    """Whether members collected against ``used`` include every final member (every row, both tails).
+
+    They do where the final boundary lies further out, or at the same code with a take no larger.
+    """
+    low = (final.low_code < used.low_code) | ((final.low_code == used.low_code) & (final.low_take <= used.low_take))
+    high = (final.high_code > used.high_code) | (
+        (final.high_code == used.high_code) & (final.high_take <= used.high_take)
     )
+    return bool(np.all(low) and np.all(high))
 
 
-def _narrow(mb: K.TailMembers) -> K.TailMembers:
-    sets = (getattr(mb, name) for name in MEMBER_SETS)
-    return K.TailMembers(*(dataclasses.replace(r, token=r.token.astype(np.int32)) for r in sets))
+def segments(spans: Sequence[tuple[int, int, int, bool]]) -> list[list[int]]:
+    """Group chunks into segments in token-id order: chunk starts per segment.
+
+    ``spans`` holds per chunk ``(start, min id, max id, ids increasing)``.  Chunks whose id ranges
+    overlap share a segment (merged together); a store whose ids increase along it (every store
+    bsig writes) has one chunk per segment, so the final merge streams chunk by chunk.
+    """
+    out: list[list[int]] = []
+    hi = None
+    for start, lo, top, _ in sorted(spans, key=lambda s: (s[1], s[0])):
+        if hi is not None and lo <= hi:
+            out[-1].append(start)
+            hi = max(hi, top)
+        else:
+            out.append([start])
+            hi = top
+    return out
 
 
-def _empty_rows(n_rows: int) -> K.RowSets:
-    return K.RowSets(ptr=np.zeros(n_rows + 1, dtype=np.int64), token=np.empty(0, np.int64), code=np.empty(0, np.int32))
+def allocate_ties(counts: Sequence[np.ndarray], bounds: K.TailBounds) -> tuple[list[np.ndarray], np.ndarray]:
+    """How many at-boundary members each segment keeps, in id order; and each tail's total.
+
+    ``counts`` holds per segment (in id order) the (2, 2B) members beyond / at the final boundary.
+    The ``take`` lowest ids at a boundary are the first ``take`` met in id order, so segment ``i``
+    keeps ``min(at_i, take − kept before)``.
+
+    Raises
+    ------
+    KernelInputError
+        When a tail does not come to exactly ``k`` (histograms and members from different data).
+    """
+    take = np.empty(2 * bounds.n_rows, dtype=np.int64)
+    take[0::2], take[1::2] = bounds.low_take, bounds.high_take
+    left = take.copy()
+    total = np.zeros_like(take)
+    out = []
+    for c in counts:
+        t = np.minimum(c[1], left)
+        left -= t
+        total += c[0] + t
+        out.append(t)
+    bad = np.flatnonzero(total != bounds.k)
+    if bad.size:
+        i = int(bad[0])
+        raise K.KernelInputError(
+            f"row {i // 2} {K.TAILS[i % 2]} tail: {int(total[i])} members != k={bounds.k}; "
+            "histogram and members come from different data"
+        )
+    return out, total
 
 
 def null_exceedance(
@@ -84,80 +200,6 @@ def null_exceedance(
     c = counts.reshape(n_perm, B, 4).astype(np.float64)
     kept = c[..., 0] + c[..., 1] * f_low + c[..., 2] + c[..., 3] * f_high
     return kept.mean(axis=0)
-
-
-def candidate_union(token: np.ndarray, id_range: tuple[int, int] | None) -> np.ndarray:
-    """Sorted distinct ids of ``token``; a mask over ``id_range`` when that is no bigger than sorting."""
-    if id_range is not None:
-        lo, hi = id_range
-        if hi - lo + 1 <= 8 * token.size:  # the mask (1 B per id) costs at most the sort's copy (8 B per entry)
-            mask = np.zeros(hi - lo + 1, dtype=bool)
-            for row in token.reshape(-1, token.shape[-1]):  # row by row: no full-size temporary
-                mask[row - lo] = True
-            return np.flatnonzero(mask) + lo
-    return sorted_unique(token)
-
-
-class TailAccumulator:
-    """Pass 2's running fold of the chunks' tail members and null counts, in bounded memory.
-
-    Beyond-boundary members all end up in the tails, so their parts are kept as they arrive (no
-    re-sorting); at-boundary members are folded every :data:`COMPACT_EVERY` parts, which drops the
-    ones that can no longer be kept.  Held token ids are int32 when ``id_range`` (from pass 1) fits:
-    the members are the largest thing the driver holds while the passes run.
-    """
-
-    def __init__(
-        self, bounds: dict[str, K.TailBounds], n_null_rows: int, id_range: tuple[int, int] | None,
-    ) -> None:
-        info = np.iinfo(np.int32)
-        self.bounds = bounds
-        self.narrow = id_range is not None and info.min <= id_range[0] and id_range[1] <= info.max
-        self.beyond: dict[str, list[K.TailMembers]] = {c: [] for c in bounds}
-        self.at: dict[str, list[K.TailMembers]] = {c: [] for c in bounds}
-        self.null = {c: np.zeros((n_null_rows, 4), dtype=np.int64) for c in bounds}
-
-    def add(self, members: dict[str, K.TailMembers], null: dict[str, np.ndarray]) -> None:
-        """Fold one chunk's members and null counts (per coefficient)."""
-        for coef, bounds in self.bounds.items():
-            mb = _narrow(members[coef]) if self.narrow else members[coef]
-            empty = _empty_rows(bounds.n_rows)
-            self.beyond[coef].append(K.TailMembers(mb.low_beyond, empty, mb.high_beyond, empty))
-            self.at[coef].append(K.TailMembers(empty, mb.low_at, empty, mb.high_at))
-            if len(self.at[coef]) >= COMPACT_EVERY:
-                self.at[coef] = [compact_members(self.at[coef], bounds)]
-            self.null[coef] += null[coef]
-
-    def parts(self) -> dict[str, list[K.TailMembers]]:
-        """Parts per coefficient for :func:`~bsig_array.kernels.merge_tails` (the fold is consumed)."""
-        out = {c: self.beyond[c] + [compact_members(self.at[c], b)] for c, b in self.bounds.items()}
-        self.beyond = {c: [] for c in self.bounds}
-        self.at = {c: [] for c in self.bounds}
-        return out
-
-
-def final_tails(
-    parts: dict[str, list[K.TailMembers]], bounds: dict[str, K.TailBounds], m: int, k: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact tails of every coefficient: token ids, scores (coefficient, B, 2, k) and thresholds (coefficient, B, 2).
-
-    Filled one coefficient at a time, dropping each one's members once merged: the candidate arrays
-    are the largest thing the driver holds (see :func:`~bsig_array.runtime.memory.screen_driver_bytes`).
-    """
-    coefficients = list(bounds)
-    B = next(iter(bounds.values())).n_rows
-    token = np.empty((len(coefficients), B, 2, k), dtype=np.int64)
-    score = np.empty((len(coefficients), B, 2, k), dtype=np.float64)
-    threshold = np.empty((len(coefficients), B, 2), dtype=np.float64)
-    for i, coef in enumerate(coefficients):
-        sel = K.merge_tails(parts.pop(coef), bounds[coef])
-        scale = K.code_scale(coef, m)
-        token[i] = sel.token
-        np.divide(sel.code, scale, out=score[i])
-        threshold[i, :, 0] = bounds[coef].low_code / scale
-        threshold[i, :, 1] = bounds[coef].high_code / scale
-        del sel
-    return token, score, threshold
 
 
 def histogram_bins(coefficient: str, m: int) -> np.ndarray:

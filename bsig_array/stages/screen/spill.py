@@ -1,4 +1,23 @@
-"""Screen spill: the candidates' NLL columns parked on disk between pass 2 and the output write."""
+"""Screen spill: tail members and NLL columns parked on disk between the scan and the output write.
+
+Layout of the spill directory (``<start>``: a store chunk's first position; ``<seg>``: a segment's
+index in token-id order; ``<c>``: a coefficient)::
+
+    <start>.<c>.tok / .code   raw int32 members (local ids) and codes, appended part by part
+    <start>.<c>.ptr.npy       (parts, 2B+1) offsets: part p, key q is tok[ptr[p, q]:ptr[p, q+1]]
+    <start>.local.npy         sorted local ids of the chunk's members (any coefficient)
+    <start>.ids.npy           their token ids
+    <start>.cols.npy          their NLL columns (model, n) in the store's dtype
+    <start>.used.npz          the tightest boundaries its members were collected with (one pass)
+    seg<i>.<c>.ktok / .kcode / .kptr.npy  segment i's kept members, sorted by (key, segment-local id)
+    <i>.union.npz             segment i's kept union: token ids, chunk (within the segment) and column
+                              holding each, and each segment-local id's position in the union
+
+A key is ``2·benchmark + tail``; members are grouped by key within every part (the kept files are
+sorted within each key too).  A local id is the rank of a token's id within its chunk (or segment).  Scan tasks write the chunk files, finalize tasks the segment files; everything is
+read back by key ranges through memory maps, so no reader holds more than the block it asked for
+and the driver never holds members or columns at all.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +25,27 @@ import os
 import shutil
 import tempfile
 import weakref
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import dask
-import dask.array as da
 import numpy as np
 
-from bsig_array.io.screen_output import CANDIDATE_CHUNK
+from bsig_array.stages.screen.merge import Members
 
 
-class ColumnSpill:
-    """Temporary directory of the NLL columns that pass 2 hands back, one ``.npy`` per store chunk.
+class ChunkSpill:
+    """Temporary spill directory, removed when this object is closed or garbage collected.
 
-    The driver writes each chunk's member columns and their token ids as they arrive and keeps
-    only the chunk starts, so its memory does not grow with the members.  The directory (under
-    ``TMPDIR``) is removed when this object is garbage collected: the lazy ``candidate_nll``
-    gather references it, so the files live exactly as long as a screen result that can still be
-    written.  Copies that cross a process boundary are plain paths and never delete anything.
+    Created next to the screen output when there is one (a pool-sized spill belongs on the disk the
+    user chose for the output, not in ``/tmp``), else under ``TMPDIR``.  Copies shipped to tasks in
+    other processes are plain paths and never delete anything.
     """
 
-    def __init__(self) -> None:
-        self.path = tempfile.mkdtemp(prefix="bsig-screen-spill-")
+    def __init__(self, near: str | os.PathLike | None = None) -> None:
+        parent = None if near is None else str(Path(near).absolute().parent)
+        self.path = tempfile.mkdtemp(prefix=".bsig-screen-spill-", dir=parent)
         self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
-        self._starts: list[int] = []
 
     def __fspath__(self) -> str:
         return self.path
@@ -40,46 +57,150 @@ class ColumnSpill:
         """Delete the directory now."""
         self._remove()
 
-    def add(self, start: int, ids: np.ndarray, columns: np.ndarray) -> None:
-        """Store the columns (m, n) of the sorted token ids ``ids`` of the chunk starting at ``start``."""
-        np.save(os.path.join(self.path, f"{start}.npy"), columns, allow_pickle=False)
-        np.save(os.path.join(self.path, f"{start}.ids.npy"), ids, allow_pickle=False)
-        self._starts.append(start)
 
-    def gather(self, union: np.ndarray, m: int) -> Any:
-        """Lazy (dask) float32 array (m, len(union)) of the columns of ``union`` (sorted, unique ids).
-
-        One task per output chunk of :data:`CANDIDATE_CHUNK` candidates reads just their columns
-        from the memory-mapped spill files, so no chunk-sized piece is held or rechunked.
-        """
-        n = union.size
-        starts = tuple(sorted(self._starts))
-        piece = np.empty(n, dtype=np.int32)  # spill file of each candidate
-        row = np.empty(n, dtype=np.int32)  # its column in that file (< chunk width)
-        for i, start in enumerate(starts):
-            ids = np.load(os.path.join(self.path, f"{start}.ids.npy"))
-            idx = np.minimum(np.searchsorted(union, ids), max(n - 1, 0))
-            hit = np.flatnonzero(union[idx] == ids) if n else np.empty(0, np.int64)
-            piece[idx[hit]] = i
-            row[idx[hit]] = hit
-        blocks = []
-        for a in range(0, n, CANDIDATE_CHUNK):
-            b = min(a + CANDIDATE_CHUNK, n)
-            read = dask.delayed(_read_columns)(self, starts, piece[a:b].copy(), row[a:b].copy(), m)
-            blocks.append(da.from_delayed(read, shape=(m, b - a), dtype=np.float32))
-        if not blocks:
-            return da.zeros((m, 0), dtype=np.float32, chunks=(m, CANDIDATE_CHUNK))
-        return da.concatenate(blocks, axis=1)
+def _file(spill: str | os.PathLike, name: Any, kind: str) -> str:
+    return os.path.join(os.fspath(spill), f"{name}.{kind}")
 
 
-def _read_columns(
-    spill: ColumnSpill | str, starts: tuple[int, ...], piece: np.ndarray, row: np.ndarray, m: int,
-) -> np.ndarray:
-    out = np.empty((m, piece.size), dtype=np.float32)
-    for p in np.unique(piece):
-        at = np.flatnonzero(piece == p)
-        # memory-mapped: only the pages of the wanted columns are read (and resident only meanwhile)
-        cols = np.load(os.path.join(os.fspath(spill), f"{starts[p]}.npy"), mmap_mode="r")
-        out[:, at] = cols[:, row[at]]
-        del cols
+class MemberWriter:
+    """Appends one chunk's (or segment's) members, part by part, per coefficient."""
+
+    def __init__(self, spill: str | os.PathLike, name: Any, coefficients: Sequence[str], n_keys: int, kept: bool = False):
+        self.spill, self.name, self.n_keys = spill, name, n_keys
+        self._prefix = "k" if kept else ""
+        self._files = {
+            c: (open(_file(spill, name, f"{c}.{self._prefix}tok"), "wb"), open(_file(spill, name, f"{c}.{self._prefix}code"), "wb"))
+            for c in coefficients
+        }
+        self._ptr: dict[str, list[np.ndarray]] = {c: [] for c in coefficients}
+        self._size = dict.fromkeys(coefficients, 0)
+        self.nbytes = 0
+
+    def add(self, coefficient: str, mb: Members) -> None:
+        """Append a part sorted by (key, token)."""
+        if not mb.size and self._ptr[coefficient]:
+            return
+        tok, code = self._files[coefficient]
+        mb.token.astype(np.int32, copy=False).tofile(tok)
+        mb.code.astype(np.int32, copy=False).tofile(code)
+        ptr = np.zeros(self.n_keys + 1, dtype=np.int64)
+        np.cumsum(np.bincount(mb.key, minlength=self.n_keys), out=ptr[1:])
+        self._ptr[coefficient].append(ptr + self._size[coefficient])
+        self._size[coefficient] += mb.size
+        self.nbytes += 8 * mb.size
+
+    def close(self) -> None:
+        """Flush the data files and write the offsets."""
+        for c, (tok, code) in self._files.items():
+            tok.close()
+            code.close()
+            ptr = np.stack(self._ptr[c]) if self._ptr[c] else np.zeros((1, self.n_keys + 1), dtype=np.int64)
+            np.save(_file(self.spill, self.name, f"{c}.{self._prefix}ptr.npy"), ptr, allow_pickle=False)
+
+    def abort(self) -> None:
+        for tok, code in self._files.values():
+            tok.close()
+            code.close()
+
+
+def member_ptr(spill: str | os.PathLike, name: Any, coefficient: str, kept: bool = False) -> np.ndarray:
+    """(parts, 2B+1) offsets of a chunk's (or, ``kept``, a segment's) members."""
+    return np.load(_file(spill, name, f"{coefficient}.{'k' if kept else ''}ptr.npy"))
+
+
+def read_members(
+    spill: str | os.PathLike, name: Any, coefficient: str, q0: int, q1: int, ptr: np.ndarray | None = None,
+    kept: bool = False,
+) -> Members:
+    """Members of keys ``q0 <= key < q1`` over all parts (parts concatenated, not re-sorted)."""
+    prefix = "k" if kept else ""
+    ptr = member_ptr(spill, name, coefficient, kept) if ptr is None else ptr
+    size = int(ptr[-1, -1]) if ptr.size else 0
+    keys, toks, codes = [], [], []
+    if size:
+        tok = np.memmap(_file(spill, name, f"{coefficient}.{prefix}tok"), dtype=np.int32, mode="r", shape=(size,))
+        code = np.memmap(_file(spill, name, f"{coefficient}.{prefix}code"), dtype=np.int32, mode="r", shape=(size,))
+        for p in ptr:
+            a, b = int(p[q0]), int(p[q1])
+            if b > a:
+                keys.append(np.repeat(np.arange(q0, q1, dtype=np.int32), np.diff(p[q0 : q1 + 1])))
+                toks.append(np.array(tok[a:b]))
+                codes.append(np.array(code[a:b]))
+        del tok, code
+    if not keys:
+        return Members(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32))
+    return Members(np.concatenate(keys), np.concatenate(toks), np.concatenate(codes))
+
+
+def key_blocks(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive key ranges holding at most ``budget`` members each (a single key may exceed it)."""
+    out = []
+    q0, held = 0, 0
+    for q, n in enumerate(counts.tolist()):
+        if q > q0 and held + n > budget:
+            out.append((q0, q))
+            q0, held = q, 0
+        held += n
+    out.append((q0, len(counts)))
     return out
+
+
+def write_columns(spill: str | os.PathLike, start: int, local: np.ndarray, ids: np.ndarray, columns: np.ndarray) -> int:
+    """Write a chunk's members' sorted local ids, their token ids and NLL columns; bytes written."""
+    np.save(_file(spill, start, "local.npy"), local, allow_pickle=False)
+    np.save(_file(spill, start, "ids.npy"), ids, allow_pickle=False)
+    np.save(_file(spill, start, "cols.npy"), columns, allow_pickle=False)
+    return local.nbytes + ids.nbytes + columns.nbytes
+
+
+def read_local(spill: str | os.PathLike, start: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted local ids of the chunk's spilled columns and their token ids."""
+    return np.load(_file(spill, start, "local.npy")), np.load(_file(spill, start, "ids.npy"))
+
+
+def read_columns(spill: str | os.PathLike, start: int) -> Any:
+    """The chunk's spilled columns (memory-mapped: only the pages read are resident)."""
+    return np.load(_file(spill, start, "cols.npy"), mmap_mode="r")
+
+
+def write_used(spill: str | os.PathLike, start: int, used: dict[str, Any]) -> None:
+    """The tightest tail boundaries (``TailBounds``) a chunk's members were collected with, per coefficient."""
+    arrays = {}
+    for coef, b in used.items():
+        arrays[coef] = np.stack([b.low_code, b.low_take, b.high_code, b.high_take]).astype(np.int64)
+        arrays[f"{coef}.k"] = np.array(b.k)
+    np.savez(_file(spill, start, "used.npz"), **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds
+
+
+def read_used(spill: str | os.PathLike, start: int) -> dict[str, Any]:
+    """The boundaries written by :func:`write_used`."""
+    from bsig_array.kernels.types import TailBounds
+
+    with np.load(_file(spill, start, "used.npz")) as z:
+        return {
+            name: TailBounds(z[name][0], z[name][1], z[name][2], z[name][3], int(z[f"{name}.k"]))
+            for name in z.files
+            if not name.endswith(".k")
+        }
+
+
+def write_union(spill: str | os.PathLike, segment: int, **arrays: np.ndarray) -> None:
+    """A segment's kept union: ``union`` (sorted token ids), ``src`` (chunk within the segment),
+    ``pos`` (column in that chunk's spill), ``upos`` (union position of every segment-local id)."""
+    np.savez(_file(spill, segment, "union.npz"), **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds
+
+
+def read_union(spill: str | os.PathLike, segment: int) -> dict[str, np.ndarray]:
+    """The arrays written by :func:`write_union`."""
+    with np.load(_file(spill, segment, "union.npz")) as z:
+        return {name: z[name] for name in z.files}
+
+
+def drop(spill: str | os.PathLike, names: Sequence[Any], kinds: Sequence[str]) -> None:
+    """Delete spill files once read for the last time (the spill shrinks as the output grows)."""
+    for name in names:
+        for kind in kinds:
+            try:
+                os.remove(_file(spill, name, kind))
+            except FileNotFoundError:
+                pass

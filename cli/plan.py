@@ -1,0 +1,206 @@
+"""``bsig plan``: calibrate on this machine, then project a run's wall time, disk and peak memory."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from typing import Any
+
+import click
+
+from bsig_array.runtime.defaults import DEFAULTS
+
+#: Width of the printed tables and wrapped notes.
+WIDTH = 116
+
+
+@click.command()
+@click.option("--tokens", type=float, required=True, help="Tokens in the store (d), e.g. 8.45e9.")
+@click.option("--models", type=int, required=True, help="Models in the store (m).")
+@click.option("--benchmarks", type=int, required=True, help="Benchmarks in the score table (B).")
+@click.option("--alpha", type=float, default=DEFAULTS.alpha, show_default=True,
+              help="Fraction kept per tail, in (0, 0.5): k = max(floor(alpha*d), 1).")
+@click.option("--methods", type=click.Choice(["thrush", "preselect", "both"]), default="both", show_default=True,
+              help="Screening coefficients (bsig screen --method).")
+@click.option("--memory-limit", default=DEFAULTS.memory_limit, show_default=True,
+              help="The run's --memory-limit for screen and select.")
+@click.option("--workers", type=int, help="N: cores of the run (default: this machine's CPU count).")
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
+              help="gpu: also project each screen pass on one GPU from stated H200 figures.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the projection as JSON.")
+def plan(
+    tokens: float, models: int, benchmarks: int, alpha: float, methods: str, memory_limit: str,
+    workers: int | None, device: str, json_path: str | None,
+) -> None:
+    """Calibrate the kernels here (a few seconds), then project time, disk and memory of a full run.
+
+    \b
+    A short single-worker run times read + decode of a small store and every screening kernel
+    (ranks, Thrush, Pre-select, histograms, tails, a forward-selection step) at the run's models
+    and benchmarks; the projection scales it to N cores, adds disk traffic at a stated bandwidth,
+    and takes peak memory from the stages' own memory plans.  The screen is projected in one pass
+    and as the two-pass fallback.
+    """
+    from bsig_array.options import check_count
+    from bsig_array.runtime.memory import parse_memory
+    from bsig_array.runtime.projection import calibrate, check_run, project
+
+    # every check before the calibration spends its seconds
+    check_run(tokens, models, benchmarks, alpha, methods)
+    parse_memory(memory_limit)
+    cores = check_count(workers, "--workers", minimum=1) if workers is not None else (os.cpu_count() or 1)
+    calibration = calibrate(models, benchmarks, methods, read_probe=read_probe, alpha=alpha)
+    result = project(
+        calibration, n_tokens=tokens, n_models=models, n_benchmarks=benchmarks, alpha=alpha, coefficients=methods,
+        memory_limit=memory_limit, cores=cores, device=device,
+    )
+    _print(result)
+    if json_path:
+        import json
+        from pathlib import Path
+
+        Path(json_path).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        click.echo(f"wrote {json_path}")
+
+
+def read_probe(models: int, tokens: int) -> Any:
+    """Write a synthetic store (the package's writer) and time reading it back as the screen does.
+
+    Returns a :class:`~bsig_array.runtime.projection.ReadSample`: the fastest sweep over the chunks,
+    each loaded through ``chunk_sources`` and checked for NaN/inf, with Blosc on one thread (one worker).
+    """
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import numcodecs.blosc
+
+    from bsig_array.io.perplexity_store.chunks import chunk_sources
+    from bsig_array.io.perplexity_store.reader import open_store
+    from bsig_array.io.perplexity_store.schema import check_block
+    from bsig_array.io.perplexity_store.writer import create_store
+    from bsig_array.pipelines.synth import generate_range, make_spec
+    from bsig_array.runtime.projection import ReadSample
+
+    with tempfile.TemporaryDirectory(prefix="bsig-plan-") as tmp:
+        path = Path(tmp) / "probe.zarr"
+        spec = make_spec(models=models, benchmarks=1, tokens=tokens, planted_per_benchmark=0)
+        writer = create_store(path, spec.models, tokens, chunk_tokens=max(1, tokens // 2))
+        for j in writer.pending():
+            sl = writer.chunk_slice(j)
+            writer.write_chunk(j, generate_range(spec, sl.start, sl.stop))
+        stored = sum(f.stat().st_size for f in (path / "nll").rglob("*") if f.is_file() and f.name != "zarr.json")
+        sources = chunk_sources(open_store(path)["nll"], store=path)
+        threads = numcodecs.blosc.set_nthreads(1)
+        try:
+            best, spent, sweeps = float("inf"), 0.0, 0
+            while sweeps < 2 or spent < 0.15:  # the first sweep warms the page cache and zarr; keep the fastest
+                t0 = time.perf_counter()
+                for source in sources:
+                    block, _ = source.load()
+                    check_block(block, spec.models, source.start, path=str(path))
+                elapsed = time.perf_counter() - t0
+                if sweeps:
+                    best, spent = min(best, elapsed), spent + elapsed
+                sweeps += 1
+        finally:
+            numcodecs.blosc.set_nthreads(threads)
+    return ReadSample(tokens=tokens, seconds=best, raw_bytes=models * tokens * 4, stored_bytes=stored)
+
+
+def _print(result: Any) -> None:
+    """The projection as text and two rich tables on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bsig_array.runtime.projection import format_duration, format_rate, format_size
+
+    cal, disk, gpu = result.calibration, result.disk, result.device == "gpu"
+    coefs = " + ".join(result.coefficients)
+    click.echo(
+        f"bsig plan: {result.n_tokens:,} tokens x {result.n_models} models x {result.n_benchmarks} benchmarks, "
+        f"{coefs}, alpha = {result.alpha:g} (k = {result.k:,} per tail)"
+    )
+    click.echo(
+        f"on N = {result.cores} cores, --memory-limit {format_size(result.memory_limit)}, "
+        f"disk {result.disk_bytes_per_s / 1e9:.3g} GB/s (stated)" + (f", GPU: {result.gpu.name} (stated)" if gpu else "")
+    )
+    r = cal.rates
+    click.echo(f"calibration ({cal.seconds:.1f} s, one worker, {cal.machine}), per core:")
+    click.echo(f"  read+decode {format_rate(r['read'])} (store compression {cal.compression:.2f}x), ranks {format_rate(r['ranks'])}")
+    click.echo(
+        f"  codes: thrush {format_rate(r['thrush'])}, preselect {format_rate(r['preselect'])}, "
+        f"both {format_rate(r['both'])}"
+    )
+    click.echo(
+        f"  histograms: thrush {format_rate(r['histogram_thrush'])}, preselect {format_rate(r['histogram_preselect'])}; "
+        f"tails: thrush {format_rate(r['tails_thrush'])}, preselect {format_rate(r['tails_preselect'])}"
+    )
+    click.echo(
+        f"  merge sort {format_rate(r['sort'], 'ids/s')}; forward selection ({result.n_models + 1} fits): "
+        f"{cal.forward_step_s * 1e6:.2f} us per candidate and step, {cal.forward_setup_s * 1e6:.2f} us to start"
+    )
+
+    console = Console(width=WIDTH, highlight=False)
+    table = Table(title="per stage and pass", title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("stage", no_wrap=True)
+    table.add_column(f"wall, {result.cores} cores", justify="right", no_wrap=True)
+    table.add_column("bound", no_wrap=True)
+    if gpu:
+        table.add_column("wall, GPU", justify="right", no_wrap=True)
+        table.add_column("GPU bound", no_wrap=True)
+    for name in ("disk read", "disk written", "peak memory"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for mode, title in (("one pass", "one-pass screen"), ("two passes", "two passes (fallback)")):
+        table.add_row(f"[b]{title}[/b]")
+        for row in result.rows(mode):
+            memory = format_size(row.peak_bytes) if row.fits else f"no: needs {format_size(row.need_bytes)}"
+            gpu_cells = () if not gpu else (
+                (format_duration(row.gpu_wall_s), str(row.gpu_bound)) if row.gpu_wall_s is not None else ("", "")
+            )
+            table.add_row(
+                f"  {row.stage} {row.step}".rstrip(), format_duration(row.wall_s), row.bound, *gpu_cells,
+                format_size(row.read_bytes), format_size(row.write_bytes), memory,
+            )
+        total_gpu = (f"[b]{format_duration(result.total_wall_s(mode, gpu=True))}[/b]", "") if gpu else ()
+        table.add_row("  total", f"[b]{format_duration(result.total_wall_s(mode))}[/b]", "", *total_gpu,
+                      end_section=True)
+    _echo_table(console, table)
+
+    sizes = Table(title="disk", title_justify="left", show_edge=False, pad_edge=False)
+    sizes.add_column("artifact")
+    sizes.add_column("size", justify="right")
+    sizes.add_column("made of")
+    sizes.add_row("perplexity store", format_size(disk.store),
+                  f"m x d x {result.itemsize} B = {format_size(disk.store_raw)} / {cal.compression:.2f}x compression")
+    sizes.add_row("screen output", format_size(disk.screen_output),
+                  f"candidates {format_size(disk.candidates)}, candidate_nll {format_size(disk.candidate_nll)} "
+                  f"({_count(disk.union)} columns), histograms {format_size(disk.histograms)}")
+    sizes.add_row("spill, one pass", format_size(disk.spill_one_pass),
+                  f"{_count(disk.spill_members)} members x 12 B + their NLL columns (temporary)")
+    sizes.add_row("spill, two passes", format_size(disk.spill_two_pass), "the candidates' NLL columns (temporary)")
+    sizes.add_row("signatures", format_size(disk.signatures), "ids, AIC path, fits (without contexts)")
+    _echo_table(console, sizes)
+
+    click.echo("memory plans (docs/DESIGN.md §5):")
+    plans: dict[str, str] = {}
+    for row in result.stages:  # the merge runs inside the screen's plan
+        name = row.stage if row.stage == "select" or not result.passes_planned else f"screen, {row.mode}"
+        plans.setdefault(name.replace("merge + write", "screen"), row.plan)
+    for name, text in plans.items():
+        click.echo(textwrap.fill(f"{name}: {text}", WIDTH, initial_indent="  ", subsequent_indent="    "))
+    click.echo("assumptions:")
+    for line in result.assumptions:
+        click.echo(textwrap.fill(line, WIDTH, initial_indent="  - ", subsequent_indent="    "))
+
+
+def _echo_table(console: Any, table: Any) -> None:
+    """Print a rich table without the trailing blanks rich pads its lines with."""
+    with console.capture() as capture:
+        console.print(table)
+    click.echo("\n".join(line.rstrip() for line in capture.get().splitlines()))
+
+
+def _count(n: int) -> str:
+    """``16,900,000``; past ten million ``8.45e+09``."""
+    return f"{n:,}" if n < 10**7 else f"{n:.3g}"
