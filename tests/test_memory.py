@@ -43,10 +43,18 @@ def test_plan_fits_and_uses_the_room():
 
 
 def test_plan_shrinks_block_before_refusing():
-    roomy = plan_screen(**{**PLAN, "null_permutations": 20}, memory_limit="16GiB")
-    tight = plan_screen(**{**PLAN, "null_permutations": 20}, memory_limit="2500MiB")
-    assert tight.block_tokens < roomy.block_tokens and tight.workers == 1
+    roomy = plan_screen(**{**PLAN, "null_permutations": 20, "passes": 2}, memory_limit="16GiB")
+    tight = plan_screen(**{**PLAN, "null_permutations": 20, "passes": 2}, memory_limit="2500MiB")
+    assert tight.block_tokens < roomy.block_tokens and tight.workers < roomy.workers
     assert tight.projected_bytes <= 2500 * 2**20
+
+
+def test_plan_does_not_grow_with_the_pool():
+    """Tokens and k change nothing but the output's rank chunk (capped): the spill and output take them."""
+    small = plan_screen(**PLAN, memory_limit="2GiB")
+    huge = plan_screen(**{**PLAN, "n_tokens": 8_450_000_000, "k": 84_500_000}, memory_limit="2GiB")
+    assert huge.projected_bytes <= 2 * 2**30
+    assert (huge.workers, huge.block_tokens, huge.task_bytes) == (small.workers, small.block_tokens, small.task_bytes)
 
 
 def test_plan_refused_with_numbers():
@@ -56,12 +64,12 @@ def test_plan_refused_with_numbers():
 
 def test_more_null_rows_need_more_memory():
     a = plan_screen(**PLAN, memory_limit="64GiB")
-    b = plan_screen(**{**PLAN, "null_permutations": 10}, memory_limit="64GiB")
+    b = plan_screen(**{**PLAN, "null_permutations": 10, "passes": 2}, memory_limit="64GiB")
     assert b.task_bytes > a.task_bytes
 
 
 # A store bigger than the headroom left by the limit: loading it whole would break the promise.
-M, D, CHUNK, LIMIT = 16, 2_000_000, 1 << 17, "440MiB"
+M, D, CHUNK, LIMIT = 16, 2_000_000, 1 << 17, "460MiB"
 
 CHILD = textwrap.dedent(
     """

@@ -47,17 +47,19 @@ def test_disk_sizes_by_hand():
     entries = 2 * 3 * 2 * 10  # coefficients x benchmarks x tails x k
     assert disk.store_raw == 4 * 1000 * 4
     assert disk.store == 8000  # over the compression ratio
-    assert disk.candidates == 16 * entries
+    assert disk.candidates == 24 * entries
     assert disk.union == entries  # fewer than the tokens
     assert disk.candidate_nll == 4 * 4 * entries
     # Thrush lattice: 2L + 1 bins, L = m(m^2 - 1)/3 = 20; Pre-select: Z + 1 = 7 bins
     assert disk.histograms == 8 * 3 * (41 + 7)
     assert disk.thresholds == 8 * 2 * 3 * 2
-    assert disk.screen_output == 16 * entries + 4 * 4 * entries + 8 * 3 * 48 + 96
-    # running top-k: ceil((1 + ln 100) * 10) = ceil(56.05) = 57 members per benchmark and tail
-    assert P.spill_members_per_tail(0.01, 10, 1000) == 57
-    assert disk.spill_members == 2 * 3 * 2 * 57
-    assert disk.spill_one_pass == 12 * 684 + 4 * 4 * 684
+    assert disk.screen_output == 24 * entries + 4 * 4 * entries + 8 * 3 * 48 + 96
+    # the first 64/alpha = 6400 tokens (more than the 1000 here) all enter: every token, per tail
+    assert P.spill_members_per_tail(0.01, 10, 1000) == 1000
+    # at scale: 1.2k + 4 sqrt(k) + 16 speculative, plus the first 6400 tokens
+    assert P.spill_members_per_tail(0.01, 10**6, 10**8) == 1_200_000 + 4_000 + 16 + 6_400
+    assert disk.spill_members == 2 * 3 * 2 * 1000
+    assert disk.spill_one_pass == 8 * 12000 + 4 * 4 * 1000
     assert disk.spill_two_pass == 4 * 4 * entries
     assert disk.signatures == 3 * 2 * 3 * 8 + 3 * 7 * 8  # (B, m - 2) ids, AIC, coefficients; 7 per benchmark
 
@@ -67,11 +69,11 @@ def test_disk_sizes_cap_at_the_tokens():
     disk = P.disk_sizes(n_tokens=100, n_models=4, n_benchmarks=3, alpha=0.2, coefficients=BOTH)
     assert disk.union == 100
     assert disk.candidate_nll == 4 * 4 * 100
-    assert P.spill_members_per_tail(0.2, 20, 100) == math.ceil((1 + math.log(5)) * 20) == 53
-    assert disk.spill_one_pass == 12 * (2 * 3 * 2 * 53) + 4 * 4 * 100  # columns of at most every token
+    assert P.spill_members_per_tail(0.2, 20, 100) == 100  # the first 64/alpha = 320 tokens all enter
+    assert disk.spill_one_pass == 8 * (2 * 3 * 2 * 100) + 4 * 4 * 100  # columns of at most every token
     assert P.spill_members_per_tail(0.4, 40, 50) == 50  # never more members than tokens
     one = P.disk_sizes(n_tokens=100, n_models=4, n_benchmarks=3, alpha=0.2, coefficients=("thrush",))
-    assert one.candidates == 16 * 3 * 2 * 20 and one.histograms == 8 * 3 * 41
+    assert one.candidates == 24 * 3 * 2 * 20 and one.histograms == 8 * 3 * 41
 
 
 def test_screen_and_select_rows_by_hand():

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -194,12 +194,12 @@ class ScreenStoreWriter:
     """Streams a screen output into a Zarr store: small variables at once, candidates region by region.
 
     The thresholds, histograms and coordinates are written by xarray when the writer is created;
-    the candidate arrays are created at full size and filled by :meth:`append_tails` and
-    :meth:`append_candidates`, which take pieces in token-id order, buffer them and write every
-    Zarr chunk exactly once, whole, from a small pool of threads (Blosc releases the GIL).  So each
-    region has one writer, and memory holds one rank chunk per tail plus one candidate chunk, never
-    the candidate arrays.  :meth:`close` writes the last partial chunks, trims the candidate axis to
-    its final length and consolidates the metadata.
+    the candidate arrays are created at full size and filled by :meth:`append_tails` (pieces in
+    token-id order, buffered, every Zarr chunk written once, whole) and :meth:`write_candidates`
+    (one candidate chunk per call, gathered and written on the writer's threads; Blosc releases the
+    GIL).  So each region has one writer, and memory holds one rank chunk per tail plus a few
+    candidate chunks in flight, never the candidate arrays.  :meth:`close` writes the last partial
+    chunks and consolidates the metadata.
 
     Parameters
     ----------
@@ -209,8 +209,8 @@ class ScreenStoreWriter:
         The small part of the output: coordinates, ``threshold``, histograms, null estimates, attrs.
     k
         Candidates per tail (length of ``rank``).
-    max_candidates
-        Upper bound of the candidate axis (it is trimmed on :meth:`close`).
+    n_candidates
+        Length of the candidate axis.
     rank_chunk
         Chunk length along ``rank`` (bounded by the memory plan).
     workers
@@ -218,7 +218,7 @@ class ScreenStoreWriter:
     """
 
     def __init__(
-        self, path: str | os.PathLike, summary: xr.Dataset, *, k: int, max_candidates: int, rank_chunk: int,
+        self, path: str | os.PathLike, summary: xr.Dataset, *, k: int, n_candidates: int, rank_chunk: int,
         workers: int = 2,
     ) -> None:
         import zarr
@@ -231,7 +231,7 @@ class ScreenStoreWriter:
         # whole tails fit the buffers: one chunk per coefficient, written once on close (zarr's
         # per-write cost, ~3 ms, would otherwise dominate a screen of many small tails)
         self.whole = self.rank_chunk == self.k
-        cand_chunk = min(CANDIDATE_CHUNK, max(max_candidates, 1))
+        cand_chunk = min(CANDIDATE_CHUNK, max(n_candidates, 1))
         template = summary.copy()
         placeholder = {"candidate_token": np.int64, "candidate_score": np.float64, "candidate_column": np.int64}
         for name, dtype in placeholder.items():
@@ -250,8 +250,8 @@ class ScreenStoreWriter:
             self._arrays = {name: zarr_array(group, name) for name in (*placeholder, "candidate_nll", CANDIDATE)}
         for name in placeholder:
             self._arrays[name].resize((C, B, 2, self.k))
-        self._arrays["candidate_nll"].resize((m, max(max_candidates, 1)))
-        self._arrays[CANDIDATE].resize((max(max_candidates, 1),))
+        self._arrays["candidate_nll"].resize((m, n_candidates))
+        self._arrays[CANDIDATE].resize((n_candidates,))
         self.cand_chunk = cand_chunk
         # per coefficient and tail (key = 2*benchmark + tail): a rank chunk being filled
         self._tail_buf = {
@@ -259,10 +259,7 @@ class ScreenStoreWriter:
         }
         self._tail_fill = np.zeros((C, 2 * B), dtype=np.int64)
         self._tail_done = np.zeros((C, 2 * B), dtype=np.int64)  # ranks already written
-        self._cand_ids = np.zeros(cand_chunk, dtype=np.int64)
-        self._cand_nll = np.zeros((m, cand_chunk), dtype=np.float32)
-        self._cand_fill = 0
-        self.n_candidates = 0
+        self.n_candidates = int(n_candidates)
         self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="bsig-write")
         self._slots = threading.BoundedSemaphore(2 * max(1, workers))  # chunks queued or being written
         self._futures: list[Future] = []
@@ -323,24 +320,25 @@ class ScreenStoreWriter:
         self._tail_done[c, q] += n
         self._tail_fill[c, q] = 0
 
-    def append_candidates(self, ids: np.ndarray, nll: np.ndarray) -> None:
-        """Append candidates (ids above every id appended before) with their (model, n) NLL columns."""
-        at = 0
-        while at < ids.size:
-            n = min(ids.size - at, self.cand_chunk - self._cand_fill)
-            self._cand_ids[self._cand_fill : self._cand_fill + n] = ids[at : at + n]
-            self._cand_nll[:, self._cand_fill : self._cand_fill + n] = nll[:, at : at + n]
-            self._cand_fill += n
-            at += n
-            if self._cand_fill == self.cand_chunk:
-                self._flush_candidates()
+    def write_candidates(self, start: int, stop: int, load: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
+        """Write candidates ``start:stop`` (one whole chunk of the candidate axis, or the last one) from
+        ``load() -> (ids, nll (model, n))``, run on the writer's threads: gathering the columns and
+        compressing them proceed in parallel, and every chunk still has exactly one writer."""
+        if start % self.cand_chunk or (stop - start != self.cand_chunk and stop != self.n_candidates):
+            raise ValueError(f"candidates {start}:{stop} are not one chunk of {self.cand_chunk}")
 
-    def _flush_candidates(self) -> None:
-        n, i0 = self._cand_fill, self.n_candidates
-        self._submit(CANDIDATE, (slice(i0, i0 + n),), self._cand_ids[:n].copy())
-        self._submit("candidate_nll", (slice(None), slice(i0, i0 + n)), self._cand_nll[:, :n].copy())
-        self.n_candidates += n
-        self._cand_fill = 0
+        def job() -> None:
+            ids, nll = load()
+            with quiet_zarr():
+                self._arrays[CANDIDATE][start:stop] = ids
+                self._arrays["candidate_nll"][:, start:stop] = nll
+
+        self._slots.acquire()
+        future = self._pool.submit(job)
+        future.add_done_callback(lambda _: self._slots.release())
+        self._futures.append(future)
+        if len(self._futures) > 64:
+            self._reap()
 
     def close(self, attrs: Mapping[str, Any]) -> None:
         """Write the partial chunks, trim the candidate axis, set ``attrs`` and consolidate."""
@@ -356,8 +354,6 @@ class ScreenStoreWriter:
                 for q in range(Q):
                     if self._tail_fill[c, q]:
                         self._flush_tail(c, q, int(self._tail_fill[c, q]))
-        if self._cand_fill:
-            self._flush_candidates()
         self._pool.shutdown(wait=True)
         self._reap()
         short = np.argwhere(self._tail_done != self.k)
@@ -365,8 +361,6 @@ class ScreenStoreWriter:
             c, q = (int(v) for v in short[0])
             raise ValueError(f"tail {q} of coefficient {c} got {int(self._tail_done[c, q])} members, not k={self.k}")
         with quiet_zarr():
-            self._arrays["candidate_nll"].resize((self.m, self.n_candidates))
-            self._arrays[CANDIDATE].resize((self.n_candidates,))
             group = zarr.open_group(self.path, mode="r+", use_consolidated=False)
             group.attrs.update(dict(attrs))
             zarr.consolidate_metadata(self.path)

@@ -240,13 +240,14 @@ def screen_driver_bytes(
     Summed histograms and the histograms of the results in flight (one per worker, plus one queued)
     with the running boundaries' cumulative sums; the output writer's buffers (one rank chunk per
     coefficient and tail of three arrays, one candidate chunk) and the chunks being written
-    (two per writer thread); one key block of members and one segment's union (at most a chunk).
+    (two per writer thread, ``max(2, workers)`` threads); one key block of members and one segment's
+    union (at most a chunk).
     """
     hist = [n_benchmarks * lattice(meth, n_models)[1] * 8 for meth in coefficients]
     hists = sum(hist) * (2 + workers) + 3 * max(hist)
     tails = len(coefficients) * 2 * n_benchmarks * rank_chunk * 24
     candidates = CANDIDATE_CHUNK * (4 * n_models + 8)
-    writing = 2 * workers * max(rank_chunk * 8, candidates)
+    writing = 2 * max(2, workers) * max(rank_chunk * 8, candidates)
     merge = MEMBER_BYTES * block_members + chunk_tokens * 20 + candidates
     return int(hists + tails + candidates + writing + merge)
 

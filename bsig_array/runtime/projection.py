@@ -41,10 +41,10 @@ from bsig_array.schema import MIN_MODELS
 #: Disk bandwidth, read and write, in bytes/s: stated, not measured (one NVMe SSD streaming large
 #: sequential chunk files; page-cache speeds on this machine would say nothing about a 1 TB store).
 DISK_BYTES_PER_S = 1.0e9
-#: Bytes of one spilled or merged tail member: int64 token id + int32 code.
-MEMBER_BYTES = 12
-#: Bytes of one entry of ``candidate_token`` + ``candidate_score`` (int64 + float64).
-CANDIDATE_BYTES = 16
+#: Bytes of one spilled or merged tail member: int32 local id + int32 code.
+MEMBER_BYTES = 8
+#: Bytes of one entry of ``candidate_token`` + ``candidate_score`` + ``candidate_column`` (int64, float64, int64).
+CANDIDATE_BYTES = 24
 #: Bytes per stored NLL value of ``candidate_nll`` and of the spilled member columns (float32).
 NLL_BYTES = 4
 #: A limit no plan reaches: used to ask a plan what it *would* need.
@@ -167,7 +167,7 @@ class DiskSizes:
     store_raw, store
         ``nll`` as m·d·itemsize, and that over the measured compression ratio.
     candidates
-        ``candidate_token`` + ``candidate_score``: 16 B x coefficients x B x 2 tails x k.
+        ``candidate_token`` + ``candidate_score`` + ``candidate_column``: 24 B x coefficients x B x 2 tails x k.
     union
         Distinct candidates, at most ``min(d, coefficients·B·2k)``.
     candidate_nll
@@ -177,10 +177,10 @@ class DiskSizes:
     screen_output
         Sum of the four above.
     spill_members
-        One-pass screen: members admitted to a running top-k per benchmark and tail, at most
-        ``min(d, ceil((1 + ln(1/alpha))·k))`` each, over coefficients x B x 2 tails.
+        One-pass screen: members admitted by the speculative boundaries per benchmark and tail,
+        about ``1.2·k`` each (:func:`spill_members_per_tail`), over coefficients x B x 2 tails.
     spill_one_pass
-        12 B per member plus itemsize x m per distinct member token (at most ``min(d, spill_members)``):
+        8 B per member plus itemsize x m per distinct member token (at most ``min(d, spill_members)``):
         the members' NLL columns are spilled in the store's dtype.
     spill_two_pass
         Two-pass screen: the members' NLL columns, itemsize x m x union.
@@ -475,12 +475,14 @@ def calibrate(
 
 
 def spill_members_per_tail(alpha: float, k: int, n_tokens: int) -> int:
-    """Members a running top-k admits over ``n_tokens`` tokens in random order: ``k(1 + ln(1/alpha))``.
+    """Members the one-pass screen spills per tail over ``n_tokens`` tokens in random order.
 
-    The i-th token enters a running top-k with probability min(1, k/i), so the expected admissions
-    are k + Σ_{i>k} k/i ≈ k(1 + ln(d/k)), and d/k = 1/alpha; never more than the tokens.
+    Speculative boundaries (``bsig_array.stages.screen.merge.speculative_bounds``) admit about
+    ``1.2·k + 4·√k`` once a prefix is expected to hold 64 final members; before that (the first
+    ``64/alpha`` tokens of each chunk, at most) everything enters.  Never more than the tokens.
     """
-    return int(min(n_tokens, math.ceil((1.0 + math.log(1.0 / alpha)) * k)))
+    early = min(n_tokens, math.ceil(64 / alpha))
+    return int(min(n_tokens, math.ceil(1.2 * k + 4 * math.sqrt(k) + 16) + early))
 
 
 def disk_sizes(
@@ -773,7 +775,7 @@ def project(
         f"store compression {calibration.compression:.2f}x, measured on a synthetic pool; every other size is "
         "uncompressed (an upper bound)",
         f"one-pass spill: a running top-k over d tokens in random order admits about k(1 + ln(1/alpha)) = "
-        f"{spill_members_per_tail(alpha, k, d):,} members per benchmark and tail (12 B each) plus their NLL columns",
+        f"{spill_members_per_tail(alpha, k, d):,} members per benchmark and tail (8 B each) plus their NLL columns",
         f"selection: one --screen-method, {problems} fits per benchmark (LOO-CV), {steps} steps (delta = 0 runs to "
         "m - 2), 2k candidates per benchmark; merge: the driver sorts members and union at the measured "
         "rate on one core",

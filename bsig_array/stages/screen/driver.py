@@ -27,6 +27,7 @@ total order of (code, token id).  The output records which ran (``passes``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Sequence
@@ -391,10 +392,11 @@ def _merge(
             tmp = tempfile.mkdtemp(prefix=".bsig-screen-", dir=spill.path)
         with atomic_output(target) if target is not None else _nullpath(tmp) as path:
             writer = ScreenStoreWriter(
-                path, summary, k=job.k, max_candidates=sum(sizes), rank_chunk=plan.rank_chunk, workers=plan.workers,
+                path, summary, k=job.k, n_candidates=sum(sizes), rank_chunk=plan.rank_chunk,
+                workers=max(2, plan.workers),  # writes overlap I/O with compression even at one worker
             )
             try:
-                _write_segments(writer, spill.path, segs, list(bounds), job, budget, bar)
+                _write_output(writer, spill.path, segs, sizes, list(bounds), job, budget, bar)
                 timings["merge_write_s"] = time.perf_counter() - t1
                 timings["merge_s"] = time.perf_counter() - t0
                 writer.close({**summary.attrs, "timings": {key: round(v, 4) for key, v in timings.items()}})
@@ -419,41 +421,52 @@ class _nullpath:
         return None
 
 
-def _write_segments(
-    writer: ScreenStoreWriter, spill: str, segs: list[list[int]], coefficients: list[str], job: ScreenJob,
-    budget: int, bar: Any,
+def _write_output(
+    writer: ScreenStoreWriter, spill: str, segs: list[list[int]], sizes: list[int], coefficients: list[str],
+    job: ScreenJob, budget: int, bar: Any,
 ) -> None:
-    """Append every segment's union columns and kept members to the output, in token-id order."""
+    """Write the candidate axis and its NLL columns (one job per output chunk, on the writer's threads)
+    while this thread appends every segment's kept members to the tails, in token-id order."""
     m = job.Y.shape[1]
-    offset = 0
-    for i, seg in enumerate(segs):
+    offsets = np.cumsum([0, *sizes])
+    for a in range(0, int(offsets[-1]), writer.cand_chunk):
+        b = min(a + writer.cand_chunk, int(offsets[-1]))
+        writer.write_candidates(a, b, functools.partial(_gather_candidates, spill, segs, offsets, a, b, m))
+    for i in range(len(segs)):
         u = S.read_union(spill, i)
-        union, src, pos, upos = u["union"], u["src"], u["pos"], u["upos"]
-        cols = [S.read_columns(spill, start) for start in seg]
-        step = writer.cand_chunk
-        for a in range(0, union.size, step):
-            b = min(a + step, union.size)
-            if len(cols) == 1:
-                piece = cols[0][:, pos[a:b]].astype(np.float32, copy=False)
-            else:
-                piece = np.empty((m, b - a), dtype=np.float32)
-                s, p = src[a:b], pos[a:b]
-                for j in np.unique(s):
-                    at = np.flatnonzero(s == j)
-                    piece[:, at] = cols[j][:, p[at]]
-            writer.append_candidates(union[a:b], piece)
-        del cols
+        union, upos = u["union"], u["upos"]
+        name = f"seg{i}"
         for ci, coef in enumerate(coefficients):
-            name = f"seg{i}"
             kptr = S.member_ptr(spill, name, coef, kept=True)
             per_key = np.diff(kptr, axis=1).sum(axis=0)
             scale = K.code_scale(coef, m)
             for q0, q1 in S.key_blocks(per_key, budget):
                 mb = S.read_members(spill, name, coef, q0, q1, kptr, kept=True)
-                up = upos[mb.token]
-                writer.append_tails(ci, mb.key, union[up], mb.code / scale, offset + up)
-        offset += union.size
-        S.drop(spill, [f"seg{i}"], [f"{c}.{kind}" for c in coefficients for kind in ("ktok", "kcode", "kptr.npy")])
-        S.drop(spill, [i], ["union.npz"])
-        S.drop(spill, seg, ["local.npy", "ids.npy", "cols.npy"])
+                up = np.asarray(upos[mb.token])
+                writer.append_tails(ci, mb.key, np.asarray(union[up]), mb.code / scale, offsets[i] + up)
+        del u, union, upos
+        S.drop(spill, [name], [f"{c}.{kind}" for c in coefficients for kind in ("ktok", "kcode", "kptr.npy")])
         bar.advance(1)
+
+
+def _gather_candidates(
+    spill: str, segs: list[list[int]], offsets: np.ndarray, a: int, b: int, m: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids and float32 NLL columns of candidates ``a:b`` from the segments' spilled columns."""
+    ids = np.empty(b - a, dtype=np.int64)
+    nll = np.empty((m, b - a), dtype=np.float32)
+    first = int(np.searchsorted(offsets, a, side="right")) - 1
+    for i in range(first, len(segs)):
+        lo, hi = max(a, int(offsets[i])), min(b, int(offsets[i + 1]))
+        if lo >= b:
+            break
+        if hi <= lo:
+            continue
+        u = S.read_union(spill, i)
+        rng = slice(lo - int(offsets[i]), hi - int(offsets[i]))
+        ids[lo - a : hi - a] = u["union"][rng]
+        src, pos = np.asarray(u["src"][rng]), np.asarray(u["pos"][rng])
+        for j in np.unique(src):
+            at = np.flatnonzero(src == j)
+            nll[:, lo - a + at] = S.read_columns(spill, segs[i][j])[:, pos[at]]
+    return ids, nll

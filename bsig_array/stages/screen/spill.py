@@ -10,8 +10,8 @@ index in token-id order; ``<c>``: a coefficient)::
     <start>.cols.npy          their NLL columns (model, n) in the store's dtype
     <start>.used.npz          the tightest boundaries its members were collected with (one pass)
     seg<i>.<c>.ktok / .kcode / .kptr.npy  segment i's kept members, sorted by (key, segment-local id)
-    <i>.union.npz             segment i's kept union: token ids, chunk (within the segment) and column
-                              holding each, and each segment-local id's position in the union
+    <i>.union/src/pos/upos.npy  segment i's kept union: token ids, chunk (within the segment) and
+                              column holding each, and each segment-local id's position in the union
 
 A key is ``2·benchmark + tail``; members are grouped by key within every part (the kept files are
 sorted within each key too).  A local id is the rank of a token's id within its chunk (or segment).  Scan tasks write the chunk files, finalize tasks the segment files; everything is
@@ -184,16 +184,19 @@ def read_used(spill: str | os.PathLike, start: int) -> dict[str, Any]:
         }
 
 
+UNION_PARTS = ("union", "src", "pos", "upos")
+
+
 def write_union(spill: str | os.PathLike, segment: int, **arrays: np.ndarray) -> None:
     """A segment's kept union: ``union`` (sorted token ids), ``src`` (chunk within the segment),
     ``pos`` (column in that chunk's spill), ``upos`` (union position of every segment-local id)."""
-    np.savez(_file(spill, segment, "union.npz"), **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds
+    for name in UNION_PARTS:
+        np.save(_file(spill, segment, f"{name}.npy"), arrays[name], allow_pickle=False)
 
 
-def read_union(spill: str | os.PathLike, segment: int) -> dict[str, np.ndarray]:
-    """The arrays written by :func:`write_union`."""
-    with np.load(_file(spill, segment, "union.npz")) as z:
-        return {name: z[name] for name in z.files}
+def read_union(spill: str | os.PathLike, segment: int) -> dict[str, Any]:
+    """The arrays written by :func:`write_union`, memory-mapped (readers slice what they need)."""
+    return {name: np.load(_file(spill, segment, f"{name}.npy"), mmap_mode="r") for name in UNION_PARTS}
 
 
 def drop(spill: str | os.PathLike, names: Sequence[Any], kinds: Sequence[str]) -> None:
