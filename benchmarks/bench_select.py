@@ -9,26 +9,38 @@ Prints:
    of 1.69e7) × 32 models, without LOO-CV (target ≤ 2 minutes on this machine), and LOO-CV time per
    benchmark measured on a few benchmarks (extrapolated to 88 and labelled as such).
 4. Peak RSS of the process (``VmHWM``, see ``bsig_array.runtime.memory.peak_rss``).
+5. Selection at scale: one benchmark with 1e7 candidates x 32 models (1.28 GB of float32 columns)
+   streamed from a screen store on disk through the real stage at ``--memory-limit 2GiB``, in a
+   fresh process whose peak RSS is reported against the limit: without LOO-CV (the whole path,
+   m − 2 steps), then with LOO-CV and a short path (``--max-features 2``: the 33 fits run 16 per
+   pass with their state spilled to disk).
 
 Data are random float32 NLLs generated in memory (the benchmarks share one candidate block, each with
-its own planted scores), so only selection is timed.  Usage::
+its own planted scores), so only selection is timed; the at-scale store is written chunk by chunk.
+Usage::
 
     python benchmarks/bench_select.py            # full run
     python benchmarks/bench_select.py --quick    # 8 benchmarks x 5e4 candidates
+    python benchmarks/bench_select.py --at-scale-only [--candidates 1e7 --scale-limit 2GiB]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
+import tempfile
+import textwrap
 import time
 
 import numpy as np
 import statsmodels.api as sm
 import xarray as xr
-from bsig_array.kernels.forward import forward_select
 from threadpoolctl import threadpool_limits
 
+from bsig_array.kernels.forward import forward_select
 from bsig_array.runtime.memory import peak_rss
 from bsig_array.stages.select import select_benchmark, select_signatures
 
@@ -61,10 +73,14 @@ def planted_scores(nll: np.ndarray, rng: np.random.Generator, n_bench: int) -> n
     scores = np.empty((m, n_bench))
     for b in range(n_bench):
         cols = rng.choice(n, size=5, replace=False)
-        ppl = np.exp(nll[:, cols].astype(np.float64))
-        ppl = (ppl - ppl.mean(axis=0)) / ppl.std(axis=0)
-        scores[:, b] = ppl @ rng.normal(size=5) + 0.5 * rng.normal(size=m)
+        scores[:, b] = planted_scores_from(np.exp(nll[:, cols].astype(np.float64)), rng)
     return scores
+
+
+def planted_scores_from(ppl: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Scores = standardized perplexities of the planted columns ``ppl`` (m, 5) x random weights + noise."""
+    ppl = (ppl - ppl.mean(axis=0)) / ppl.std(axis=0)
+    return ppl @ rng.normal(size=ppl.shape[1]) + 0.5 * rng.normal(size=ppl.shape[0])
 
 
 def peer_comparison(m: int, n: int, steps: int, seed: int = 0) -> None:
@@ -144,16 +160,105 @@ def paper_scale(m: int, n: int, n_bench: int, loo_bench: int, memory_limit: str,
               f"vs r2_adj {float(sig['r2_adj'].median()):.3f}; peak RSS {peak_rss_mib():.0f} MiB")
 
 
+def _scale_chunk(i: int, m: int, width: int) -> np.ndarray:
+    """NLLs of candidate chunk ``i`` of the at-scale store (seeded per chunk: regenerated on demand)."""
+    return np.random.default_rng([11, i]).uniform(1.0, 4.0, size=(m, width)).astype(np.float32)
+
+
+def write_scale_screen(path: str, m: int, n: int) -> np.ndarray:
+    """A screen store with one benchmark whose two tails hold ``n`` candidates, written chunk by chunk
+    (a lazy dask array, so this process never holds the columns); returns scores planted on five of them."""
+    import dask
+    import dask.array as da
+
+    from bsig_array.io.screen_output import CANDIDATE_CHUNK, build_screen, write_screen
+
+    widths = [min(CANDIDATE_CHUNK, n - a) for a in range(0, n, CANDIDATE_CHUNK)]
+    nll = da.concatenate(
+        [da.from_delayed(dask.delayed(_scale_chunk)(i, m, w), (m, w), np.float32) for i, w in enumerate(widths)],
+        axis=1,
+    )
+    half = n // 2
+    token = np.arange(2 * half, dtype=np.int64).reshape(1, 1, 2, half)
+    ds = build_screen(
+        models=[f"m{i:02d}" for i in range(m)], benchmark_coords={"benchmark": xr.DataArray(["b0"])},
+        coefficients=["thrush"], token=token, score=np.zeros(token.shape), threshold=np.zeros((1, 1, 2)),
+        histograms={"thrush": (np.zeros(1), np.array([[n]]))}, candidate=np.arange(2 * half, dtype=np.int64),
+        candidate_nll=nll[:, : 2 * half],
+    )
+    write_screen(ds, path)
+    first = _scale_chunk(0, m, widths[0])
+    cols = [0, 1000, 20_000, 40_000, widths[0] - 1]
+    return planted_scores_from(np.exp(first[:, cols].astype(np.float64)), np.random.default_rng(5))
+
+
+SCALE_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np, xarray as xr
+    from bsig_array.io.screen_output import open_screen
+    from bsig_array.runtime.memory import peak_rss
+    from bsig_array.stages.select import select_signatures
+    path, limit, loocv, max_features = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
+    y = np.load(sys.argv[5])
+    screen = open_screen(path)
+    models = [str(v) for v in screen["model"].values]
+    score = xr.DataArray(y[:, None], dims=("model", "benchmark"), coords={"model": models, "benchmark": ["b0"]})
+    wall, cpu = time.perf_counter(), time.process_time()
+    sig = select_signatures(screen, score, memory_limit=limit, loocv=loocv,
+                            max_features=max_features if max_features > 0 else None)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(json.dumps({"wall": wall, "cpu": cpu, "peak": peak_rss(), "plan": sig.attrs["plan"],
+                      "n_selected": int(sig["n_selected"].values[0]), "n_candidates": int(sig["n_candidates"].values[0]),
+                      "loocv_r2": float(sig["loocv_r2"].values[0])}))
+    """
+)
+
+
+def at_scale(n: int, memory_limit: str, m: int = 32) -> None:
+    """One benchmark of ``n`` candidates streamed from disk at ``memory_limit``; each run in a fresh process."""
+    from bsig_array.runtime.memory import parse_memory
+
+    limit = parse_memory(memory_limit)
+    with tempfile.TemporaryDirectory(prefix="bsig-bench-select-") as tmp:
+        t0 = time.perf_counter()
+        y = write_scale_screen(os.path.join(tmp, "s.zarr"), m, n)
+        np.save(os.path.join(tmp, "y.npy"), y)
+        print(f"[at scale] wrote a screen store of 1 benchmark x {n:.2e} candidates x {m} models "
+              f"({4 * m * n / 2**30:.2f} GiB of float32 columns) in {time.perf_counter() - t0:.0f} s")
+        for loocv, max_features in ((False, 0), (True, 2)):
+            done = subprocess.run(
+                [sys.executable, "-c", SCALE_CHILD, os.path.join(tmp, "s.zarr"), memory_limit, str(int(loocv)),
+                 str(max_features), os.path.join(tmp, "y.npy")],
+                capture_output=True, text=True,
+            )
+            if done.returncode != 0:
+                raise SystemExit(done.stderr)
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            what = "with LOO-CV, --max-features 2" if loocv else "no LOO-CV, full path"
+            loo = f", loocv_r2 {r['loocv_r2']:.3f}" if loocv else ""
+            within = "within" if r["peak"] <= limit else "OVER"
+            print(f"[at scale] {r['n_candidates']:.2e} candidates x {m} models, {what}: wall {r['wall']:.0f} s, "
+                  f"CPU {r['cpu']:.0f} s, {r['n_selected']} tokens selected{loo}; peak RSS {r['peak'] / 2**20:.0f} MiB "
+                  f"of --memory-limit {memory_limit} ({within}); plan: {r['plan']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="8 benchmarks x 5e4 candidates")
     parser.add_argument("--memory-limit", default="4GiB")
+    parser.add_argument("--at-scale-only", action="store_true", help="only the at-scale run (5.)")
+    parser.add_argument("--candidates", type=float, default=1e7, help="candidates of the at-scale benchmark")
+    parser.add_argument("--scale-limit", default="2GiB", help="--memory-limit of the at-scale run")
     args = parser.parse_args()
     m = 32
-    n, n_bench, loo_bench = (50_000, 8, 2) if args.quick else (340_000, 88, 4)
-    peer_comparison(m, 2000 if not args.quick else 500, steps=3)
-    backend_comparison(m, n)
-    paper_scale(m, n, n_bench, loo_bench, args.memory_limit)
+    if not args.at_scale_only:
+        n, n_bench, loo_bench = (50_000, 8, 2) if args.quick else (340_000, 88, 4)
+        peer_comparison(m, 2000 if not args.quick else 500, steps=3)
+        backend_comparison(m, n)
+        paper_scale(m, n, n_bench, loo_bench, args.memory_limit)
+    if args.at_scale_only or not args.quick:
+        at_scale(int(args.candidates), args.scale_limit, m)
 
 
 if __name__ == "__main__":

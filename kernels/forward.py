@@ -23,7 +23,10 @@ Selection adds the best candidate while ``AIC_new < AIC − delta``; ties (RSS r
 a relative ``TIE_RTOL``) go to the candidate with the smallest ``priority`` (the caller's shuffled
 order).  A picked candidate whose exact residual is collinear after all is dropped and the search
 repeats.  Candidate columns are read in column blocks, so ``X`` may be any 2-D object that slices
-like an array (an on-disk Zarr array streams); NaN/inf columns are never picked.
+like an array (an on-disk Zarr array streams); NaN/inf columns are never picked.  The state kept per
+candidate (mean, scale, and per problem ``‖x̃‖²`` and its floor) is held in memory or, with
+``spill=True``, in a temporary file read and written per block, so a streamed selection holds a
+fixed amount of memory whatever the number of candidates (besides the caller's ``priority``).
 
 The portable path uses only the array API (numpy, CuPy, array_api_strict); with numpy the per-block
 update and arg-max run in one fused numba loop (``backend="numba"``, the default for numpy).
@@ -32,6 +35,8 @@ update and arg-max run in one fused numba loop (``backend="numba"``, the default
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -148,6 +153,8 @@ class _Columns:
 
     The global (all-rows) centring and scaling does not change any OLS fit with an intercept; it
     only conditions the Gram updates.  Numerically constant columns become all-zero (never picked).
+    The mean and scale of every column live in the :class:`_State`; :meth:`standardize` computes them
+    block by block in the first pass.
     """
 
     def __init__(self, X: Any, exponentiate: bool, block_columns: int, cache: bool) -> None:
@@ -156,47 +163,193 @@ class _Columns:
         self.m, self.n = int(X.shape[0]), int(X.shape[1])
         self.block_columns = max(1, int(block_columns))
         first = self._raw(0, min(1, self.n)) if self.n else _to_block(X, 0, 0)
-        self.xp = xp = array_namespace(first)
-        mus, scales, cached = [], [], []
-        for a, b in self.bounds():
-            raw = self._raw(a, b)
-            mu = xp.mean(raw, axis=0)
-            centred = raw - mu
-            ss = xp.sum(centred * centred, axis=0)
-            scale = xp.sqrt(ss)
-            # Spread at the float rounding level of the values themselves = constant column.
-            floor = _CONST_FLOOR * math.sqrt(self.m) * xp.max(xp.abs(raw), axis=0)
-            scale = xp.where(scale > floor, scale, xp.inf)
-            mus.append(mu)
-            scales.append(scale)
-            if cache:  # one contiguous array per block: the per-step product streams it fastest
-                cached.append(centred / scale)
-        self.mu = xp.concat(mus) if mus else xp.zeros(0, dtype=xp.float64)
-        self.scale = xp.concat(scales) if scales else xp.zeros(0, dtype=xp.float64)
-        self.cached = cached if cache else None
+        self.xp = array_namespace(first)
+        self.cached: list[Any] | None = [] if cache else None
 
     def bounds(self) -> list[tuple[int, int]]:
         step = self.block_columns
         return [(a, min(a + step, self.n)) for a in range(0, self.n, step)]
 
     def _raw(self, a: int, b: int) -> Any:
+        """Columns ``a:b`` as a new float64 array (exponentiated on request), safe to modify in place."""
         block = _to_block(self.X, a, b)
         xp = array_namespace(block)
+        if _is_numpy(xp):  # cast inside exp: one new array instead of two (the same values)
+            block = np.asarray(block)
+            return np.exp(block, dtype=np.float64) if self.exponentiate else block.astype(np.float64)
         block = xp.astype(block, xp.float64)
         return xp.exp(block) if self.exponentiate else block
 
-    def block(self, a: int, b: int) -> Any:
+    def standardize(self, a: int, b: int) -> tuple[Any, Any, Any]:
+        """First pass over block ``a:b``: (mean, scale, standardized columns); caches the latter."""
+        xp = self.xp
+        raw = self._raw(a, b)
+        mu = xp.mean(raw, axis=0)
+        numpy = _is_numpy(xp)
+        # Spread at the float rounding level of the values themselves = constant column.
+        # (numpy: max |x| as max(max, −min), then centre and scale in place: fewer block-sized
+        # temporaries, the same values.)
+        top = np.maximum(raw.max(axis=0), -raw.min(axis=0)) if numpy else xp.max(xp.abs(raw), axis=0)
+        centred = np.subtract(raw, mu, out=raw) if numpy else raw - mu
+        ss = xp.sum(centred * centred, axis=0)
+        scale = xp.sqrt(ss)
+        floor = _CONST_FLOOR * math.sqrt(self.m) * top
+        scale = xp.where(scale > floor, scale, xp.inf)
+        Z = np.divide(centred, scale, out=centred) if numpy else centred / scale
+        if self.cached is not None:  # one contiguous array per block: the per-step product streams it fastest
+            self.cached.append(Z)
+        return mu, scale, Z
+
+    def block(self, a: int, b: int, mu: Any, scale: Any) -> Any:
         """Standardized columns ``a:b`` (m, b − a); ``a:b`` must be one of :meth:`bounds`."""
         if self.cached is not None:
             return self.cached[a // self.block_columns]
-        return (self._raw(a, b) - self.mu[a:b]) / self.scale[a:b]
+        raw = self._raw(a, b)
+        if _is_numpy(self.xp):
+            raw -= mu
+            raw /= scale
+            return raw
+        return (raw - mu) / scale
 
-    def column(self, j: int) -> Any:
+    def column(self, j: int, state: _State) -> Any:
         """Standardized column ``j`` (m,)."""
         if self.cached is not None:
             i, r = divmod(j, self.block_columns)
             return self.cached[i][:, r]
-        return ((self._raw(j, j + 1) - self.mu[j : j + 1]) / self.scale[j : j + 1])[:, 0]
+        mu, scale = state.stats_at(j)
+        return ((self._raw(j, j + 1) - mu) / scale)[:, 0]
+
+
+@dataclass
+class _Record:
+    """One column block's state: views into the in-memory arrays or into the spill buffer."""
+
+    mu: Any  # (nb,) column means
+    scale: Any  # (nb,) column scales
+    norm2: Any  # (P, nb) residualized squared norms, updated every step
+    floor: Any  # (P, nb) collinearity floors
+
+
+class _State:
+    """Per-candidate float64 state of one :func:`forward_select` call, in memory or spilled to disk.
+
+    Per candidate: the column's mean and scale, and per problem ``‖x̃‖²`` and its collinearity floor,
+    8·(2 + 2P) bytes.  In memory these are whole arrays.  Spilled, block ``a:b`` is one record
+    ``[mu | scale | norm2 (P, nb) | floor (P, nb)]`` at byte offset 8·(2 + 2P)·a of an anonymous
+    temporary file (``TMPDIR``), read with ``preadv`` into one reused buffer and written back with
+    ``pwrite``: the process holds one block's record whatever ``n``.  (Explicit I/O rather than a
+    memory map: a mapping's resident pages count in the process RSS until the kernel reclaims them,
+    the page cache behind ``pread`` does not.)
+    """
+
+    def __init__(self, xp: Any, P: int, n: int, block_columns: int, spill: bool) -> None:
+        self.xp, self.P, self.n, self.bc = xp, P, n, block_columns
+        self.width = 2 + 2 * P  # float64 values per candidate
+        self.file: Any = None
+        if spill:
+            if not _is_numpy(xp):
+                raise KernelInputError("spilling the selection state needs numpy arrays")
+            self.file = tempfile.TemporaryFile(prefix="bsig-select-spill-")
+            self.buffer = np.empty(self.width * min(block_columns, max(n, 1)))
+        else:
+            self.mu = xp.zeros(n, dtype=xp.float64)
+            self.scale = xp.zeros(n, dtype=xp.float64)
+            self.norm2 = xp.zeros((P, n), dtype=xp.float64)
+            self.floor = xp.zeros((P, n), dtype=xp.float64)
+
+    def __enter__(self) -> _State:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def _view(self, nb: int) -> _Record:
+        buf, P = self.buffer, self.P
+        return _Record(
+            mu=buf[:nb], scale=buf[nb : 2 * nb], norm2=buf[2 * nb : (2 + P) * nb].reshape(P, nb),
+            floor=buf[(2 + P) * nb : (2 + 2 * P) * nb].reshape(P, nb),
+        )
+
+    def put(self, a: int, b: int, mu: Any, scale: Any, norm2: Any, floor: Any) -> None:
+        """Store block ``a:b``'s state (first pass)."""
+        if self.file is None:
+            self.mu[a:b], self.scale[a:b], self.norm2[:, a:b], self.floor[:, a:b] = mu, scale, norm2, floor
+            return
+        rec = self._view(b - a)
+        rec.mu[...], rec.scale[...], rec.norm2[...], rec.floor[...] = mu, scale, norm2, floor
+        _pwrite(self.file.fileno(), self.buffer[: self.width * (b - a)], 8 * self.width * a)
+
+    def load(self, a: int, b: int) -> _Record:
+        """Block ``a:b``'s state; update ``norm2`` in place, then :meth:`save_norm2`."""
+        if self.file is None:
+            return _Record(self.mu[a:b], self.scale[a:b], self.norm2[:, a:b], self.floor[:, a:b])
+        _pread(self.file.fileno(), self.buffer[: self.width * (b - a)], 8 * self.width * a)
+        return self._view(b - a)
+
+    def save_norm2(self, a: int, b: int, rec: _Record) -> None:
+        """Write back block ``a:b``'s updated ``norm2`` (a no-op on in-memory numpy views)."""
+        if self.file is None:
+            if not _is_numpy(self.xp):  # other array libraries may copy on slicing
+                self.norm2[:, a:b] = rec.norm2
+            return
+        nb = b - a
+        _pwrite(self.file.fileno(), self.buffer[2 * nb : (2 + self.P) * nb], 8 * (self.width * a + 2 * nb))
+
+    def _offset(self, j: int) -> tuple[int, int]:
+        """(byte offset of candidate ``j``'s block record, that block's width nb)."""
+        a = j - j % self.bc
+        return 8 * self.width * a, min(self.bc, self.n - a)
+
+    def _get(self, offset: int) -> float:
+        value = np.empty(1)
+        _pread(self.file.fileno(), value, offset)
+        return float(value[0])
+
+    def stats_at(self, j: int) -> tuple[Any, Any]:
+        """Mean and scale of column ``j`` as 1-element arrays."""
+        if self.file is None:
+            return self.mu[j : j + 1], self.scale[j : j + 1]
+        base, nb = self._offset(j)
+        r = j % self.bc
+        return np.array([self._get(base + 8 * r)]), np.array([self._get(base + 8 * (nb + r))])
+
+    def floor_at(self, p: int, j: int) -> float:
+        if self.file is None:
+            return float(self.floor[p, j])
+        base, nb = self._offset(j)
+        return self._get(base + 8 * ((2 + self.P + p) * nb + j % self.bc))
+
+    def kill(self, p: int, j: int) -> None:
+        """Candidate ``j`` can never be picked again by problem ``p``."""
+        if self.file is None:
+            self.norm2[p, j] = 0.0
+            return
+        base, nb = self._offset(j)
+        _pwrite(self.file.fileno(), np.zeros(1), base + 8 * ((2 + p) * nb + j % self.bc))
+
+
+def _pread(fd: int, out: np.ndarray, offset: int) -> None:
+    """Fill the contiguous array ``out`` from byte ``offset`` of file ``fd``."""
+    view = out.data.cast("B")
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            raise OSError(f"selection spill file ended at byte {offset + done}")
+        done += got
+
+
+def _pwrite(fd: int, data: np.ndarray, offset: int) -> None:
+    """Write the contiguous array ``data`` at byte ``offset`` of file ``fd``."""
+    view = np.ascontiguousarray(data).data.cast("B")
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
+def _is_numpy(xp: Any) -> bool:
+    return xp is np or getattr(xp, "__name__", "").endswith("numpy")
 
 
 def _products(V: Any, Z: Any) -> Any:
@@ -273,7 +426,7 @@ def _beats_host(g: np.ndarray, pg: np.ndarray, best: np.ndarray, pbest: np.ndarr
 def _use_numba(backend: str, xp: Any) -> bool:
     if backend not in ("auto", "numpy", "numba"):
         raise KernelInputError(f"unknown backend {backend!r}; use auto, numpy or numba")
-    is_numpy = xp is np or getattr(xp, "__name__", "").endswith("numpy")
+    is_numpy = _is_numpy(xp)
     if backend == "numba":
         if numba is None or not is_numpy:
             raise KernelInputError("the numba backend needs numba and numpy arrays")
@@ -294,6 +447,7 @@ def forward_select(
     cache: bool = True,
     collinear_tol: float = COLLINEAR_TOL,
     backend: str = "auto",
+    spill: bool = False,
 ) -> ForwardPath:
     """AIC forward selection of candidate columns for one or more problems sharing ``X``.
 
@@ -327,6 +481,11 @@ def forward_select(
     backend
         ``"auto"`` (numba for numpy inputs, else portable), ``"numpy"`` (portable array API),
         ``"numba"``.
+    spill
+        Keep the per-candidate state (8·(2 + 2P) bytes per column for P problems: mean, scale and
+        per problem ``‖x̃‖²`` and its floor) in an anonymous temporary file under ``TMPDIR``,
+        read and written back one block at a time, instead of in memory (numpy only).  With
+        ``cache=False`` the memory held is then independent of ``n`` apart from ``priority``.
 
     Returns
     -------
@@ -348,7 +507,10 @@ def forward_select(
     if max_features is not None:
         caps = [min(c, int(max_features)) for c in caps]
     K = max(caps) if caps else 0
-    prio = xp.arange(n, dtype=xp.int64) if priority is None else xp.astype(xp.asarray(priority), xp.int64)
+    if priority is None:
+        prio = xp.arange(n, dtype=xp.int64)
+    else:  # no copy of an int64 priority: it is n long
+        prio = xp.astype(xp.asarray(priority), xp.int64, copy=False)
     fused = _use_numba(backend, xp)
 
     # Intercept-only start: q0 = mask/√n_rows, e = centred masked y.
@@ -361,72 +523,72 @@ def forward_select(
     basis = [[q0[p, :]] for p in range(P)]
     active = [caps[p] > 0 and rss[p] > 0.0 for p in range(P)]
 
-    # Per-candidate squared norms after removing each problem's intercept; floor = tol × that.
-    norm2 = xp.zeros((P, n), dtype=xp.float64)
-    for a, b in cols.bounds():
-        Z = cols.block(a, b)
-        norm2[:, a:b] = W @ (Z * Z) - (q0 @ Z) ** 2
-    floor = collinear_tol * norm2
-    floor = xp.where(floor > 0.0, floor, 0.0)  # zero-norm columns stay dead (norm2 ≤ 0 = floor)
-
-    selected = np.full((P, K), -1, dtype=np.int64)
-    aic_path = np.full((P, K), np.nan)
-    k = [0] * P  # features selected so far, per problem
-    q_last = xp.zeros((P, m), dtype=xp.float64)
-    first = True
-    while any(active):
-        act = xp.asarray([1.0 if a else 0.0 for a in active], dtype=xp.float64)[:, None]
-        V = xp.concat([q_last, e * act], axis=0)  # inactive problems contribute zero rows
-        best = np.full(P, -1.0)
-        best_pri = np.full(P, _INT64_MAX)
-        best_idx = np.full(P, -1, dtype=np.int64)
+    with _State(xp, P, n, cols.block_columns, spill) as state:
+        # One pass: column means and scales, then each problem's squared norms after removing its
+        # intercept, and floor = tol × that (zero-norm columns stay dead: norm2 ≤ 0 = floor).
         for a, b in cols.bounds():
-            C = _products(V, cols.block(a, b))
-            if fused:
-                g, pr, loc = _block_best_numba(
-                    np.ascontiguousarray(C), norm2[:, a:b], floor[:, a:b], prio[a:b], not first
-                )
-            else:
-                sub = norm2[:, a:b]
-                g, pr, loc = _block_best_portable(C, sub, floor[:, a:b], prio[a:b], not first)
-                norm2[:, a:b] = sub
-            g, pr, loc = _host(g), _host(pr), _host(loc)
-            better = _beats_host(g, pr, best, best_pri)
-            best = np.where(better, g, best)
-            best_pri = np.where(better, pr, best_pri)
-            best_idx = np.where(better, loc + a, best_idx)
-        first = False
+            mu, scale, Z = cols.standardize(a, b)
+            norm2 = W @ (Z * Z) - (q0 @ Z) ** 2
+            floor = collinear_tol * norm2
+            state.put(a, b, mu, scale, norm2, xp.where(floor > 0.0, floor, 0.0))
 
-        new_q = []
-        for p in range(P):
-            q_new = xp.zeros(m, dtype=xp.float64)
-            if active[p] and best_idx[p] < 0:
-                active[p] = False  # no candidate left
-            elif active[p]:
-                j = int(best_idx[p])
-                norm2[p, j] = 0.0  # picked or found collinear: never a candidate again
-                x = cols.column(j) * W[p, :]
-                Qp = xp.stack(basis[p], axis=1)
-                for _ in range(2):  # twice is enough (Kahan–Parlett)
-                    x = x - Qp @ (xp.matmul(xp.matrix_transpose(Qp), x))
-                nx2 = float(xp.sum(x * x))
-                if nx2 > float(floor[p, j]):  # else collinear after all: dropped, search again
-                    q = x / math.sqrt(nx2)
-                    e_new = e[p, :] - q * xp.sum(q * e[p, :])
-                    rss_new = float(xp.sum(e_new * e_new))
-                    aic_new = ols_aic(rss_new, n_rows[p], k[p] + 2)
-                    if aic_new < current[p] - delta:
-                        basis[p].append(q)
-                        e[p, :] = e_new
-                        rss[p], current[p] = rss_new, aic_new
-                        selected[p, k[p]], aic_path[p, k[p]] = j, aic_new
-                        k[p] += 1
-                        q_new = q
-                        active[p] = k[p] < caps[p]
-                    else:
-                        active[p] = False
-            new_q.append(q_new)
-        q_last = xp.stack(new_q, axis=0)
+        selected = np.full((P, K), -1, dtype=np.int64)
+        aic_path = np.full((P, K), np.nan)
+        k = [0] * P  # features selected so far, per problem
+        q_last = xp.zeros((P, m), dtype=xp.float64)
+        first = True
+        while any(active):
+            act = xp.asarray([1.0 if a else 0.0 for a in active], dtype=xp.float64)[:, None]
+            V = xp.concat([q_last, e * act], axis=0)  # inactive problems contribute zero rows
+            best = np.full(P, -1.0)
+            best_pri = np.full(P, _INT64_MAX)
+            best_idx = np.full(P, -1, dtype=np.int64)
+            for a, b in cols.bounds():
+                rec = state.load(a, b)
+                C = _products(V, cols.block(a, b, rec.mu, rec.scale))
+                if fused:
+                    g, pr, loc = _block_best_numba(np.ascontiguousarray(C), rec.norm2, rec.floor, prio[a:b], not first)
+                else:
+                    g, pr, loc = _block_best_portable(C, rec.norm2, rec.floor, prio[a:b], not first)
+                if not first:  # the first step only reads the norms
+                    state.save_norm2(a, b, rec)
+                g, pr, loc = _host(g), _host(pr), _host(loc)
+                better = _beats_host(g, pr, best, best_pri)
+                best = np.where(better, g, best)
+                best_pri = np.where(better, pr, best_pri)
+                best_idx = np.where(better, loc + a, best_idx)
+            first = False
+
+            new_q = []
+            for p in range(P):
+                q_new = xp.zeros(m, dtype=xp.float64)
+                if active[p] and best_idx[p] < 0:
+                    active[p] = False  # no candidate left
+                elif active[p]:
+                    j = int(best_idx[p])
+                    state.kill(p, j)  # picked or found collinear: never a candidate again
+                    x = cols.column(j, state) * W[p, :]
+                    Qp = xp.stack(basis[p], axis=1)
+                    for _ in range(2):  # twice is enough (Kahan–Parlett)
+                        x = x - Qp @ (xp.matmul(xp.matrix_transpose(Qp), x))
+                    nx2 = float(xp.sum(x * x))
+                    if nx2 > state.floor_at(p, j):  # else collinear after all: dropped, search again
+                        q = x / math.sqrt(nx2)
+                        e_new = e[p, :] - q * xp.sum(q * e[p, :])
+                        rss_new = float(xp.sum(e_new * e_new))
+                        aic_new = ols_aic(rss_new, n_rows[p], k[p] + 2)
+                        if aic_new < current[p] - delta:
+                            basis[p].append(q)
+                            e[p, :] = e_new
+                            rss[p], current[p] = rss_new, aic_new
+                            selected[p, k[p]], aic_path[p, k[p]] = j, aic_new
+                            k[p] += 1
+                            q_new = q
+                            active[p] = k[p] < caps[p]
+                        else:
+                            active[p] = False
+                new_q.append(q_new)
+            q_last = xp.stack(new_q, axis=0)
 
     n_sel = (selected >= 0).sum(axis=1).astype(np.int64)
     return ForwardPath(selected=selected, aic=aic_path, aic0=np.asarray(aic0), n_selected=n_sel)

@@ -145,7 +145,7 @@ def test_stages_report_progress_through_the_protocol(tmp_path):
     rec = Recorder()
     screen(nll.chunk({"token": 300}), score, progress=rec, memory_limit="1GiB", out=tmp_path / "s.zarr")
     assert rec.bars["screen (one pass: histograms + tails)"] == [900, 900]
-    assert rec.bars["screen merge (count, finalize, write)"] == [9, 9]  # 3 segments x 3 steps
+    assert rec.bars["screen merge (count, finalize, write)"] == [7, 7]  # 3 segments x (count, finalize) + write
     screen(nll.chunk({"token": 300}), score, progress=rec, memory_limit="1GiB", passes=2)
     assert rec.bars["screen pass 1/2 (histograms)"] == [900, 900]
     assert rec.bars["screen pass 2/2 (tails)"] == [900, 900]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,12 +37,13 @@ from bsig_array.errors import InputError
 from bsig_array.io.atomic import atomic_output, check_new_output
 from bsig_array.io.zarr_format import open_artifact, quiet_zarr, strings, write_zarr, zarr_array
 from bsig_array.kernels.unique import sorted_unique
+from bsig_array.runtime.memory import TAIL_JOB_BYTES
 from bsig_array.runtime.progress import Progress, no_progress
 from bsig_array.schema import BENCHMARK, CANDIDATE, COEFFICIENT, COEFFICIENTS, MODEL, RANK, TAIL, TAILS
 
 #: Chunk length of the candidate axis of ``candidate_nll`` in the output store.
 CANDIDATE_CHUNK = 1 << 16
-#: Largest chunk of the rank axis of the candidate arrays (the writer's buffers hold one per tail).
+#: Largest chunk of the rank axis of the candidate arrays.
 MAX_RANK_CHUNK = 1 << 18
 #: Variables every screen output has (the histograms depend on the coefficients screened).
 REQUIRED = ("candidate_token", "candidate_score", "threshold", "candidate_nll")
@@ -155,12 +156,11 @@ def write_screen(
     workers: int | None = None,
     progress: Progress = no_progress,
 ) -> Path:
-    """Write a screen result to ``out`` (Zarr v3), atomically: temp directory, then rename.
-
-    The lazy ``candidate_nll`` gather runs here, in this process (it reads the driver's column
-    spill, which remote workers cannot see) on threads with the plan's concurrency, or in the
-    calling thread when ``scheduler`` is ``"synchronous"``; any other ``scheduler`` value (a
-    distributed address or client) is accepted for symmetry with the screen stage.
+    """Write a screen result held in memory (or lazily) to ``out`` (Zarr v3), atomically: temp
+    directory, then rename.  The screen stage streams its own output (``screen(..., out=...)``);
+    this writes a dataset assembled with :func:`build_screen` or a loaded result.  Lazy variables
+    are computed on threads with ``workers`` concurrency, or in the calling thread when
+    ``scheduler`` is ``"synchronous"``.
     """
     out = check_new_output(out, overwrite=overwrite)
     n_workers = workers or ds.attrs.get("workers")
@@ -194,12 +194,12 @@ class ScreenStoreWriter:
     """Streams a screen output into a Zarr store: small variables at once, candidates region by region.
 
     The thresholds, histograms and coordinates are written by xarray when the writer is created;
-    the candidate arrays are created at full size and filled by :meth:`append_tails` (pieces in
-    token-id order, buffered, every Zarr chunk written once, whole) and :meth:`write_candidates`
-    (one candidate chunk per call, gathered and written on the writer's threads; Blosc releases the
-    GIL).  So each region has one writer, and memory holds one rank chunk per tail plus a few
-    candidate chunks in flight, never the candidate arrays.  :meth:`close` writes the last partial
-    chunks and consolidates the metadata.
+    the candidate arrays are created at full size and filled chunk by chunk by :meth:`write_tails`
+    and :meth:`write_candidates`, whose ``load`` callables gather one chunk's values and run with
+    the write on the writer's threads (Blosc releases the GIL).  So every Zarr chunk is written
+    once, whole, by one writer, and memory holds only the chunks in flight (at most two per thread,
+    :data:`~bsig_array.runtime.memory.TAIL_JOB_BYTES` each for the tails), never the candidate
+    arrays.  :meth:`close` waits for the writes and consolidates the metadata.
 
     Parameters
     ----------
@@ -211,26 +211,23 @@ class ScreenStoreWriter:
         Candidates per tail (length of ``rank``).
     n_candidates
         Length of the candidate axis.
-    rank_chunk
-        Chunk length along ``rank`` (bounded by the memory plan).
     workers
         Threads compressing and writing chunks.
     """
 
     def __init__(
-        self, path: str | os.PathLike, summary: xr.Dataset, *, k: int, n_candidates: int, rank_chunk: int,
-        workers: int = 2,
+        self, path: str | os.PathLike, summary: xr.Dataset, *, k: int, n_candidates: int, workers: int = 2,
     ) -> None:
         import zarr
         from zarr.codecs import BloscCodec
 
         C, B = summary.sizes[COEFFICIENT], summary.sizes[BENCHMARK]
         m = summary.sizes[MODEL]
-        self.path, self.k, self.m = str(path), int(k), int(m)
-        self.rank_chunk = int(max(1, min(rank_chunk, k)))
-        # whole tails fit the buffers: one chunk per coefficient, written once on close (zarr's
-        # per-write cost, ~3 ms, would otherwise dominate a screen of many small tails)
-        self.whole = self.rank_chunk == self.k
+        self.path, self.k, self.m, self.n_benchmarks = str(path), int(k), int(m), int(B)
+        # a tail chunk is (1, bench_chunk, 2, rank_chunk): whole tails of as many benchmarks as fit
+        # one job's buffers (zarr's per-write cost, ~3 ms, rules out many small chunks)
+        self.rank_chunk = min(self.k, MAX_RANK_CHUNK)
+        self.bench_chunk = int(max(1, min(B, TAIL_JOB_BYTES // (2 * self.rank_chunk * 24))))
         cand_chunk = min(CANDIDATE_CHUNK, max(n_candidates, 1))
         template = summary.copy()
         placeholder = {"candidate_token": np.int64, "candidate_score": np.float64, "candidate_column": np.int64}
@@ -240,7 +237,7 @@ class ScreenStoreWriter:
         template = template.assign_coords({CANDIDATE: np.zeros(1, dtype=np.int64)})
         _describe(template)
         fast = {"compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]}  # written once, read often
-        tail_chunks = (1, B, 2, self.k) if self.whole else (1, 1, 1, self.rank_chunk)
+        tail_chunks = (1, self.bench_chunk, 2, self.rank_chunk)
         encoding: dict[str, Any] = {name: {"chunks": tail_chunks, **fast} for name in placeholder}
         encoding["candidate_nll"] = {"chunks": (m, cand_chunk), **fast}
         encoding[CANDIDATE] = {"chunks": (cand_chunk,), **fast}
@@ -253,28 +250,19 @@ class ScreenStoreWriter:
         self._arrays["candidate_nll"].resize((m, n_candidates))
         self._arrays[CANDIDATE].resize((n_candidates,))
         self.cand_chunk = cand_chunk
-        # per coefficient and tail (key = 2*benchmark + tail): a rank chunk being filled
-        self._tail_buf = {
-            name: np.zeros((C, 2 * B, self.rank_chunk), dtype=dtype) for name, dtype in placeholder.items()
-        }
-        self._tail_fill = np.zeros((C, 2 * B), dtype=np.int64)
-        self._tail_done = np.zeros((C, 2 * B), dtype=np.int64)  # ranks already written
         self.n_candidates = int(n_candidates)
         self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="bsig-write")
-        self._slots = threading.BoundedSemaphore(2 * max(1, workers))  # chunks queued or being written
+        self._slots = threading.BoundedSemaphore(2 * max(1, workers))  # jobs queued or running
         self._futures: list[Future] = []
 
-    def _submit(self, name: str, region: tuple[slice | int, ...], data: np.ndarray) -> None:
+    def _run(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the writer's threads (at most two per thread queued or running)."""
         self._slots.acquire()
-        future = self._pool.submit(self._write, name, region, data)
+        future = self._pool.submit(job)
         future.add_done_callback(lambda _: self._slots.release())
         self._futures.append(future)
         if len(self._futures) > 64:
             self._reap()
-
-    def _write(self, name: str, region: tuple[slice | int, ...], data: np.ndarray) -> None:
-        with quiet_zarr():
-            self._arrays[name][region] = data
 
     def _reap(self) -> None:
         running = []
@@ -285,40 +273,26 @@ class ScreenStoreWriter:
                 running.append(f)
         self._futures = running
 
-    def append_tails(self, c: int, key: np.ndarray, token: np.ndarray, score: np.ndarray, column: np.ndarray) -> None:
-        """Append members of coefficient ``c``, grouped by ascending key (key = 2·benchmark + tail) and
-        sorted by token within a key, after everything appended before for the same tail."""
-        fill = self._tail_fill[c]
-        values = {"candidate_token": token, "candidate_score": score, "candidate_column": column}
-        R = self.rank_chunk
-        while key.size:
-            starts = np.flatnonzero(np.diff(key, prepend=-1))
-            lengths = np.diff(np.append(starts, key.size))
-            dest = np.repeat(fill[key[starts]] - starts, lengths) + np.arange(key.size)
-            now = dest < R
-            flat = key[now].astype(np.int64) * R + dest[now]
-            for name, v in values.items():
-                self._tail_buf[name][c].reshape(-1)[flat] = v[now]
-            fill += np.bincount(key[now], minlength=fill.size)
-            if self.whole:
-                if not now.all():
-                    raise ValueError(f"a tail of coefficient {c} got more than k={self.k} members")
-                return
-            for q in np.flatnonzero(fill == R):
-                self._flush_tail(c, int(q), R)
-            later = ~now
-            key = key[later]
-            values = {name: v[later] for name, v in values.items()}
+    def tail_blocks(self) -> Iterator[tuple[int, int, int, int]]:
+        """``(b0, b1, r0, r1)`` of every tail chunk of one coefficient (benchmarks b0:b1, ranks r0:r1)."""
+        for b0 in range(0, self.n_benchmarks, self.bench_chunk):
+            for r0 in range(0, self.k, self.rank_chunk):
+                yield b0, min(b0 + self.bench_chunk, self.n_benchmarks), r0, min(r0 + self.rank_chunk, self.k)
 
-    def _flush_tail(self, c: int, q: int, n: int) -> None:
-        r0 = int(self._tail_done[c, q])
-        if r0 + n > self.k:
-            raise ValueError(f"tail {q} of coefficient {c} got more than k={self.k} members")
-        b, t = divmod(q, 2)
-        for name, buf in self._tail_buf.items():
-            self._submit(name, (c, b, t, slice(r0, r0 + n)), buf[c, q, :n].copy())
-        self._tail_done[c, q] += n
-        self._tail_fill[c, q] = 0
+    def write_tails(
+        self, c: int, block: tuple[int, int, int, int], load: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    ) -> None:
+        """Write one tail chunk of coefficient ``c`` (a ``block`` of :meth:`tail_blocks`) from
+        ``load() -> (token, score, column)``, each (b1 - b0, 2, r1 - r0), on the writer's threads."""
+        b0, b1, r0, r1 = block
+
+        def job() -> None:
+            arrays = dict(zip(("candidate_token", "candidate_score", "candidate_column"), load()))
+            with quiet_zarr():
+                for name, values in arrays.items():
+                    self._arrays[name][c, b0:b1, :, r0:r1] = values
+
+        self._run(job)
 
     def write_candidates(self, start: int, stop: int, load: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
         """Write candidates ``start:stop`` (one whole chunk of the candidate axis, or the last one) from
@@ -333,33 +307,14 @@ class ScreenStoreWriter:
                 self._arrays[CANDIDATE][start:stop] = ids
                 self._arrays["candidate_nll"][:, start:stop] = nll
 
-        self._slots.acquire()
-        future = self._pool.submit(job)
-        future.add_done_callback(lambda _: self._slots.release())
-        self._futures.append(future)
-        if len(self._futures) > 64:
-            self._reap()
+        self._run(job)
 
     def close(self, attrs: Mapping[str, Any]) -> None:
-        """Write the partial chunks, trim the candidate axis, set ``attrs`` and consolidate."""
+        """Wait for every write, set ``attrs`` and consolidate the metadata."""
         import zarr
 
-        C, Q = self._tail_fill.shape
-        if self.whole:
-            self._tail_done[:] = self._tail_fill
-            for name, buf in self._tail_buf.items():
-                self._submit(name, (slice(None),) * 4, buf.reshape(C, Q // 2, 2, self.k))
-        else:
-            for c in range(C):
-                for q in range(Q):
-                    if self._tail_fill[c, q]:
-                        self._flush_tail(c, q, int(self._tail_fill[c, q]))
         self._pool.shutdown(wait=True)
         self._reap()
-        short = np.argwhere(self._tail_done != self.k)
-        if short.size:
-            c, q = (int(v) for v in short[0])
-            raise ValueError(f"tail {q} of coefficient {c} got {int(self._tail_done[c, q])} members, not k={self.k}")
         with quiet_zarr():
             group = zarr.open_group(self.path, mode="r+", use_consolidated=False)
             group.attrs.update(dict(attrs))

@@ -119,9 +119,7 @@ class ScreenPlan(_Projection):
     overhead_bytes
         Fixed cost of the Python process.
     block_members
-        Tail members a merge task (or the output writer) handles at once.
-    rank_chunk
-        Chunk length of the output's candidate arrays along ``rank`` (the writer buffers one per tail).
+        Tail members a merge task handles at once.
     """
 
     memory_limit: int
@@ -131,7 +129,6 @@ class ScreenPlan(_Projection):
     driver_bytes: int
     overhead_bytes: int
     block_members: int = 1 << 20
-    rank_chunk: int = 1 << 12
 
     def describe(self) -> str:
         """One line with the plan's numbers."""
@@ -191,8 +188,8 @@ class SelectPlan(_Projection):
 #: Bytes per tail member while a task or the writer handles it: key, id and code (16 B), the sort
 #: order and the sorted copy.
 MEMBER_BYTES = 48
-#: Output chunk lengths along ``rank`` tried, largest first (the writer's buffers hold one per tail).
-RANK_CHUNKS = (1 << 18, 1 << 16, 1 << 14, 1 << 12, 1 << 10)
+#: Bytes of one output tail chunk being gathered and written (token, score and column of its entries).
+TAIL_JOB_BYTES = 16 * 2**20
 #: Candidates per output chunk of ``candidate_nll`` (mirrors ``screen_output.CANDIDATE_CHUNK``).
 CANDIDATE_CHUNK = 1 << 16
 
@@ -232,24 +229,23 @@ def screen_task_bytes(
 
 
 def screen_driver_bytes(
-    *, n_models: int, coefficients: Sequence[str], n_benchmarks: int, workers: int, rank_chunk: int,
-    block_members: int, chunk_tokens: int,
+    *, n_models: int, coefficients: Sequence[str], n_benchmarks: int, workers: int, block_members: int,
+    chunk_tokens: int,
 ) -> int:
     """Projected peak bytes held by the driver of a screen; independent of the number of tokens.
 
     Summed histograms and the histograms of the results in flight (one per worker, plus one queued)
-    with the running boundaries' cumulative sums; the output writer's buffers (one rank chunk per
-    coefficient and tail of three arrays, one candidate chunk) and the chunks being written
-    (two per writer thread, ``max(2, workers)`` threads); one key block of members and one segment's
-    union (at most a chunk).
+    with the running boundaries' cumulative sums; the output writer's jobs (two per writer thread,
+    ``max(2, workers)`` threads), each one tail chunk (:data:`TAIL_JOB_BYTES`, twice while it is
+    gathered) or one candidate chunk of NLL columns (gathered in float32 from the spill); one key
+    block of members and one segment's union (at most a chunk).
     """
     hist = [n_benchmarks * lattice(meth, n_models)[1] * 8 for meth in coefficients]
     hists = sum(hist) * (2 + workers) + 3 * max(hist)
-    tails = len(coefficients) * 2 * n_benchmarks * rank_chunk * 24
-    candidates = CANDIDATE_CHUNK * (4 * n_models + 8)
-    writing = 2 * max(2, workers) * max(rank_chunk * 8, candidates)
-    merge = MEMBER_BYTES * block_members + chunk_tokens * 20 + candidates
-    return int(hists + tails + candidates + writing + merge)
+    candidates = CANDIDATE_CHUNK * (4 * n_models + 8 + 8 + 8)
+    writing = 2 * max(2, workers) * max(2 * TAIL_JOB_BYTES, 2 * candidates)
+    merge = MEMBER_BYTES * block_members + chunk_tokens * 20
+    return int(hists + writing + merge)
 
 
 def plan_screen(
@@ -270,9 +266,9 @@ def plan_screen(
     """Choose block sizes and concurrency of a screen so its projected peak fits ``memory_limit``.
 
     Nothing here grows with the number of tokens or with ``k``: the candidates stream to the spill
-    and to the output.  Prefers the largest sub-block (up to :data:`MAX_BLOCK_TOKENS`) and output
-    chunk at one worker, then adds workers up to ``max_workers`` (default: CPU count) while the
-    projection fits.
+    and to the output.  Prefers the most workers (up to ``max_workers``, default the CPU count) whose
+    sub-blocks stay at least :data:`PREFERRED_BLOCK_TOKENS`, then the largest sub-block (up to
+    :data:`MAX_BLOCK_TOKENS`) that fits.
 
     Raises
     ------
@@ -285,56 +281,52 @@ def plan_screen(
     max_workers = max(1, max_workers or os.cpu_count() or 1)
     n_chunks = -(-n_tokens // chunk_tokens)
     max_workers = min(max_workers, n_chunks)
-    rank_options = sorted({min(r, max(k, 1)) for r in RANK_CHUNKS}, reverse=True)
 
-    def sizes(s: int, r: int, w: int) -> tuple[int, int, int]:
+    def sizes(s: int, w: int) -> tuple[int, int, int]:
         members = max(1 << 16, min(1 << 22, 4 * s * n_benchmarks))
         task = screen_task_bytes(
             n_models=n_models, chunk_tokens=chunk_tokens, itemsize=itemsize, rows=rows, block_tokens=s,
             coefficients=coefficients, n_benchmarks=n_benchmarks, block_members=members,
         )
         driver = screen_driver_bytes(
-            n_models=n_models, coefficients=coefficients, n_benchmarks=n_benchmarks, workers=w, rank_chunk=r,
+            n_models=n_models, coefficients=coefficients, n_benchmarks=n_benchmarks, workers=w,
             block_members=members, chunk_tokens=chunk_tokens,
         )
         return task, driver, members
 
-    def total(s: int, r: int, w: int) -> int:
-        task, driver, _ = sizes(s, r, w)
+    def total(s: int, w: int) -> int:
+        task, driver, _ = sizes(s, w)
         return overhead + driver + w * task
 
     smallest = min(MIN_BLOCK_TOKENS, chunk_tokens)
     preferred = min(PREFERRED_BLOCK_TOKENS, chunk_tokens)
 
-    def fit(w: int) -> tuple[int, int]:
-        """Largest sub-block and output chunk for ``w`` workers (shrinking the one that costs more)."""
-        block, rank = min(MAX_BLOCK_TOKENS, chunk_tokens), rank_options[0]
-        while total(block, rank, w) > limit and (block > smallest or rank > rank_options[-1]):
-            if rank > rank_options[-1] and (block <= smallest or rank >= 4 * block):
-                rank = rank_options[rank_options.index(rank) + 1]
-            else:
-                block = max(smallest, block // 2)
-        return block, rank
+    def fit(w: int) -> int:
+        """Largest sub-block for ``w`` workers."""
+        block = min(MAX_BLOCK_TOKENS, chunk_tokens)
+        while total(block, w) > limit and block > smallest:
+            block = max(smallest, block // 2)
+        return block
 
     # More workers first (both cores busy), as long as their sub-blocks stay big enough to pay.
     for workers in range(max_workers, 0, -1):
-        block, rank = fit(workers)
-        if total(block, rank, workers) <= limit and (block >= preferred or workers == 1):
+        block = fit(workers)
+        if total(block, workers) <= limit and (block >= preferred or workers == 1):
             break
-    if total(block, rank, workers) > limit:
-        need = total(block, rank, 1)
+    if total(block, workers) > limit:
+        need = total(block, 1)
         hists = sum(n_benchmarks * lattice(meth, n_models)[1] * 8 for meth in coefficients)
         raise PlanError(
             f"screen needs at least {format_bytes(need)} ({n_benchmarks} benchmarks x "
             f"{rows // max(n_benchmarks, 1)} label sets, {n_models} models: exact histograms "
-            f"{format_bytes(hists)}, one store chunk of {chunk_tokens} tokens {format_bytes(sizes(block, rank, 1)[0])}) "
+            f"{format_bytes(hists)}, one store chunk of {chunk_tokens} tokens {format_bytes(sizes(block, 1)[0])}) "
             f"but --memory-limit is {format_bytes(limit)}; raise --memory-limit, screen fewer benchmarks or "
             "null permutations, or rechunk the store smaller"
         )
-    task, driver, members = sizes(block, rank, workers)
+    task, driver, members = sizes(block, workers)
     return ScreenPlan(
         memory_limit=limit, block_tokens=block, workers=workers, task_bytes=task, driver_bytes=driver,
-        overhead_bytes=overhead, block_members=members, rank_chunk=rank,
+        overhead_bytes=overhead, block_members=members,
     )
 
 

@@ -24,9 +24,12 @@ full pass over the perplexity store per model.)  Expect ``loocv_r2`` well below 
 Benchmarks are independent tasks on the stage task runner (:mod:`bsig_array.runtime.tasks`:
 threads by default, numpy and numba release the GIL; ``--scheduler`` works as for the screen), as
 many at once as the memory plan (:func:`bsig_array.runtime.memory.plan_selection`) allows; a
-benchmark whose candidate block does not fit is streamed from the screen store in column blocks,
-and the LOO folds are batched so their per-candidate state fits.  The output's schema and writer
-are :mod:`bsig_array.io.signatures`.
+benchmark whose candidate block does not fit is streamed from the screen store in column blocks
+(read one storage chunk at a time, :class:`_GatheredColumns`), the LOO folds are batched so their
+per-candidate state fits, and when even that does not fit the state is spilled to a temporary file
+(``forward_select(spill=True)``): memory then grows with a benchmark's candidates only by their
+lists (ids, positions and tie-break priorities, docs/DESIGN.md §5).  The driver holds nothing per
+candidate: each task reads its own candidate list and returns only the tokens it picked.  The output's schema and writer are :mod:`bsig_array.io.signatures`.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from threadpoolctl import threadpool_limits
 
 from bsig_array.errors import InputError, OptionError
 from bsig_array.io.scores import align_performance
-from bsig_array.io.screen_output import benchmark_candidates, candidate_axis
+from bsig_array.io.screen_output import benchmark_candidates
 from bsig_array.io.signatures import BenchmarkSelection, build_signatures
 from bsig_array.kernels.forward import forward_select, ols_fit
 from bsig_array.kernels.unique import sorted_unique
@@ -72,32 +75,111 @@ def _aligned_scores(screen: xr.Dataset, score: xr.DataArray) -> xr.DataArray:
     return align_performance(score.sel(benchmark=benchmarks), models)
 
 
+#: Columns read at once when the store's chunks are smaller (a run of consecutive chunks per read).
+READ_SPAN_COLUMNS = 1 << 16
+
+
 class _GatheredColumns:
-    """Lazily gathered ``candidate_nll`` columns: ``obj[:, a:b]`` reads only those columns."""
+    """``candidate_nll`` columns at sorted candidate positions, read one storage chunk at a time.
 
-    def __init__(self, nll: xr.DataArray, columns: np.ndarray) -> None:
-        self.nll = nll
-        self.columns = columns
-        self.shape = (nll.sizes["model"], columns.size)
+    ``obj[:, a:b]`` (or ``obj[:, index_array]``) returns the float32 columns as numpy.  Each storage
+    chunk of the candidate axis that the requested positions touch is read as one contiguous slice
+    (one Zarr chunk read; never a dask graph over all positions; consecutive small chunks are read
+    together up to :data:`READ_SPAN_COLUMNS` columns), and the last span read is kept for the next
+    request, so a pass over consecutive column blocks reads every touched chunk once and holds one
+    span plus the block, whatever the number of candidates.
+    """
 
-    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+    def __init__(self, nll: xr.DataArray, columns: np.ndarray, span_columns: int = READ_SPAN_COLUMNS) -> None:
+        self.nll = nll.transpose(MODEL, CANDIDATE)
+        self.columns = np.asarray(columns, dtype=np.int64)
+        self.shape = (self.nll.sizes[MODEL], self.columns.size)
+        self.edges = _chunk_edges(self.nll)
+        self.span_columns = int(span_columns)
+        self._span: tuple[int, int, np.ndarray] | None = None  # first chunk, last chunk + 1, values
+
+    def __getitem__(self, key: tuple[Any, Any]) -> np.ndarray:
         rows, cols = key
-        return _gather(self.nll, self.columns[cols])[rows]
+        pos = self.columns[cols]
+        order = None
+        if pos.size > 1 and not bool(np.all(pos[1:] > pos[:-1])):  # not strictly increasing
+            order = np.argsort(pos, kind="stable")
+            pos = pos[order]
+        out = np.empty((self.shape[0], pos.size), dtype=self.nll.dtype)
+        which = np.searchsorted(self.edges, pos, side="right") - 1  # the chunk holding each position
+        starts = np.flatnonzero(np.diff(which, prepend=-1))
+        last = int(which[-1]) if pos.size else 0
+        for s, e in zip(starts.tolist(), [*starts[1:].tolist(), pos.size]):
+            base, values = self._read(int(which[s]), last)
+            lo, hi = int(pos[s]) - base, int(pos[e - 1]) - base + 1
+            # distinct consecutive positions are a slice copy, several times faster than a gather
+            run = order is None and hi - lo == e - s
+            out[:, s:e] = values[:, lo:hi] if run else values[:, pos[s:e] - base]
+        if order is not None:
+            unsorted = np.empty_like(out)
+            unsorted[:, order] = out
+            out = unsorted
+        return out[rows]
+
+    def _read(self, c: int, last: int) -> tuple[int, np.ndarray]:
+        """(first position, values) of a span of chunks holding chunk ``c``, reading it if needed."""
+        edges = self.edges
+        if self._span is not None and self._span[0] <= c < self._span[1]:
+            return int(edges[self._span[0]]), self._span[2]
+        self._span = None  # let the previous span go before the next is read
+        stop = c + 1  # add the next chunks this request needs while the span stays within one read
+        while stop <= last and edges[stop + 1] - edges[c] <= max(self.span_columns, edges[c + 1] - edges[c]):
+            stop += 1
+        a, b = int(edges[c]), int(edges[stop])
+        if self.nll.chunks is not None:  # dask: this one slice, run inline (the benchmark pool is the concurrency)
+            values = np.asarray(self.nll.data[:, a:b].compute(scheduler="synchronous"))
+        else:  # numpy (a view) or a lazily indexed backend array (reads the slice)
+            values = np.asarray(self.nll.isel({CANDIDATE: slice(a, b)}).values)
+        self._span = (c, stop, values)
+        return a, values
 
 
-def _gather(nll: xr.DataArray, columns: np.ndarray) -> np.ndarray:
-    """(model, len(columns)) values of ``nll`` at candidate positions ``columns`` (sorted)."""
-    part = nll.isel(candidate=columns).data
-    if hasattr(part, "compute"):  # dask: run inline, the benchmark pool is the concurrency
-        part = part.compute(scheduler="synchronous")
-    return np.asarray(part)
+def _storage_chunk(nll: xr.DataArray) -> int:
+    """Chunk length along ``candidate`` of a lazily read ``nll`` without dask (0: held in memory)."""
+    preferred = nll.encoding.get("preferred_chunks", {}).get(CANDIDATE)
+    chunks = nll.encoding.get("chunks")
+    return int(preferred or (chunks[-1] if chunks else 0))
+
+
+def _chunk_edges(nll: xr.DataArray) -> np.ndarray:
+    """Start of every storage chunk along ``candidate`` of ``nll`` (model, candidate), then its length.
+
+    Dask chunks, else the store's chunks from the encoding; an array with neither is in memory and
+    is one "chunk" (read as a view).
+    """
+    size = nll.sizes[CANDIDATE]
+    if nll.chunks is not None:
+        lengths = np.asarray(nll.chunks[1], dtype=np.int64)
+    else:
+        step = _storage_chunk(nll) or max(size, 1)
+        lengths = np.full(-(-size // step), step, dtype=np.int64)
+    return np.concatenate(([0], np.minimum(np.cumsum(lengths), size)))
+
+
+def _read_bytes(nll: xr.DataArray) -> int:
+    """Bytes of the largest span :class:`_GatheredColumns` reads from ``nll`` (0 when it is in memory)."""
+    if nll.chunks is not None:
+        longest = max(nll.chunks[1], default=0)
+    elif _storage_chunk(nll):
+        longest = _storage_chunk(nll)
+    else:
+        return 0
+    span = min(max(int(longest), READ_SPAN_COLUMNS), nll.sizes[CANDIDATE])
+    return span * nll.sizes[MODEL] * nll.dtype.itemsize
 
 
 def _shuffle_priority(n: int, seed: int, index: int) -> np.ndarray:
     """Position of each candidate in a seeded shuffle (smaller wins an exact tie)."""
     perm = np.random.default_rng([seed, index]).permutation(n)
     priority = np.empty(n, dtype=np.int64)
-    priority[perm] = np.arange(n, dtype=np.int64)
+    step = STREAM_BLOCK_COLUMNS * 64  # invert in pieces: no third n-long array
+    for a in range(0, n, step):
+        priority[perm[a : a + step]] = np.arange(a, min(a + step, n), dtype=np.int64)
     return priority
 
 
@@ -121,7 +203,7 @@ def _select_aic(
         masks = np.vstack([masks, ~np.eye(m, dtype=bool)])
     kwargs: dict[str, Any] = dict(
         delta=delta, max_features=max_features, priority=priority, exponentiate=covariate == "perplexity",
-        cache=plan.cache, block_columns=None if plan.cache else STREAM_BLOCK_COLUMNS,
+        cache=plan.cache, block_columns=None if plan.cache else STREAM_BLOCK_COLUMNS, spill=plan.spill,
     )
     paths = [forward_select(X, y, row_masks=masks[i : i + plan.fold_batch], **kwargs)
              for i in range(0, masks.shape[0], plan.fold_batch)]
@@ -343,31 +425,35 @@ def select_signatures(
     benchmarks = [str(b) for b in screen[BENCHMARK].values]
     nll = screen["candidate_nll"].transpose(MODEL, CANDIDATE)
     m = nll.sizes[MODEL]
-    union = candidate_axis(screen)
     n_max = 2 * screen.sizes[RANK]  # both tails full: the most candidates a benchmark can have
+    # The driver holds nothing per candidate: each task finds its own candidates and returns its picks.
     plan = plan_selection(memory_limit, m, max(n_max, 1), method=method, loocv=loocv, n_tasks=len(benchmarks),
-                          driver_bytes=union.nbytes)
+                          chunk_bytes=_read_bytes(nll))
     if workers is not None:
         plan = dataclasses.replace(plan, workers=max(1, min(plan.workers, int(workers))))
     job = SelectJob(
-        screen=screen, nll=nll, union=union, y=np.asarray(y_all.transpose(BENCHMARK, MODEL).values, dtype=np.float64),
+        screen=screen, nll=nll, y=np.asarray(y_all.transpose(BENCHMARK, MODEL).values, dtype=np.float64),
         benchmarks=tuple(benchmarks), screen_method=screen_method, method=method, delta=float(delta),
         max_features=max_features, covariate=covariate, seed=int(seed), loocv=bool(loocv),
         lasso_alpha=float(lasso_alpha), plan=plan,
         limit_blas=not (isinstance(scheduler, str) and scheduler in ("threads", "synchronous")),
     )
-    results: list[tuple[np.ndarray, BenchmarkSelection] | None] = [None] * len(benchmarks)
+    results: list[tuple[np.ndarray, int, BenchmarkSelection] | None] = [None] * len(benchmarks)
     # Threads share this process: pin BLAS here, once, around the whole run (see select_task).
     with threadpool_limits(limits=1, user_api="blas"), task_runner(scheduler, plan.workers) as runner, \
             kernel_errors("selection"), progress(f"select ({method})", total=len(benchmarks), unit="benchmarks") as bar:
-        for i, tokens, result in runner.imap_unordered(select_task, [(job, i) for i in range(len(benchmarks))]):
-            results[i] = (tokens, result)
+        for i, picked, n_candidates, result in runner.imap_unordered(
+            select_task, [(job, i) for i in range(len(benchmarks))]
+        ):
+            results[i] = (picked, n_candidates, result)
             bar.advance(1)
     done = [r for r in results if r is not None]
     bench_coords = {
         str(name): c.values for name, c in y_all.coords.items() if c.dims == (BENCHMARK,) and name != BENCHMARK
     }
-    ds = build_signatures([r for _, r in done], [t for t, _ in done], benchmarks, bench_coords)
+    # Each result's columns index its picked tokens (see select_task); the candidate counts come separately.
+    ds = build_signatures([r for _, _, r in done], [t for t, _, _ in done], benchmarks, bench_coords)
+    ds["n_candidates"] = (BENCHMARK, np.array([n for _, n, _ in done], dtype=np.int64))
     ds.attrs.update(
         method=method, screen_method=screen_method, covariate=covariate, delta=float(delta), seed=int(seed),
         max_features=-1 if max_features is None else int(max_features), loocv=bool(loocv),
@@ -388,7 +474,6 @@ class SelectJob:
 
     screen: xr.Dataset
     nll: xr.DataArray  # candidate_nll (model, candidate)
-    union: np.ndarray  # the candidate axis
     y: np.ndarray  # (benchmark, model) scores in the screen's model order
     benchmarks: tuple[str, ...]
     screen_method: str
@@ -403,8 +488,11 @@ class SelectJob:
     limit_blas: bool  # pin BLAS to one thread inside the task (worker processes)
 
 
-def select_task(job: SelectJob, i: int) -> tuple[int, np.ndarray, BenchmarkSelection]:
-    """Select benchmark ``i``'s signature: ``(i, candidate token ids, result)``.
+def select_task(job: SelectJob, i: int) -> tuple[int, np.ndarray, int, BenchmarkSelection]:
+    """Select benchmark ``i``'s signature: ``(i, picked token ids, number of candidates, result)``.
+
+    The result's ``columns`` index the picked token ids, not the candidates: the driver keeps every
+    benchmark's result, so it must not keep a candidate list each (8 bytes per candidate).
 
     BLAS runs on one thread: the kernel's products are thin (2 or 2(m+1) rows × m) and
     memory-bound, OpenBLAS threads do not speed them up and, on a busy machine, their spin-waiting
@@ -413,10 +501,11 @@ def select_task(job: SelectJob, i: int) -> tuple[int, np.ndarray, BenchmarkSelec
     """
     limit = threadpool_limits(limits=1, user_api="blas") if job.limit_blas else contextlib.nullcontext()
     with limit:
-        tokens, cols = benchmark_candidates(job.screen, job.benchmarks[i], job.screen_method, job.union)
+        tokens, cols = benchmark_candidates(job.screen, job.benchmarks[i], job.screen_method)
         result = select_benchmark(
             _GatheredColumns(job.nll, cols), job.y[i], method=job.method, delta=job.delta,
             max_features=job.max_features, covariate=job.covariate, seed=job.seed, index=i, loocv=job.loocv,
             lasso_alpha=job.lasso_alpha, plan=job.plan,
         )
-    return i, tokens, result
+    picked = tokens[result.columns]
+    return i, picked, int(tokens.size), dataclasses.replace(result, columns=np.arange(picked.size))

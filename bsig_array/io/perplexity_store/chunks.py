@@ -3,13 +3,12 @@
 :func:`chunk_sources` cuts ``nll`` into one :class:`ChunkSource` per store chunk; a task loads its
 chunk itself (inside the worker), through the store's one read path
 (:func:`~bsig_array.io.perplexity_store.reader.read_block`), so damaged chunk files are named the
-same way on every scheduler.  :func:`check_unique` scans the token ids for duplicates.
+same way on every scheduler.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import dask
@@ -17,7 +16,6 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from bsig_array.errors import InputError
 from bsig_array.io.perplexity_store.reader import read_block
 from bsig_array.io.perplexity_store.schema import NLL
 from bsig_array.io.zarr_format import quiet_zarr, zarr_array
@@ -126,27 +124,3 @@ def chunk_sources(
         sources.append(ChunkSource(blk, tok, start, stop))
         start = stop
     return sources
-
-
-def locate_task(source: ChunkSource, union: np.ndarray) -> np.ndarray:
-    """Token ids of ``union`` (sorted) found in this chunk's token coordinate."""
-    ids = source.load_ids()
-    idx = np.minimum(np.searchsorted(union, ids), max(union.size - 1, 0))
-    return ids[union[idx] == ids] if union.size else np.empty(0, dtype=np.int64)
-
-
-def check_unique(sources: Sequence[ChunkSource], union: np.ndarray) -> None:
-    """Refuse a store in which a candidate's token id occurs more than once (one scan of the ids).
-
-    Raises
-    ------
-    InputError
-        When a candidate id occurs more than once in the store (token ids must be unique).
-    """
-    ids = np.concatenate([locate_task(src, union) for src in sources])
-    if ids.size != union.size:
-        counts = np.bincount(np.searchsorted(union, ids), minlength=union.size)
-        raise InputError(
-            f"token id {int(union[np.argmax(counts > 1)])} occurs {int(counts.max())} times in the store; screening "
-            "needs unique token ids (write the token coordinate when creating the store)"
-        )

@@ -1,9 +1,10 @@
 """Screen stage: every token scored against every benchmark, exact tails kept (docs/DESIGN.md §4, §5).
 
-- :mod:`.driver`: the stage entry point :func:`screen` (checks, plan, the two passes, the output);
-- :mod:`.tasks`: what runs on one store chunk (pass 1 histograms, pass 2 tail members);
-- :mod:`.merge`: order-free folding of the chunks' results into exact tails and null estimates;
-- :mod:`.spill`: the candidates' NLL columns parked on disk until the output is written.
+- :mod:`.driver`: the stage entry point :func:`screen` (checks, plan, one pass or two, the
+  out-of-core merge, the streamed output);
+- :mod:`.tasks`: what runs on one store chunk (scan) or one segment of chunks (count, finalize);
+- :mod:`.merge`: running and speculative tail boundaries, segments, ties, null estimates;
+- :mod:`.spill`: tail members and NLL columns parked on disk until the output is written.
 """
 
 from bsig_array.stages.screen.driver import permuted_scores, screen

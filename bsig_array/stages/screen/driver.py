@@ -26,6 +26,7 @@ total order of (code, token id).  The output records which ran (``passes``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -363,7 +364,7 @@ def _merge(
     segs = segments(spans)
     by_start = {src.start: src for src in sources}
     budget = job.block_members
-    with progress("screen merge (count, finalize, write)", total=3 * len(segs), unit="segments") as bar:
+    with progress("screen merge (count, finalize, write)", total=2 * len(segs) + 1, unit="steps") as bar:
         counts: list[dict[str, np.ndarray]] = [{} for _ in segs]
         for i, res in runner.imap_unordered(_indexed, [(count_task, i, spill.path, seg, bounds, budget)
                                                        for i, seg in enumerate(segs)]):
@@ -390,13 +391,13 @@ def _merge(
             import tempfile
 
             tmp = tempfile.mkdtemp(prefix=".bsig-screen-", dir=spill.path)
-        with atomic_output(target) if target is not None else _nullpath(tmp) as path:
+        with atomic_output(target) if target is not None else contextlib.nullcontext(Path(str(tmp))) as path:
             writer = ScreenStoreWriter(
-                path, summary, k=job.k, n_candidates=sum(sizes), rank_chunk=plan.rank_chunk,
+                path, summary, k=job.k, n_candidates=sum(sizes),
                 workers=max(2, plan.workers),  # writes overlap I/O with compression even at one worker
             )
             try:
-                _write_output(writer, spill.path, segs, sizes, list(bounds), job, budget, bar)
+                _write_output(writer, spill.path, segs, sizes, list(bounds), job, bar)
                 timings["merge_write_s"] = time.perf_counter() - t1
                 timings["merge_s"] = time.perf_counter() - t0
                 writer.close({**summary.attrs, "timings": {key: round(v, 4) for key, v in timings.items()}})
@@ -410,43 +411,68 @@ def _indexed(fn: Any, i: int, *args: Any) -> tuple[int, Any]:
     return i, fn(*args)
 
 
-class _nullpath:
-    def __init__(self, path: Any) -> None:
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _write_output(
     writer: ScreenStoreWriter, spill: str, segs: list[list[int]], sizes: list[int], coefficients: list[str],
-    job: ScreenJob, budget: int, bar: Any,
+    job: ScreenJob, bar: Any,
 ) -> None:
-    """Write the candidate axis and its NLL columns (one job per output chunk, on the writer's threads)
-    while this thread appends every segment's kept members to the tails, in token-id order."""
+    """Write the output chunk by chunk on the writer's threads: the candidate axis with its NLL
+    columns, and every coefficient's tails gathered from the segments' kept members in id order."""
     m = job.Y.shape[1]
     offsets = np.cumsum([0, *sizes])
     for a in range(0, int(offsets[-1]), writer.cand_chunk):
         b = min(a + writer.cand_chunk, int(offsets[-1]))
         writer.write_candidates(a, b, functools.partial(_gather_candidates, spill, segs, offsets, a, b, m))
-    for i in range(len(segs)):
-        u = S.read_union(spill, i)
-        union, upos = u["union"], u["upos"]
-        name = f"seg{i}"
-        for ci, coef in enumerate(coefficients):
-            kptr = S.member_ptr(spill, name, coef, kept=True)
-            per_key = np.diff(kptr, axis=1).sum(axis=0)
-            scale = K.code_scale(coef, m)
-            for q0, q1 in S.key_blocks(per_key, budget):
-                mb = S.read_members(spill, name, coef, q0, q1, kptr, kept=True)
-                up = np.asarray(upos[mb.token])
-                writer.append_tails(ci, mb.key, np.asarray(union[up]), mb.code / scale, offsets[i] + up)
-        del u, union, upos
-        S.drop(spill, [name], [f"{c}.{kind}" for c in coefficients for kind in ("ktok", "kcode", "kptr.npy")])
-        bar.advance(1)
+    for ci, coef in enumerate(coefficients):
+        # per segment, where each tail's kept members start in its file, and their ranks in the tail
+        counts = np.stack([
+            np.diff(S.member_ptr(spill, f"seg{i}", coef, kept=True), axis=1).sum(axis=0) for i in range(len(segs))
+        ])
+        starts = np.zeros((len(segs), counts.shape[1] + 1), dtype=np.int64)
+        np.cumsum(counts, axis=1, out=starts[:, 1:])
+        ranks = np.zeros((len(segs) + 1, counts.shape[1]), dtype=np.int64)
+        np.cumsum(counts, axis=0, out=ranks[1:])
+        for block in writer.tail_blocks():
+            writer.write_tails(ci, block, functools.partial(
+                _gather_tails, spill, coef, starts, ranks, offsets, K.code_scale(coef, m), block,
+            ))
+    bar.advance(1)
+
+
+def _gather_tails(
+    spill: str, coef: str, starts: np.ndarray, ranks: np.ndarray, offsets: np.ndarray, scale: float,
+    block: tuple[int, int, int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token ids, scores and candidate columns of tails ``b0:b1`` at ranks ``r0:r1`` of one coefficient.
+
+    A tail's members are its segments' kept members in segment (token-id) order; ``ranks[i, q]``
+    is where segment ``i``'s members of tail ``q`` begin and ``starts[i, q]`` where they sit in its
+    kept files.
+    """
+    b0, b1, r0, r1 = block
+    token = np.full((b1 - b0, 2, r1 - r0), -1, dtype=np.int64)
+    score = np.zeros(token.shape, dtype=np.float64)
+    column = np.full(token.shape, -1, dtype=np.int64)
+    opened: dict[int, Any] = {}
+    for q in range(2 * b0, 2 * b1):
+        first = max(int(np.searchsorted(ranks[:, q], r0, side="right")) - 1, 0)
+        for i in range(first, len(ranks) - 1):
+            lo, hi = max(int(ranks[i, q]), r0), min(int(ranks[i + 1, q]), r1)
+            if lo >= r1:
+                break
+            if hi <= lo:
+                continue
+            if i not in opened:
+                opened[i] = (S.read_kept(spill, i, coef), S.read_union(spill, i))
+            (tok, code), u = opened[i]
+            at = slice(int(starts[i, q]) + lo - int(ranks[i, q]), int(starts[i, q]) + hi - int(ranks[i, q]))
+            up = np.asarray(u["upos"][np.asarray(tok[at])])
+            dest = (q // 2 - b0, q % 2, slice(lo - r0, hi - r0))
+            token[dest] = u["union"][up]
+            score[dest] = np.asarray(code[at]) / scale
+            column[dest] = offsets[i] + up
+    if (token < 0).any():
+        raise ValueError(f"{coef} tails of benchmarks {b0}:{b1} at ranks {r0}:{r1} are not complete")
+    return token, score, column
 
 
 def _gather_candidates(

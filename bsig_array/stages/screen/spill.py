@@ -110,11 +110,10 @@ def member_ptr(spill: str | os.PathLike, name: Any, coefficient: str, kept: bool
 
 def read_members(
     spill: str | os.PathLike, name: Any, coefficient: str, q0: int, q1: int, ptr: np.ndarray | None = None,
-    kept: bool = False,
 ) -> Members:
-    """Members of keys ``q0 <= key < q1`` over all parts (parts concatenated, not re-sorted)."""
-    prefix = "k" if kept else ""
-    ptr = member_ptr(spill, name, coefficient, kept) if ptr is None else ptr
+    """A chunk's members of keys ``q0 <= key < q1`` over all parts (parts concatenated, not re-sorted)."""
+    prefix = ""
+    ptr = member_ptr(spill, name, coefficient) if ptr is None else ptr
     size = int(ptr[-1, -1]) if ptr.size else 0
     keys, toks, codes = [], [], []
     if size:
@@ -130,6 +129,16 @@ def read_members(
     if not keys:
         return Members(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32))
     return Members(np.concatenate(keys), np.concatenate(toks), np.concatenate(codes))
+
+
+def read_kept(spill: str | os.PathLike, segment: int, coefficient: str) -> tuple[Any, Any]:
+    """A segment's kept local ids and codes, memory-mapped (in key order, sorted within each key)."""
+    out = []
+    for kind, dtype in (("ktok", np.int32), ("kcode", np.int32)):
+        path = _file(spill, f"seg{segment}", f"{coefficient}.{kind}")
+        size = os.path.getsize(path) // 4
+        out.append(np.memmap(path, dtype=dtype, mode="r", shape=(size,)) if size else np.empty(0, dtype))
+    return out[0], out[1]
 
 
 def key_blocks(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:

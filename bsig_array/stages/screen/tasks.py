@@ -39,6 +39,9 @@ from bsig_array.stages.screen.merge import (
     tighter,
 )
 
+#: Sub-blocks after which a one-pass task refreshes its own boundaries (1, 4, 16, 64, 256 blocks read).
+_REFRESH = frozenset((0, 3, 15, 63, 255))
+
 
 @dataclass(frozen=True)
 class ScreenJob:
@@ -146,7 +149,7 @@ def scan_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
     writer = S.MemberWriter(job.spill, source.start, job.coefficients, 2 * B) if job.collect else None
     mask = np.zeros(w if job.collect else 0, dtype=bool)  # local ids of any member
     used: dict[str, K.TailBounds] = {}  # the tightest boundaries each coefficient was collected with
-    own: dict[str, K.TailBounds] = {}  # from this chunk's own histogram, refreshed after 1, 2, 4, ... sub-blocks
+    own: dict[str, K.TailBounds] = {}  # from this chunk's own histogram, refreshed after 1, 4, 16, ... sub-blocks
     # local id = rank of the token id within the chunk: the tie-break order, and an index
     order = None if increasing else np.argsort(ids, kind="stable")
     local = np.arange(w, dtype=np.int64)
@@ -168,7 +171,7 @@ def scan_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
                 t1 = time.perf_counter()
                 times["count"] += t1 - t0
                 if writer is not None:
-                    if job.count and (i & (i + 1)) == 0:  # i + 1 a power of two: tightening pays off early
+                    if job.count and i in _REFRESH:  # tightening pays off early; each refresh scans the lattice
                         own[meth] = _own_bounds(job, meth, hist[meth], m, B)
                     bounds = tighter(own[meth], _given(job, meth, m, B)) if meth in own else _given(job, meth, m, B)
                     used[meth] = tighter(used[meth], bounds) if meth in used else bounds
