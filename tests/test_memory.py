@@ -69,7 +69,7 @@ def test_more_null_rows_need_more_memory():
 
 
 # A store bigger than the headroom left by the limit: loading it whole would break the promise.
-M, D, CHUNK, LIMIT = 16, 2_000_000, 1 << 17, "460MiB"
+M, D, CHUNK, LIMIT = 16, 2_000_000, 1 << 17, "480MiB"
 
 CHILD = textwrap.dedent(
     """

@@ -189,7 +189,7 @@ class SelectPlan(_Projection):
 #: order and the sorted copy.
 MEMBER_BYTES = 48
 #: Bytes of one output tail chunk being gathered and written (token, score and column of its entries).
-TAIL_JOB_BYTES = 16 * 2**20
+TAIL_JOB_BYTES = 8 * 2**20
 #: Candidates per output chunk of ``candidate_nll`` (mirrors ``screen_output.CANDIDATE_CHUNK``).
 CANDIDATE_CHUNK = 1 << 16
 
@@ -230,20 +230,24 @@ def screen_task_bytes(
 
 def screen_driver_bytes(
     *, n_models: int, coefficients: Sequence[str], n_benchmarks: int, workers: int, block_members: int,
-    chunk_tokens: int,
+    chunk_tokens: int, itemsize: int = 4,
 ) -> int:
     """Projected peak bytes held by the driver of a screen; independent of the number of tokens.
 
     Summed histograms and the histograms of the results in flight (one per worker, plus one queued)
-    with the running boundaries' cumulative sums; the output writer's jobs (two per writer thread,
-    ``max(2, workers)`` threads), each one tail chunk (:data:`TAIL_JOB_BYTES`, twice while it is
-    gathered) or one candidate chunk of NLL columns (gathered in float32 from the spill); one key
-    block of members and one segment's union (at most a chunk).
+    with the running boundaries' cumulative sums; the output writer's running jobs (one per writer
+    thread, ``max(2, workers)`` threads; queued jobs have not gathered anything yet), each one tail
+    chunk (:data:`TAIL_JOB_BYTES`, plus one array's encoded copy) or one candidate chunk of NLL
+    columns (float32, plus its encoded copy, and the mapped pages of one segment's spilled columns),
+    with one segment's union arrays; one key block of members and one segment's union (at most a
+    chunk).
     """
     hist = [n_benchmarks * lattice(meth, n_models)[1] * 8 for meth in coefficients]
     hists = sum(hist) * (2 + workers) + 3 * max(hist)
     candidates = CANDIDATE_CHUNK * (4 * n_models + 8 + 8 + 8)
-    writing = 2 * max(2, workers) * max(2 * TAIL_JOB_BYTES, 2 * candidates)
+    segment = chunk_tokens * (8 + 8 + 4 + 8)  # a segment's union ids, positions, sources, local map
+    columns = n_models * chunk_tokens * itemsize  # a segment's spilled columns, mapped while gathered
+    writing = max(2, workers) * (max(3 * TAIL_JOB_BYTES // 2, 2 * candidates + columns) + segment)
     merge = MEMBER_BYTES * block_members + chunk_tokens * 20
     return int(hists + writing + merge)
 
@@ -290,7 +294,7 @@ def plan_screen(
         )
         driver = screen_driver_bytes(
             n_models=n_models, coefficients=coefficients, n_benchmarks=n_benchmarks, workers=w,
-            block_members=members, chunk_tokens=chunk_tokens,
+            block_members=members, chunk_tokens=chunk_tokens, itemsize=itemsize,
         )
         return task, driver, members
 

@@ -590,8 +590,8 @@ def _plan_screen(passes: int, cores: int, limit: int, **sizes: Any) -> tuple[int
 def _plan_select(cores: int, limit: int, m: int, n_max: int, B: int, n_union: int) -> tuple[int | None, int, str, Any]:
     """Selection's plan at ``cores`` workers: (peak or None, smallest limit that fits, description, plan).
 
-    As ``bsig select`` plans it: the driver holds the candidate axis (8 B per distinct candidate).
-    A refused plan is replaced, for the time projection, by the plan with memory enough for N workers.
+    As ``bsig select`` plans it: the driver holds nothing per candidate (each task reads its own
+    candidate lists).  A refused plan is replaced, for the time projection, by the plan with memory enough for N workers.
     """
 
     def at_cores(plan: Any) -> Any:  # plan_selection caps workers at this machine's CPUs; project for N
@@ -599,7 +599,7 @@ def _plan_select(cores: int, limit: int, m: int, n_max: int, B: int, n_union: in
         workers = min(cores, B, max(1, budget // max(plan.task_bytes, 1)))
         return dataclasses.replace(plan, workers=int(workers))
 
-    sizes: dict[str, Any] = dict(m=m, n_max=n_max, n_tasks=B, driver_bytes=8 * n_union)
+    sizes: dict[str, Any] = dict(m=m, n_max=n_max, n_tasks=B, driver_bytes=0)
     if "chunk_bytes" in inspect.signature(plan_selection).parameters:  # one storage chunk of candidate_nll
         sizes["chunk_bytes"] = NLL_BYTES * m * min(CANDIDATE_CHUNK, n_union)
     need = _smallest_limit(_fits(plan_selection, **sizes))

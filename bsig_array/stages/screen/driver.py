@@ -446,30 +446,29 @@ def _gather_tails(
 
     A tail's members are its segments' kept members in segment (token-id) order; ``ranks[i, q]``
     is where segment ``i``'s members of tail ``q`` begin and ``starts[i, q]`` where they sit in its
-    kept files.
+    kept files.  One segment's files are open at a time (mapped pages count as resident memory).
     """
     b0, b1, r0, r1 = block
     token = np.full((b1 - b0, 2, r1 - r0), -1, dtype=np.int64)
     score = np.zeros(token.shape, dtype=np.float64)
     column = np.full(token.shape, -1, dtype=np.int64)
-    opened: dict[int, Any] = {}
-    for q in range(2 * b0, 2 * b1):
-        first = max(int(np.searchsorted(ranks[:, q], r0, side="right")) - 1, 0)
-        for i in range(first, len(ranks) - 1):
-            lo, hi = max(int(ranks[i, q]), r0), min(int(ranks[i + 1, q]), r1)
-            if lo >= r1:
-                break
-            if hi <= lo:
-                continue
-            if i not in opened:
-                opened[i] = (S.read_kept(spill, i, coef), S.read_union(spill, i))
-            (tok, code), u = opened[i]
-            at = slice(int(starts[i, q]) + lo - int(ranks[i, q]), int(starts[i, q]) + hi - int(ranks[i, q]))
-            up = np.asarray(u["upos"][np.asarray(tok[at])])
-            dest = (q // 2 - b0, q % 2, slice(lo - r0, hi - r0))
+    keys = np.arange(2 * b0, 2 * b1)
+    for i in range(len(ranks) - 1):
+        lo = np.maximum(ranks[i, keys], r0)
+        hi = np.minimum(ranks[i + 1, keys], r1)
+        if not np.any(hi > lo):
+            continue
+        tok, code = S.read_kept(spill, i, coef)
+        u = S.read_union(spill, i)
+        for q, a, e in zip(keys[hi > lo].tolist(), lo[hi > lo].tolist(), hi[hi > lo].tolist()):
+            at = slice(int(starts[i, q]) + a - int(ranks[i, q]), int(starts[i, q]) + e - int(ranks[i, q]))
+            local = np.array(tok[at])
+            up = np.array(u["upos"][local])
+            dest = (q // 2 - b0, q % 2, slice(a - r0, e - r0))
             token[dest] = u["union"][up]
-            score[dest] = np.asarray(code[at]) / scale
+            score[dest] = np.array(code[at]) / scale
             column[dest] = offsets[i] + up
+        del tok, code, u
     if (token < 0).any():
         raise ValueError(f"{coef} tails of benchmarks {b0}:{b1} at ranks {r0}:{r1} are not complete")
     return token, score, column
@@ -491,8 +490,11 @@ def _gather_candidates(
         u = S.read_union(spill, i)
         rng = slice(lo - int(offsets[i]), hi - int(offsets[i]))
         ids[lo - a : hi - a] = u["union"][rng]
-        src, pos = np.asarray(u["src"][rng]), np.asarray(u["pos"][rng])
+        src, pos = np.array(u["src"][rng]), np.array(u["pos"][rng])
+        del u
         for j in np.unique(src):
             at = np.flatnonzero(src == j)
-            nll[:, lo - a + at] = S.read_columns(spill, segs[i][j])[:, pos[at]]
+            cols = S.read_columns(spill, segs[i][j])
+            nll[:, lo - a + at] = cols[:, pos[at]]
+            del cols  # unmap: mapped pages count as resident memory
     return ids, nll
