@@ -309,12 +309,16 @@ class ScreenStoreWriter:
 
         self._run(job)
 
+    def wait(self) -> None:
+        """Wait for every write (re-raising the first failure)."""
+        self._pool.shutdown(wait=True)
+        self._reap()
+
     def close(self, attrs: Mapping[str, Any]) -> None:
         """Wait for every write, set ``attrs`` and consolidate the metadata."""
         import zarr
 
-        self._pool.shutdown(wait=True)
-        self._reap()
+        self.wait()
         with quiet_zarr():
             group = zarr.open_group(self.path, mode="r+", use_consolidated=False)
             group.attrs.update(dict(attrs))

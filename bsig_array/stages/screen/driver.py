@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -386,11 +387,7 @@ def _merge(
             bar.advance(1)
         timings["merge_finalize_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        tmp = None
-        if target is None:
-            import tempfile
-
-            tmp = tempfile.mkdtemp(prefix=".bsig-screen-", dir=spill.path)
+        tmp = None if target is not None else tempfile.mkdtemp(prefix=".bsig-screen-", dir=spill.path)
         with atomic_output(target) if target is not None else contextlib.nullcontext(Path(str(tmp))) as path:
             writer = ScreenStoreWriter(
                 path, summary, k=job.k, n_candidates=sum(sizes),
@@ -398,6 +395,7 @@ def _merge(
             )
             try:
                 _write_output(writer, spill.path, segs, sizes, list(bounds), job, bar)
+                writer.wait()
                 timings["merge_write_s"] = time.perf_counter() - t1
                 timings["merge_s"] = time.perf_counter() - t0
                 writer.close({**summary.attrs, "timings": {key: round(v, 4) for key, v in timings.items()}})
