@@ -113,7 +113,7 @@ def _print(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from bsig_array.runtime.projection import format_duration, format_rate, format_size
+    from bsig_array.runtime.projection import MEMBER_BYTES, format_duration, format_rate, format_size
 
     cal, disk, gpu = result.calibration, result.disk, result.device == "gpu"
     coefs = " + ".join(result.coefficients)
@@ -177,7 +177,7 @@ def _print(result: Any) -> None:
                   f"candidates {format_size(disk.candidates)}, candidate_nll {format_size(disk.candidate_nll)} "
                   f"({_count(disk.union)} columns), histograms {format_size(disk.histograms)}")
     sizes.add_row("spill, one pass", format_size(disk.spill_one_pass),
-                  f"{_count(disk.spill_members)} members x 12 B + their NLL columns (temporary)")
+                  f"{_count(disk.spill_members)} members x {MEMBER_BYTES} B + their NLL columns (temporary)")
     sizes.add_row("spill, two passes", format_size(disk.spill_two_pass), "the candidates' NLL columns (temporary)")
     sizes.add_row("signatures", format_size(disk.signatures), "ids, AIC path, fits (without contexts)")
     _echo_table(console, sizes)

@@ -774,8 +774,9 @@ def project(
         "takes the longer of its CPU and its disk time",
         f"store compression {calibration.compression:.2f}x, measured on a synthetic pool; every other size is "
         "uncompressed (an upper bound)",
-        f"one-pass spill: a running top-k over d tokens in random order admits about k(1 + ln(1/alpha)) = "
-        f"{spill_members_per_tail(alpha, k, d):,} members per benchmark and tail (8 B each) plus their NLL columns",
+        f"one-pass spill: speculative tail boundaries admit about 1.2k + 4 sqrt(k) + 16 members, plus the first "
+        f"64/alpha tokens, = {spill_members_per_tail(alpha, k, d):,} per benchmark and tail ({MEMBER_BYTES} B each) "
+        "plus their NLL columns",
         f"selection: one --screen-method, {problems} fits per benchmark (LOO-CV), {steps} steps (delta = 0 runs to "
         "m - 2), 2k candidates per benchmark; merge: the driver sorts members and union at the measured "
         "rate on one core",
