@@ -11,8 +11,8 @@ import json
 import math
 
 import pytest
+from test_cli_errors import run_cli
 
-from bsig_array.cli.main import main
 from bsig_array.errors import OptionError
 from bsig_array.runtime import projection as P
 from bsig_array.runtime.memory import parse_memory
@@ -207,14 +207,6 @@ def test_calibration_measures_every_kernel():
     assert cal.compression > 0 and (cal.models, cal.benchmarks) == (4, 3)
     out = P.project(cal, n_tokens=10**6, n_models=4, n_benchmarks=3, memory_limit="2GiB", cores=2)
     assert all(math.isfinite(s.wall_s) and s.wall_s > 0 for s in out.stages)
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def test_cli_prints_tables_and_writes_json(tmp_path, capsys):

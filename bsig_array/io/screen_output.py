@@ -37,12 +37,10 @@ from bsig_array.errors import InputError
 from bsig_array.io.atomic import atomic_output, check_new_output
 from bsig_array.io.zarr_format import open_artifact, quiet_zarr, strings, write_zarr, zarr_array
 from bsig_array.kernels.unique import sorted_unique
-from bsig_array.runtime.memory import TAIL_JOB_BYTES
+from bsig_array.runtime.memory import CANDIDATE_CHUNK, TAIL_JOB_BYTES
 from bsig_array.runtime.progress import Progress, no_progress
 from bsig_array.schema import BENCHMARK, CANDIDATE, COEFFICIENT, COEFFICIENTS, MODEL, RANK, TAIL, TAILS
 
-#: Chunk length of the candidate axis of ``candidate_nll`` in the output store.
-CANDIDATE_CHUNK = 1 << 16
 #: Largest chunk of the rank axis of the candidate arrays.
 MAX_RANK_CHUNK = 1 << 18
 #: Variables every screen output has (the histograms depend on the coefficients screened).

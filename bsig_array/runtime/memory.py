@@ -190,7 +190,7 @@ class SelectPlan(_Projection):
 MEMBER_BYTES = 48
 #: Bytes of one output tail chunk being gathered and written (token, score and column of its entries).
 TAIL_JOB_BYTES = 8 * 2**20
-#: Candidates per output chunk of ``candidate_nll`` (mirrors ``screen_output.CANDIDATE_CHUNK``).
+#: Chunk length of the candidate axis of ``candidate_nll`` in the screen output (the plans count it).
 CANDIDATE_CHUNK = 1 << 16
 
 

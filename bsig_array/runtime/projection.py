@@ -35,7 +35,7 @@ from bsig_array import kernels as K
 from bsig_array.errors import OptionError, PlanError
 from bsig_array.options import check_alpha, check_choice, resolve_coefficients
 from bsig_array.runtime.defaults import DEFAULTS
-from bsig_array.runtime.memory import parse_memory, plan_screen, plan_selection
+from bsig_array.runtime.memory import CANDIDATE_CHUNK, parse_memory, plan_screen, plan_selection
 from bsig_array.schema import MIN_MODELS
 
 #: Disk bandwidth, read and write, in bytes/s: stated, not measured (one NVMe SSD streaming large
@@ -49,8 +49,6 @@ CANDIDATE_BYTES = 24
 NLL_BYTES = 4
 #: A limit no plan reaches: used to ask a plan what it *would* need.
 UNBOUNDED = 1 << 62
-#: Candidates per storage chunk of ``candidate_nll`` (docs/DESIGN.md §3).
-CANDIDATE_CHUNK = 1 << 16
 #: Candidate columns of the forward-selection calibration.
 FORWARD_COLUMNS = 4096
 #: Raw bytes of the default read-probe store.

@@ -112,13 +112,12 @@ def read_members(
     spill: str | os.PathLike, name: Any, coefficient: str, q0: int, q1: int, ptr: np.ndarray | None = None,
 ) -> Members:
     """A chunk's members of keys ``q0 <= key < q1`` over all parts (parts concatenated, not re-sorted)."""
-    prefix = ""
     ptr = member_ptr(spill, name, coefficient) if ptr is None else ptr
     size = int(ptr[-1, -1]) if ptr.size else 0
     keys, toks, codes = [], [], []
     if size:
-        tok = np.memmap(_file(spill, name, f"{coefficient}.{prefix}tok"), dtype=np.int32, mode="r", shape=(size,))
-        code = np.memmap(_file(spill, name, f"{coefficient}.{prefix}code"), dtype=np.int32, mode="r", shape=(size,))
+        tok = np.memmap(_file(spill, name, f"{coefficient}.tok"), dtype=np.int32, mode="r", shape=(size,))
+        code = np.memmap(_file(spill, name, f"{coefficient}.code"), dtype=np.int32, mode="r", shape=(size,))
         for p in ptr:
             a, b = int(p[q0]), int(p[q1])
             if b > a:
