@@ -32,3 +32,7 @@ class OptionError(BsigError):
 
 class PlanError(BsigError):
     """A valid request that cannot run within the limits it was given (memory, device)."""
+
+
+class BsigWarning(UserWarning):
+    """Something the user should know that does not stop the run; the CLI prints ``bsig: warning: …``."""

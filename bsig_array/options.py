@@ -49,18 +49,75 @@ def check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
-def check_count(value: int, what: str, *, minimum: int = 0) -> int:
-    """An integer option that must be at least ``minimum`` (e.g. ``--null-permutations``)."""
-    if int(value) != value or int(value) < minimum:
-        raise OptionError(f"{what} must be an integer >= {minimum}, got {value}")
+#: Largest integer option: counts and sizes become int64 array shapes and offsets.
+MAX_INT = 2**63 - 1
+#: Seeds are stored as attributes and passed to numpy; one range for every stage.
+MAX_SEED = 2**32 - 1
+
+
+def check_count(value: int, what: str, *, minimum: int = 0, maximum: int = MAX_INT) -> int:
+    """An integer option in ``[minimum, maximum]`` (e.g. ``--null-permutations``); refuses NaN and overflow."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and minimum <= int(value) <= maximum
+        too_big = int(value) > maximum
+    except (TypeError, ValueError, OverflowError):
+        ok = too_big = False
+    if not ok:
+        bound = f">= {minimum}" if maximum == MAX_INT and not too_big else f"in [{minimum}, {maximum}]"
+        raise OptionError(f"{what} must be an integer {bound}, got {value}")
     return int(value)
+
+
+def check_optional_count(value: int | None, what: str, *, minimum: int = 1) -> int | None:
+    """``None`` (the default applies) or an integer >= ``minimum`` (``--workers``, ``--max-docs``, ``--limit``)."""
+    return None if value is None else check_count(value, what, minimum=minimum)
+
+
+def check_seed(seed: int, what: str = "--seed") -> int:
+    """A seed: an integer in ``[0, 2**32 - 1]`` (numpy's range)."""
+    return check_count(seed, what, minimum=0, maximum=MAX_SEED)
 
 
 def check_nonnegative(value: float, what: str) -> float:
     """A finite number >= 0 (e.g. ``--delta``)."""
-    if not (value >= 0 and math.isfinite(value)):
-        raise OptionError(f"{what} must be a finite number >= 0, got {value}")
-    return float(value)
+    return check_number(value, what, minimum=0.0)
+
+
+def check_number(value: float, what: str, *, minimum: float | None = None) -> float:
+    """A finite float, at least ``minimum`` when given; refuses NaN and inf (``--threshold``, ``--delta``)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and (minimum is None or number >= minimum)):
+        bound = "" if minimum is None else f" >= {minimum:g}"
+        raise OptionError(f"{what} must be a finite number{bound}, got {value}")
+    return number
+
+
+def check_path_name(name: str, what: str) -> str:
+    """A name that becomes one file name under an output folder (model, benchmark, task names).
+
+    Refuses what could leave the folder or name something else: empty names, ``/`` or ``\\``,
+    ``.``/``..``, NUL and other control characters, and surrounding whitespace (a padded name
+    would name another file than its unpadded twin).
+
+    Raises
+    ------
+    OptionError
+        Naming the value and the rule.
+    """
+    text = str(name)
+    bad = (
+        not text or text in (".", "..") or text != text.strip() or any(c in text for c in "/\\")
+        or any(ord(c) < 32 or ord(c) == 127 for c in text)
+    )
+    if bad:
+        raise OptionError(
+            f"{what} {text!r} cannot be used as a file name; names must be non-empty, without '/', '\\', "
+            "control characters or surrounding spaces, and not '.' or '..'"
+        )
+    return text
 
 
 def duplicates(names: Iterable[str]) -> list[str]:
@@ -83,3 +140,42 @@ def check_unique_models(models: Sequence[str], where: str) -> None:
     dup = duplicates(str(m) for m in models)
     if dup:
         raise InputError(f"{where}: duplicate model names {dup}; give every model a unique name")
+
+
+#: Weight dtypes a language model can be loaded in (``--dtype`` of perplexity).
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_torch_device(device: str) -> str:
+    """A torch device for a language model: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    text = str(device)
+    kind, _, index = text.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and not (kind == "cuda" and index.isdigit())):
+        raise OptionError(f"unknown device {text!r}; use cpu, cuda, cuda:N or mps")
+    return text
+
+
+def check_model_options(*, device: str = "cpu", dtype: str = "float32", batch_size: int = 1,
+                        max_tokens: int | None = None) -> None:
+    """Options of the commands that run a language model, checked before it loads (and before any lock)."""
+    check_torch_device(device)
+    check_choice(dtype, MODEL_DTYPES, "dtype", "(--dtype)")
+    check_count(batch_size, "--batch-size", minimum=1)
+    if max_tokens is not None:
+        check_count(max_tokens, "--max-tokens", minimum=2)
+
+
+def check_model_name(name: str, what: str = "model name") -> str:
+    """A model name to record (``--name``): non-empty, printable, without surrounding spaces.
+
+    Model names are matched across stores and score tables after stripping surrounding spaces
+    (:func:`bsig_array.io.scores.align_performance`), so a padded name is refused rather than
+    written as a second spelling of the same model.  ``/`` is allowed: hub names have one.
+    """
+    text = str(name)
+    if not text.strip() or text != text.strip() or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise OptionError(
+            f"{what} {text!r} is empty, has surrounding spaces or control characters; give it as plain text "
+            "(names are matched with surrounding spaces ignored)"
+        )
+    return text

@@ -32,8 +32,13 @@ SELECTION_METHODS = ("aic", "lasso")
 COVARIATES = ("perplexity", "nll")
 #: Population each model is z-scored over in the signature overlap.
 POPULATIONS = ("signatures", "pool")
-#: Overlap levels, in report order.
-LEVELS = ("signature", "performance", "semantic")
+#: Overlap levels, in report order; ``*_controlled`` net of general ability (``--control general``).
+#: An overlap file holds only the levels it had inputs for (its ``levels`` attribute lists them).
+LEVELS = ("signature", "signature_controlled", "performance", "performance_controlled", "semantic")
+#: Signature profile: tokens oriented by their association with the benchmark, or the paper's plain mean.
+SIGNATURE_MODES = ("signed", "paper")
+#: ``--control``: none (the paper) or general ability (models' mean score rank over the other benchmarks).
+CONTROLS = ("none", "general")
 #: Benchmark metadata columns (coordinates along ``benchmark``).
 METADATA_COLUMNS = ("family", "format", "category", "function")
 #: Metadata value of a benchmark the metadata table does not describe.

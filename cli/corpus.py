@@ -34,10 +34,12 @@ def corpus(
     INPUTS are JSONL(.gz) or Parquet files whose records have a `text` field (RedPajama format).
     """
     from bsig_array.cli.progress import rich_progress
+    from bsig_array.io.atomic import CORPUS_STORE, check_new_output
     from bsig_array.stages.corpus import CorpusStats, build_corpus, iter_documents, stdlib_documents, stdlib_files
 
     if bool(inputs) == stdlib:
         raise OptionError("give either INPUTS (JSONL/Parquet files) or --stdlib, not both or neither")
+    check_new_output(out, overwrite=overwrite, what="corpus store", kind=CORPUS_STORE, inputs=inputs)
     stats = CorpusStats()
     docs: Iterator[str | None]
     if stdlib:

@@ -15,14 +15,15 @@ from bsig_array.runtime.defaults import DEFAULTS
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option("--semantic-bootstrap", type=int, default=10, show_default=True, help="semantic samples per benchmark pair")
 @click.option("--memory-limit", default=DEFAULTS.demo_memory_limit, show_default=True)
-def demo(out, models, benchmarks, tokens, seed, semantic_bootstrap, memory_limit):
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out (kept until the new one is complete).")
+def demo(out, models, benchmarks, tokens, seed, semantic_bootstrap, memory_limit, overwrite):
     """Run synth -> screen -> select -> overlap -> stats -> report and print how much planted truth came back."""
     from bsig_array.cli.progress import rich_progress
     from bsig_array.pipelines.demo import run_demo
 
     s = run_demo(out, models=models, benchmarks=benchmarks, tokens=tokens, seed=seed,
                  semantic_bootstrap=semantic_bootstrap, memory_limit=memory_limit, log=click.echo,
-                 progress=rich_progress)
+                 progress=rich_progress, overwrite=overwrite)
     click.echo(f"report: {s['report']}")
     click.echo(
         f"recovered: first signature token planted for {s['first_token_planted']:.0%} of benchmarks "
@@ -30,3 +31,11 @@ def demo(out, models, benchmarks, tokens, seed, semantic_bootstrap, memory_limit
         f"signature overlap within - cross cluster = {s['within_minus_cross']:+.3f} "
         f"({s['within_cluster_overlap']:.3f} vs {s['cross_cluster_overlap']:.3f}); total {s['seconds']:.0f} s"
     )
+    click.echo("planted-cluster separation, within - cross (paper: plain mean of z-scores; signed: tokens oriented; "
+               "controlled: net of general ability):")
+    for name, v in s["separation"].items():
+        click.echo(f"  {name:<32} {v['diff']:+.3f}  ({v['within']:.3f} vs {v['cross']:.3f})")
+    click.echo("format confound, same - different format overlap (the scores carry a format skill no token carries):")
+    for level, v in s["format_effect"].items():
+        click.echo(f"  {level:<32} {v['diff']:+.3f}  benchmark-label permutation p = {v['p_value']:.2g}; "
+                   f"paper's Mann-Whitney p = {v['p_paper']:.2g}")

@@ -8,11 +8,13 @@ heavy imports (torch, lm-eval) never slow down the others.  Register a command b
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import warnings
 
 import click
 
-from bsig_array.errors import BsigError
+from bsig_array.errors import BsigError, BsigWarning
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module under bsig_array.cli, attribute)
@@ -31,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "demo"),
     "defaults": ("defaults", "defaults"),
     "plan": ("plan", "plan"),
+    "profile": ("profile", "profile"),
 }
 
 
@@ -68,8 +71,40 @@ def cli() -> None:
     """
 
 
+_show_warning = warnings.showwarning
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """A :class:`BsigWarning` is one line ``bsig: warning: …`` on stderr; other warnings as usual."""
+    if issubclass(category, BsigWarning):
+        click.echo(f"bsig: warning: {' '.join(str(message).split())}", err=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwind like Ctrl-C: temporaries, spills and locks are removed on the way out
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; a :class:`BsigError` becomes one line on stderr and a non-zero exit."""
+    """Run the CLI; a :class:`BsigError` becomes one line on stderr and a non-zero exit.
+
+    SIGTERM is handled like Ctrl-C, so a terminated run cleans up after itself (a killed one leaves
+    its debris to the next run, see :mod:`bsig_array.io.atomic`).
+    """
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> None:
+    warnings.showwarning = _one_line_warning
     try:
         cli.main(args=argv, standalone_mode=False)
     except BsigError as exc:

@@ -1,4 +1,4 @@
-"""``bsig performance``: import lm-eval results, show or convert a performance matrix."""
+"""``bsig performance``: import a leaderboard table or lm-eval results, show or convert a performance matrix."""
 
 from __future__ import annotations
 
@@ -8,6 +8,15 @@ import xarray as xr
 from rich.console import Console
 from rich.table import Table
 
+from bsig_array.io.atomic import PERFORMANCE, check_new_output
+from bsig_array.io.leaderboard import (
+    DUPLICATE_RULES,
+    MISSING_RULES,
+    SCALES,
+    check_import_output,
+    import_leaderboard,
+    performance_warnings,
+)
 from bsig_array.io.lm_eval_results import import_lm_eval, parse_metric_overrides
 from bsig_array.io.scores import (
     align_performance,
@@ -29,6 +38,68 @@ def _summary(score: xr.DataArray) -> str:
     return text + (f", {missing} missing scores" if missing else "")
 
 
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(f"warning: {line}", err=True)
+
+
+@performance.command("import")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(dir_okay=True), help="Output .csv, .nc or .zarr.")
+@click.option("--model-column", default=None, help="Column naming the models [default: model, model_name, fullname, name, ...].")
+@click.option("--columns", multiple=True, metavar="GLOB[,GLOB]",
+              help="Score columns, names or globs (repeatable) [default: numeric columns except Rank, Average, #Params, ...].")
+@click.option("--scale", type=click.Choice(list(SCALES)), default="auto", show_default=True,
+              help="auto: a column with values in (1, 100] is percent and divided by 100; percent: divide all; fraction: keep.")
+@click.option("--duplicates", type=click.Choice(list(DUPLICATE_RULES)), default="newest", show_default=True,
+              help="Several rows of one model: keep the newest (by --date-column, else the last row), mean, max, first, or refuse.")
+@click.option("--date-column", default=None, help="Date of each run, for --duplicates newest [default: date, submission_date, ...].")
+@click.option("--missing", type=click.Choice(list(MISSING_RULES)), default="refuse", show_default=True,
+              help="Missing scores: refuse, drop the models that lack one, or drop the benchmarks that lack one.")
+@click.option("--task-names", type=click.Choice(["benchmark", "raw"]), default="benchmark", show_default=True,
+              help="Map column/task names onto the metadata's benchmark names, or keep them.")
+@click.option("--metric", "metrics", multiple=True, metavar="TASK=METRIC", help="lm-eval results only: metric of a task (repeatable).")
+@click.option("--metadata", type=click.Path(exists=True, dir_okay=False), default=None, help="Benchmark metadata CSV [default: shipped table].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+def import_cmd(
+    path: str,
+    out: str,
+    model_column: str | None,
+    columns: tuple[str, ...],
+    scale: str,
+    duplicates: str,
+    date_column: str | None,
+    missing: str,
+    task_names: str,
+    metrics: tuple[str, ...],
+    metadata: str | None,
+    overwrite: bool,
+) -> None:
+    """Import a leaderboard table (CSV/TSV/Parquet/JSON) or lm-eval results (0.3 or 0.4) at PATH.
+
+    Every choice the import makes (model column, ignored columns, renamed benchmarks, percent
+    scale, duplicate runs, missing scores) is printed; problems the matrix still has are warned.
+    """
+    check_import_output(path, out, overwrite=overwrite, metadata=metadata)
+    result = import_leaderboard(
+        path,
+        model_column=model_column,
+        columns=list(columns) or None,
+        scale=scale,
+        duplicates=duplicates,
+        date_column=date_column,
+        missing=missing,
+        task_names=task_names,
+        metadata=metadata,
+        metrics=parse_metric_overrides(metrics),
+    )
+    for note in result.notes:
+        click.echo(note)
+    write_performance(result.score, out)
+    click.echo(f"wrote {out}: {_summary(result.score)}")
+    _warn(performance_warnings(result.score, metadata))
+
+
 @performance.command("import-lm-eval")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(dir_okay=True), help="Output .csv, .nc or .zarr.")
@@ -39,6 +110,7 @@ def _summary(score: xr.DataArray) -> str:
 @click.option("--task-names", type=click.Choice(["benchmark", "raw"]), default="benchmark", show_default=True,
               help="Map lm-eval task names onto the paper's benchmark names (mmlu_anatomy -> anatomy), or keep them.")
 @click.option("--metadata", type=click.Path(exists=True, dir_okay=False), default=None, help="Benchmark metadata CSV [default: shipped table].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 def import_lm_eval_cmd(
     paths: tuple[str, ...],
     out: str,
@@ -47,12 +119,15 @@ def import_lm_eval_cmd(
     include: tuple[str, ...],
     task_names: str,
     metadata: str | None,
+    overwrite: bool,
 ) -> None:
-    """Read lm-eval results_*.json files under PATHS (recursively) into a performance matrix.
+    """Read lm-eval results*.json files (0.3 or 0.4 layout) under PATHS (recursively) into a performance matrix.
 
-    Default metric per task: acc_norm,none, then acc,none, then exact_match,strict-match / any
-    exact_match, then the first numeric metric; the newest results file wins for a (model, task).
+    Default metric per task: acc_norm,none (0.3: acc_norm), then acc,none (acc), then mc2, then
+    exact_match,strict-match / any exact_match, then the first numeric metric; the newest results
+    file wins for a (model, task).
     """
+    check_new_output(out, overwrite=overwrite, what="performance output", kind=PERFORMANCE, inputs=[*paths, metadata])
     score = import_lm_eval(
         paths,
         metrics=parse_metric_overrides(metrics),
@@ -71,7 +146,11 @@ def import_lm_eval_cmd(
 @click.option("--store", type=click.Path(exists=True, file_okay=False), default=None,
               help="Also check the models against this perplexity store.")
 def show(path: str, metadata: str | None, store: str | None) -> None:
-    """Print a performance matrix's benchmarks with metadata and score range, and check it."""
+    """Print a performance matrix's benchmarks with metadata and score range, check it, and warn.
+
+    Warnings (one line each, on stderr): benchmarks without metadata, zero or below-chance scores,
+    duplicated benchmarks or models, scores that look like percent.
+    """
     score = load_performance(path, metadata=metadata)
     table = Table(title=f"{path}: {_summary(score)}")
     for heading in ("benchmark", *METADATA_COLUMNS, "min", "max", "distinct"):
@@ -90,18 +169,24 @@ def show(path: str, metadata: str | None, store: str | None) -> None:
         from bsig_array.io.perplexity_store.reader import open_store
 
         align_performance(score, open_store(store, require_complete=False))
-        click.echo(f"ok: models match {store}; scores are complete and every benchmark varies")
+        checked = f"models match {store}; scores are complete and every benchmark varies"
     else:
         check_scores(score)
-        click.echo("ok: scores are complete and every benchmark varies")
+        checked = "scores are complete and every benchmark varies"
+    warnings = performance_warnings(score, metadata)
+    _warn(warnings)
+    count = f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
+    click.echo(f"{count} (see above); {checked}" if warnings else f"ok: {checked}")
 
 
 @performance.command("convert")
 @click.argument("src", type=click.Path(exists=True))
 @click.argument("dst", type=click.Path())
 @click.option("--metadata", type=click.Path(exists=True, dir_okay=False), default=None, help="Benchmark metadata CSV.")
-def convert(src: str, dst: str, metadata: str | None) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an existing DST.")
+def convert(src: str, dst: str, metadata: str | None, overwrite: bool) -> None:
     """Convert a performance matrix between CSV/Parquet/NetCDF/Zarr (NetCDF/Zarr keep the metadata)."""
+    check_new_output(dst, overwrite=overwrite, what="performance output", kind=PERFORMANCE, inputs=[src, metadata])
     score = load_performance(src, metadata=metadata)
     write_performance(score, dst)
     click.echo(f"wrote {dst}: {_summary(score)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from bsig_array.models.backends.base import BACKENDS
@@ -24,26 +26,34 @@ from bsig_array.schema import TARGETS
 @click.option("--chunk-tokens", type=int, default=None, help="Token chunk size of a new store (resume granularity).")
 @click.option("--store-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@click.option("--trust-remote-code", is_flag=True,
+              help="Run Python code shipped inside the model folder (auto_map); only for code you trust.")
 def perplexity(corpus_path: str, store: str, model: str, name: str | None, gguf_file: str | None, backend: str,
                target: str, batch_size: int, device: str, dtype: str, max_tokens: int, chunk_tokens: int | None,
-               store_dtype: str, threads: int | None) -> None:
+               store_dtype: str, threads: int | None, trust_remote_code: bool) -> None:
     """Score every corpus feature with one model and write its row of the store (resumable).
 
     Only one bsig perplexity run may write a store at a time (lock file STORE.lock).
     """
     from bsig_array.cli.progress import rich_progress
+    from bsig_array.io.atomic import PERPLEXITY_STORE, check_new_output
     from bsig_array.io.corpus_store import Corpus
+    from bsig_array.options import check_optional_count
     from bsig_array.stages.perplexity import extract_perplexity
 
+    check_optional_count(threads, "--threads", minimum=1)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+    # The store is created or filled (never replaced): it may exist, but only as a perplexity store.
+    check_new_output(store, overwrite=True, what="store", kind=PERPLEXITY_STORE,
+                     inputs=[corpus_path, model if Path(model).exists() else None])
     corpus = Corpus(corpus_path)
     result = extract_perplexity(
         corpus, store, model, name=name, backend=backend, target=target, gguf_file=gguf_file,
         batch_size=batch_size, device=device, dtype=dtype, max_tokens=max_tokens, chunk_tokens=chunk_tokens,
-        store_dtype=store_dtype, progress=rich_progress,
+        store_dtype=store_dtype, progress=rich_progress, trust_remote_code=trust_remote_code,
     )
     click.echo(
         f"{store}: model {result.model!r} (row {result.row}): {result.chunks_done} of {result.chunks_total} chunks "

@@ -28,9 +28,10 @@ WIDTH = 116
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="gpu: also project each screen pass on one GPU from stated H200 figures.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the projection as JSON.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
 def plan(
     tokens: float, models: int, benchmarks: int, alpha: float, methods: str, memory_limit: str,
-    workers: int | None, device: str, json_path: str | None,
+    workers: int | None, device: str, json_path: str | None, overwrite: bool,
 ) -> None:
     """Calibrate the kernels here (a few seconds), then project time, disk and memory of a full run.
 
@@ -41,6 +42,7 @@ def plan(
     and takes peak memory from the stages' own memory plans.  The screen is projected in one pass
     and as the two-pass fallback.
     """
+    from bsig_array.io.atomic import FILE, atomic_output, check_new_output
     from bsig_array.options import check_count
     from bsig_array.runtime.memory import parse_memory
     from bsig_array.runtime.projection import calibrate, check_run, project
@@ -49,6 +51,8 @@ def plan(
     check_run(tokens, models, benchmarks, alpha, methods)
     parse_memory(memory_limit)
     cores = check_count(workers, "--workers", minimum=1) if workers is not None else (os.cpu_count() or 1)
+    if json_path:
+        check_new_output(json_path, overwrite=overwrite, what="plan JSON", kind=FILE)
     calibration = calibrate(models, benchmarks, methods, read_probe=read_probe, alpha=alpha)
     result = project(
         calibration, n_tokens=tokens, n_models=models, n_benchmarks=benchmarks, alpha=alpha, coefficients=methods,
@@ -57,9 +61,9 @@ def plan(
     _print(result)
     if json_path:
         import json
-        from pathlib import Path
 
-        Path(json_path).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        with atomic_output(json_path) as tmp:
+            tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         click.echo(f"wrote {json_path}")
 
 

@@ -24,6 +24,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from bsig_array.io.atomic import fault_point
 from bsig_array.runtime.defaults import DEFAULTS, progress_enabled
 from bsig_array.runtime.progress import Bar, no_progress
 
@@ -54,7 +55,7 @@ def rich_progress(description: str, total: float | None, unit: str = "") -> Iter
     """
     if not progress_enabled(DEFAULTS.progress, sys.stderr.isatty()):
         with no_progress(description, total, unit) as silent:
-            yield silent
+            yield _FaultBar(silent)
         return
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -67,7 +68,18 @@ def rich_progress(description: str, total: float | None, unit: str = "") -> Iter
         console=Console(stderr=True),
     )
     with progress:
-        yield _RichBar(progress, progress.add_task(description, total=total))
+        yield _FaultBar(_RichBar(progress, progress.add_task(description, total=total)))
+
+
+class _FaultBar:
+    """Every advance is a :func:`~bsig_array.io.atomic.fault_point` (where tests/test_faults.py kills)."""
+
+    def __init__(self, bar: Bar) -> None:
+        self._bar = bar
+
+    def advance(self, n: float = 1) -> None:
+        fault_point()
+        self._bar.advance(n)
 
 
 class _RateColumn(ProgressColumn):

@@ -35,6 +35,10 @@ from bsig_array.schema import DEVICES, TIES
               help="Reads of the store: one (running tail boundaries, exact), two (the fallback; "
                    "auto uses it with --null-permutations).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
+              help="Write the run's time breakdown as JSON: read/decode, compute, spill per pass, merge, write.")
+@click.option("--performance-report", type=click.Path(dir_okay=False),
+              help="Write Dask's performance report (HTML); needs a dask.distributed --scheduler.")
 def screen(
     perplexity: str,
     performance: str,
@@ -51,6 +55,8 @@ def screen(
     metadata: str | None,
     passes: str,
     overwrite: bool,
+    profile_path: str | None,
+    performance_report: str | None,
 ) -> None:
     """Score every token against every benchmark and keep the exact top and bottom alpha tails.
 
@@ -63,19 +69,29 @@ def screen(
     (candidate_nll), streamed atomically to --out.
     """
     from bsig_array.cli.progress import rich_progress
-    from bsig_array.io.atomic import check_new_output
+    from bsig_array.io.atomic import SCREEN_OUTPUT, check_new_output
     from bsig_array.io.perplexity_store.reader import open_store
     from bsig_array.io.scores import load_performance
+    from bsig_array.stages.profile import check_report_paths, dask_performance_report, screen_breakdown
     from bsig_array.stages.screen import screen as run_screen
 
-    check_new_output(out, overwrite=overwrite)  # fail before the work, not after
+    # Before the work: never over an input, another kind of artifact, or without --overwrite.
+    check_new_output(out, overwrite=overwrite, what="screen output", kind=SCREEN_OUTPUT, inputs=[perplexity, performance, metadata])
     ds = open_store(perplexity)
     score = load_performance(performance, metadata=metadata)
-    result = run_screen(
-        ds["nll"], score, coefficients=method, alpha=alpha, ties=ties, memory_limit=memory_limit, scheduler=scheduler,
-        device=device, null_permutations=null_permutations, seed=seed, workers=workers, store=perplexity,
-        out=out, overwrite=overwrite, passes=passes, progress=rich_progress,
-    )
+    check_report_paths([profile_path, performance_report], [perplexity, performance, metadata, out])
+    with dask_performance_report(scheduler, performance_report) as scheduler:
+        result = run_screen(
+            ds["nll"], score, coefficients=method, alpha=alpha, ties=ties, memory_limit=memory_limit, scheduler=scheduler,
+            device=device, null_permutations=null_permutations, seed=seed, workers=workers, store=perplexity,
+            out=out, overwrite=overwrite, passes=passes, progress=rich_progress,
+            input_paths={"performance": performance, "metadata": metadata},
+        )
+    if profile_path:
+        import json
+        from pathlib import Path
+
+        Path(profile_path).write_text(json.dumps(screen_breakdown(result.attrs), indent=2) + "\n")
     click.echo(
         f"wrote {out}: {result.sizes['benchmark']} benchmarks x {len(result.attrs['coefficients'])} coefficient(s), "
         f"k={result.attrs['k']:,} per tail of {result.attrs['n_tokens']:,} tokens, "

@@ -33,27 +33,31 @@ from bsig_array.schema import COEFFICIENTS, COVARIATES, SELECTION_METHODS
 @click.option("--loocv/--no-loocv", default=True, show_default=True,
               help="leave-one-model-out validation (reruns the selection once per model)")
 @click.option("--overwrite", is_flag=True, help="replace --out if it exists")
+@click.option("--allow-mismatch", is_flag=True,
+              help="use a --performance that is not the matrix the screen was made with (warns instead of refusing)")
 def select(screen_path, performance_path, out, method, screen_method, delta, max_features, covariate, seed,
-           lasso_alpha, corpus_path, memory_limit, scheduler, workers, loocv, overwrite):
+           lasso_alpha, corpus_path, memory_limit, scheduler, workers, loocv, overwrite, allow_mismatch):
     """Pick each benchmark's signature tokens from its screened candidates.
 
     AIC forward selection (OLS with intercept, statsmodels' AIC) adds the best candidate while the AIC
     drops by more than --delta; --no-loocv skips the leave-one-model-out R2 (m reruns per benchmark).
     """
     from bsig_array.cli.progress import rich_progress
-    from bsig_array.io.atomic import check_new_output
+    from bsig_array.io.atomic import SIGNATURES, check_new_output
     from bsig_array.io.scores import load_performance
     from bsig_array.io.screen_output import open_screen
     from bsig_array.io.signatures import attach_contexts, write_signatures
     from bsig_array.stages.select import select_signatures
 
-    check_new_output(out, overwrite=overwrite)  # fail before the work, not after
+    # Before the work: never over an input, another kind of artifact, or without --overwrite.
+    check_new_output(out, overwrite=overwrite, what="signatures", kind=SIGNATURES, inputs=[screen_path, performance_path, corpus_path])
     screen = open_screen(screen_path)
     score = load_performance(performance_path)
     ds = select_signatures(
         screen, score, method=method, screen_method=screen_method, delta=delta, max_features=max_features,
         covariate=covariate, seed=seed, loocv=loocv, memory_limit=memory_limit, lasso_alpha=lasso_alpha,
-        workers=workers, scheduler=scheduler, progress=rich_progress,
+        workers=workers, scheduler=scheduler, progress=rich_progress, allow_mismatch=allow_mismatch,
+        input_paths={"screen": screen_path, "performance": performance_path, "corpus": corpus_path},
     )
     if corpus_path is not None:
         ds = attach_contexts(ds, corpus_path)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bsig_array.runtime.defaults import DEFAULTS
-from bsig_array.schema import LEVELS
+from bsig_array.schema import LEVELS, STATS_TABLES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,23 +21,38 @@ if TYPE_CHECKING:
 @click.option("--metadata", type=click.Path(), default=None,
               help="benchmark metadata CSV (benchmark,family,format,category,function); default: the overlap's own")
 @click.option("--level", "levels", multiple=True, type=click.Choice(LEVELS),
-              default=("signature",), show_default=True, help="overlap level(s) to analyse (repeatable)")
+              help="overlap level(s) to analyse (repeatable; default: every level the overlap file holds)")
 @click.option("--threshold", type=float, default=DEFAULTS.threshold, show_default=True, help="edge threshold of the clique graph")
-@click.option("--bootstrap", "resamples", type=int, default=DEFAULTS.resamples, show_default=True, help="null resamples (relabelings)")
+@click.option("--permutations", "--bootstrap", "resamples", type=int, default=DEFAULTS.resamples, show_default=True,
+              help="benchmark-label permutations of the tests (all of them, exactly, when n! is not larger)")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="directory for the CSV tables")
-def stats(overlap_path, metadata, levels, threshold, resamples, seed, out):
+@click.option("--overwrite", is_flag=True, help="Replace tables of these levels already in --out.")
+def stats(overlap_path, metadata, levels, threshold, resamples, seed, out, overwrite):
     """Statistics of the overlap matrices (paper Table 5, Figure 5, Figure 1, max clique)."""
-    from bsig_array.io.overlap_file import load_overlap
+    from bsig_array.io.atomic import check_output_files
+    from bsig_array.io.overlap_file import load_overlap, present_levels
+    from bsig_array.io.provenance import derived_record, write_record_file
     from bsig_array.io.stats_tables import write_stats
     from bsig_array.stages.stats import compute_stats
 
+    check_output_files(out, [f"{level}_{t}.csv" for level in levels for t in STATS_TABLES], overwrite=overwrite,
+                       what="stats table", inputs=[overlap_path, metadata])
     overlap = load_overlap(overlap_path)
     console = Console()
-    for level in dict.fromkeys(levels):
-        tables = compute_stats(overlap, metadata, level=level, threshold=threshold, resamples=resamples, seed=seed)
+    chosen = list(dict.fromkeys(levels or present_levels(overlap)))
+    if not levels:  # the file's levels: their tables are known once it is read
+        check_output_files(out, [f"{level}_{t}.csv" for level in chosen for t in STATS_TABLES], overwrite=overwrite,
+                           what="stats table", inputs=[overlap_path, metadata])
+    # Every level computed before any is written: a failure leaves no mix of old and new tables.
+    results = {level: compute_stats(overlap, metadata, level=level, threshold=threshold, resamples=resamples, seed=seed)
+               for level in chosen}
+    for level, tables in results.items():
         write_stats(tables, out, level)
         print_stats(tables, level, console)
+    options = {"levels": chosen, "threshold": threshold, "resamples": resamples, "seed": seed}
+    write_record_file(out, derived_record("stats", {"overlap": overlap}, {"overlap": overlap_path, "metadata": metadata},
+                                          options=options))
     click.echo(f"wrote tables to {out}")
 
 
@@ -46,20 +61,27 @@ def print_stats(tables: dict[str, pd.DataFrame], level: str, console: Console | 
     console = console or Console()
     titles = {
         "within_cross": "within- vs cross-category overlap",
-        "family_format": "same vs different family / format (Mann–Whitney U)",
+        "family_format": "same vs different family / format (p_value: benchmark-label permutations; "
+                         "U_paper, p_paper: the paper's Mann–Whitney U, which treats pairs as independent)",
         "function_matrix": "mean overlap between functions",
         "clique": "maximum clique",
     }
     for key, frame in tables.items():
         title = f"{level}: {titles.get(key, key)}"
         if key == "clique":
-            title += f" (overlap > {frame.attrs.get('threshold', '?')}, {len(frame)} benchmarks)"
+            n = int(frame["n_cliques"].iloc[0]) if len(frame) else 0
+            title += f" (overlap > {frame.attrs.get('threshold', '?')}: {n} maximum clique{'s' * (n != 1)}"
+            title += f" of {int(frame['size'].iloc[0])})" if n else ", no pair above it)"
+        elif "n_pairs_excluded" in frame.columns and len(frame) and frame["n_pairs_excluded"].max() > 0:
+            title += f" ({int(frame['n_pairs_excluded'].max())} pairs with an unknown label left out)"
+        if "reason" in frame.attrs:
+            title += f" (skipped: {frame.attrs['reason']})"
         table = Table(title=title)
         table.add_column(frame.index.name or "")
         for col in frame.columns:
             table.add_column(str(col), justify="right")
         for idx, row in frame.iterrows():
-            table.add_row(str(idx), *[_fmt(v) for v in row])
+            table.add_row(str(idx), *[("n/a" if col == "diff_pct" and not np.isfinite(v) else _fmt(v)) for col, v in row.items()])
         console.print(table)
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
 
 from bsig_array.cli.main import main
 from bsig_array.errors import InputError
@@ -71,7 +71,7 @@ def test_default_codec_is_blosc_and_new_stores_use_it(tmp_path):
     assert isinstance(codec, BloscCodec)
     path = write(tmp_path / "s.zarr", "default")
     codecs = zarr.open_group(path, mode="r")["nll"].metadata.codecs
-    assert [type(c) for c in codecs] == [type(codecs[0]), BloscCodec] and codecs[1].cname == codec.cname
+    assert [type(c) for c in codecs] == [type(codecs[0]), BloscCodec, Crc32cCodec] and codecs[1].cname == codec.cname
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])

@@ -93,7 +93,7 @@ def literal_performance_overlap(score: xr.DataArray):
 @given(seed=st.integers(0, 2**31 - 1), covariate=st.sampled_from(["nll", "perplexity"]), population=st.sampled_from(["signatures", "pool"]))
 def test_signature_overlap_matches_literal(seed, covariate, population):
     nll, signatures, score = make_inputs(seed)
-    ds = compute_overlaps(signatures, nll, score, population=population, covariate=covariate)
+    ds = compute_overlaps(signatures, nll, score, population=population, covariate=covariate, signature_mode="paper")
     expected = literal_signature_overlap(nll, signatures, covariate, population)
     np.testing.assert_allclose(ds["signature"].values, expected, rtol=1e-9, atol=1e-12, equal_nan=True)
     assert ds["signature"].attrs["population"] == population
@@ -107,7 +107,7 @@ def test_performance_overlap_matches_literal(seed):
     rho, p = literal_performance_overlap(score)
     np.testing.assert_allclose(ds["performance"].values, rho, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(ds["performance_p"].values, p, rtol=1e-9, atol=1e-12)
-    assert np.isnan(ds["semantic"].values).all() and "questions" in ds["semantic"].attrs["reason"]
+    assert "semantic" not in ds and ds.attrs["levels"] == "signature,performance"  # no questions, no semantic level
 
 
 def test_signature_p_values_match_spearmanr():
@@ -197,7 +197,7 @@ def test_cli_overlap(tmp_path):
     qdir.mkdir()
     runner = CliRunner()
     res = runner.invoke(cli, ["overlap", "--signatures", str(tmp_path / "g.zarr"), "--perplexity", str(tmp_path / "p.zarr"),
-                              "--performance", str(tmp_path / "y.csv"), "--out", str(tmp_path / "o.nc")])
+                              "--performance", str(tmp_path / "y.csv"), "--signature-mode", "paper", "--out", str(tmp_path / "o.nc")])
     assert res.exit_code == 0, res.output
     back = load_overlap(tmp_path / "o.nc")
     expected = literal_signature_overlap(nll, signatures, "nll", "signatures")

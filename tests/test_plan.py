@@ -125,9 +125,10 @@ def test_gpu_projection_from_stated_figures():
         else:
             assert row.gpu_wall_s is None  # merge and selection stay on the CPU
     assert any("STATED" in line for line in out.assumptions)
-    # the Thrush product is 2 B m float64 flops per token; Pre-select's 2 B Z
-    assert P.gpu_token_cost("thrush", 4, 3)[1] == 2 * 3 * 4
-    assert P.gpu_token_cost("preselect", 4, 3)[1] == 2 * 3 * 6
+    # fused kernels: the Thrush product is 2 B m int32 ops per token; Pre-select 2 m² compares + 3 B m words
+    assert P.gpu_token_cost("thrush", 4, 3)[2] == 2 * 3 * 4
+    assert P.gpu_token_cost("preselect", 4, 3)[2] == 2 * 16 + 3 * 3 * 4
+    assert any("GPU target" in line and "UNVERIFIED" in line for line in out.assumptions)
     cpu = P.project(cal, n_tokens=10**6, n_models=4, n_benchmarks=3, memory_limit="64GiB", cores=2)
     assert cpu.gpu is None and all(s.gpu_wall_s is None for s in cpu.stages)
 

@@ -46,13 +46,14 @@ def test_report_has_figures_tables_and_escaped_contexts(tmp_path, inputs):
     overlap, scr, sig, stats = inputs
     page = write_report(tmp_path, overlap=overlap, screen=scr, signatures=sig, stats=stats, title="t & r")
     text = page.read_text()
-    for name in ("heatmaps", "coefficients", "within_cross", "function_matrix_signature", "function_matrix_performance"):
+    for name in ("heatmap_signature", "heatmap_performance", "coefficients", "within_cross", "function_matrix_signature", "function_matrix_performance"):
         data = (tmp_path / "figures" / f"{name}.png").read_bytes()
         assert data.startswith(PNG_MAGIC)
         assert base64.b64encode(data).decode() in text  # embedded, self-contained
     assert "src='http" not in text and "<link" not in text
     assert "t &amp; r" in text
     assert "signature: within cross" in text and "performance: clique" in text
+    assert "p_paper" in stats["signature"]["family_format"] and "the paper's Mann–Whitney U" in text
     wc = stats["signature"]["within_cross"]
     assert f"{wc.loc['overall', 'within']:.4g}" in text
     assert "&lt;script&gt;x&lt;/script&gt;" in text and "<script>x" not in text
@@ -62,14 +63,14 @@ def test_report_has_figures_tables_and_escaped_contexts(tmp_path, inputs):
 
 
 def test_heatmap_stars_follow_p_values(inputs):
-    from bsig_array.stages.report import heatmaps_figure
+    from bsig_array.stages.report import heatmap_figure
 
     overlap = inputs[0].copy()
     overlap["performance_p"][:] = 0.5
     overlap["performance_p"][0, 1] = overlap["performance_p"][1, 0] = 0.0005
-    fig = heatmaps_figure(overlap)
-    stars = [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert stars.count("***") >= 2
+    overlap["performance_p"][2, 3] = overlap["performance_p"][3, 2] = 0.02
+    stars = [t.get_text() for ax in heatmap_figure(overlap, "performance").axes for t in ax.texts if "*" in t.get_text()]
+    assert sorted(stars) == ["*", "*", "***", "***"]
 
 
 def test_cli_report_computes_stats_when_absent(tmp_path, inputs):

@@ -281,6 +281,7 @@ def test_planted_signal_has_low_null_fdr():
     noise = rng.normal(scale=0.1, size=(m, 80))
     P[:, :40] = (-2 * y[:, None] + noise[:, :40]).astype("float32")  # better model, lower NLL: low tail
     P[:, 40:80] = (2 * y[:, None] + noise[:, 40:]).astype("float32")  # the opposite: high tail
+    P += 30  # NLLs are >= 0 (the screen refuses negative ones); ranks ignore the shift
     Y = np.stack([y, rng.permutation(y)])
     Y[1] = [3, 1, 7, 5, 0, 9, 11, 2, 8, 4, 10, 6]  # fixed unrelated order
     out = screen(make_nll(P), make_score(Y, [f"m{i}" for i in range(m)]), alpha=0.01,

@@ -17,7 +17,7 @@ from bsig_array.io.stats_tables import read_stats, write_stats
 from bsig_array.stages.stats import (
     compute_stats,
     group_matrix,
-    max_clique,
+    max_cliques,
     same_vs_different,
     within_cross,
 )
@@ -62,7 +62,10 @@ def test_within_cross_matches_literal_with_unequal_sizes_and_nan():
     for name, (w, c) in expected.items():
         assert table.loc[name, "within"] == pytest.approx(w)
         assert table.loc[name, "cross"] == pytest.approx(c)
-        assert table.loc[name, "diff_pct"] == pytest.approx((w - c) / abs(c) * 100)
+        pct = (w - c) / abs(c) * 100 if abs(c) >= 0.05 else np.nan  # no diff% against a cross near 0
+        assert table.loc[name, "diff_pct"] == pytest.approx(pct, nan_ok=True)
+        assert table.loc[name, "diff"] == pytest.approx(w - c)
+    assert table["diff_pct"].isna().any() and table["diff_pct"].notna().any()  # both cases exercised
     assert table.loc["s", "n_benchmarks"] == 4
 
 
@@ -119,8 +122,8 @@ def test_same_vs_different_matches_scipy_on_pairs():
                 (same if labels[a] == labels[b] else diff).append(m[a, b])
         res = scipy.stats.mannwhitneyu(same, diff, alternative="two-sided")
         assert table.loc[attr, "n_same"] == len(same) and table.loc[attr, "n_different"] == len(diff)
-        assert table.loc[attr, "U"] == pytest.approx(res.statistic)
-        assert table.loc[attr, "p_value"] == pytest.approx(res.pvalue)
+        assert table.loc[attr, "U_paper"] == pytest.approx(res.statistic)
+        assert table.loc[attr, "p_paper"] == pytest.approx(res.pvalue)
         assert table.loc[attr, "mean_same"] == pytest.approx(np.mean(same))
 
 
@@ -143,15 +146,17 @@ def test_max_clique_on_a_known_graph():
             m[a, b] = 0.8
     m[6, 1] = m[1, 6] = 0.9  # an extra edge that does not enlarge any clique
     m[0, 2] = m[2, 0] = np.nan  # NaN is no edge: the 4-clique breaks, size 3 remains
-    table = max_clique(m, names, threshold=0.5)
-    assert len(table) == 3
+    table = max_cliques(m, names, threshold=0.5)
     graph = nx.Graph([(a, b) for a, b in itertools.combinations(range(9), 2) if m[a, b] > 0.5])
-    assert len(table) == max(len(c) for c in nx.find_cliques(graph))
+    assert (table["size"] == max(len(c) for c in nx.find_cliques(graph))).all()
+    # three maximum cliques of size 3: {b0,b4,b6}, {b1,b3,b5}, {b2,b4,b6}
+    assert (table["n_cliques"] == 3).all() and len(table) == 9
+    assert [list(g.index) for _, g in table.groupby("clique")] == [["b0", "b4", "b6"], ["b1", "b3", "b5"], ["b2", "b4", "b6"]]
     m[0, 2] = m[2, 0] = 0.7
-    table = max_clique(m, names, threshold=0.5)
+    table = max_cliques(m, names, threshold=0.5)
     assert list(table.index) == ["b0", "b2", "b4", "b6"]
     assert table.loc["b0", "mean_overlap"] == pytest.approx((0.7 + 0.8 + 0.8) / 3)
-    assert len(max_clique(m, names, threshold=0.95)) == 1
+    assert max_cliques(m, names, threshold=0.95).empty  # no pair above the threshold
 
 
 def overlap_dataset(m: np.ndarray, cats, funcs=None, fams=None) -> xr.Dataset:
@@ -194,7 +199,7 @@ def test_compute_stats_write_read_and_cli(tmp_path):
 
 
 def test_single_category_is_an_error():
-    with pytest.raises(BsigError, match="two categories"):
+    with pytest.raises(BsigError, match="two known categories"):
         within_cross(np.eye(3), ["a", "a", "a"])
 
 

@@ -173,7 +173,7 @@ def test_validate_incomplete_store_deep_ignores_unwritten_blocks(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:The data type", "ignore:Consolidated metadata")
 def test_validate_plain_store_summary(tmp_path):
-    xr.Dataset({"nll": (("model", "token"), np.ones((3, 30), "f8"))}, coords={"model": ["x", "y", "z"]}).chunk(
+    xr.Dataset({"nll": (("model", "token"), np.ones((3, 30), "f8") + np.arange(30))}, coords={"model": ["x", "y", "z"]}).chunk(
         {"token": 7}
     ).to_zarr(tmp_path / "p.zarr", zarr_format=3)
     summary = validate_store(tmp_path / "p.zarr", deep=True)

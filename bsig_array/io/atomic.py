@@ -1,21 +1,77 @@
-"""Output safety for every artifact: refuse to clobber by accident, write to a temporary sibling, rename.
+"""Output safety for every artifact: one check before the work, one atomic write around it.
 
-A reader never sees a half-written file or store, a failed or killed run never leaves output that
-looks complete, and ``--overwrite`` keeps the old output until the new one is whole.  Every writer
-in :mod:`bsig_array.io` goes through :func:`check_new_output` (before any work) and
-:func:`atomic_output` (around the write).
+Every command that writes goes through :func:`check_new_output` before any work:
+
+- an output that is, contains or lies inside one of the command's inputs is refused (paths are
+  compared after resolving symlinks), whatever the flags;
+- an existing artifact of another kind (a perplexity store where a screen output goes, a file where
+  a directory store goes, a foreign non-empty directory) is refused, whatever the flags;
+- an existing artifact of the same kind is refused unless ``overwrite``;
+- an unwritable destination (a parent that is a file, a read-only directory) is refused.
+
+:func:`atomic_output` then writes to a hidden sibling ``.NAME.tmp-PID-…`` and swaps it in only
+when it is complete (for directories an atomic exchange where the kernel offers one), so a failed or
+killed run leaves the old output intact and a reader never sees half an artifact.  Scratch
+directories (:func:`scratch_dir`) and temporaries carry the writer's pid; the next writer in that
+directory removes those of dead processes and says so (:class:`~bsig_array.errors.BsigWarning`).
+
+``BSIG_FAULT_KILL_AT=n`` (a test hook, see ``tests/test_faults.py``) makes the n-th
+:func:`fault_point` of the process kill it with SIGKILL.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import re
 import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
 import uuid
-from collections.abc import Iterator
+import warnings
+import zlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bsig_array.errors import InputError
+from bsig_array.errors import BsigWarning, InputError
+
+PERPLEXITY_STORE = "perplexity store"
+CORPUS_STORE = "corpus store"
+SCREEN_OUTPUT = "screen output"
+SIGNATURES = "signatures store"
+OVERLAP_FILE = "overlap file"
+PERFORMANCE = "performance matrix"
+SYNTH_POOL = "synthetic pool"
+DEMO_OUTPUT = "demo output"
+QUESTIONS = "question set"
+FILE = "file"
+#: Kinds that are always directories (the others are directories only when named ``*.zarr``).
+DIRECTORY_KINDS = (PERPLEXITY_STORE, CORPUS_STORE, SCREEN_OUTPUT, SIGNATURES, SYNTH_POOL, DEMO_OUTPUT, QUESTIONS)
+# A store is recognized by the arrays (child directories) only it has.
+_MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (SCREEN_OUTPUT, ("candidate_token",)),
+    (SIGNATURES, ("signature_token",)),
+    (CORPUS_STORE, ("doc_offset",)),
+    (PERPLEXITY_STORE, ("nll",)),
+    (OVERLAP_FILE, ("benchmark_a",)),
+    (PERFORMANCE, ("score",)),
+    (DEMO_OUTPUT, ("summary.json",)),
+    (DEMO_OUTPUT, ("pool", "screen.zarr")),
+    (SYNTH_POOL, ("perplexity.zarr",)),
+)
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<tag>tmp|old)-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-[0-9a-f]{8}$")
+#: This machine, in debris names: a pid is only known dead on the machine that ran it (shared disks).
+HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+def owner() -> str:
+    """``PID-HOST`` of this process, as temporaries and scratch directories carry it."""
+    return f"{os.getpid()}-{HOST}"
 
 
 def remove_path(path: Path) -> None:
@@ -26,34 +82,327 @@ def remove_path(path: Path) -> None:
         path.unlink()
 
 
-def check_new_output(path: str | os.PathLike, *, overwrite: bool, what: str = "output") -> Path:
-    """Refuse ``path`` when it exists and ``overwrite`` is false; call it before doing the work.
+def artifact_kind(path: str | os.PathLike) -> str | None:
+    """What exists at ``path``: ``None`` (nothing), a kind constant of this module, ``"file"``,
+    ``"empty directory"``, ``"zarr store"`` (unrecognized) or ``"directory"`` (anything else)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return FILE
+    try:
+        # Temporaries and scratch of bsig writers are not content (the next writer removes them).
+        names = {p.name for p in path.iterdir() if not (_TEMPORARY.match(p.name) or p.name.startswith(".bsig-"))}
+    except OSError:
+        return "directory"
+    if not names:
+        return "empty directory"
+    for kind, marker in _MARKERS:
+        if all(m in names for m in marker):
+            return kind
+    if all(n.endswith(".jsonl") for n in names):
+        return QUESTIONS
+    return "zarr store" if "zarr.json" in names or ".zgroup" in names else "directory"
+
+
+def _article(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def is_directory_output(path: str | os.PathLike, kind: str) -> bool:
+    """Whether an output of ``kind`` at ``path`` is a directory."""
+    return kind in DIRECTORY_KINDS or Path(path).suffix.lower() == ".zarr"
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(path))).resolve()
+
+
+def check_not_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], what: str = "output") -> None:
+    """Refuse an output that is, contains or lies inside one of ``inputs`` (symlinks resolved)."""
+    out = _resolved(path)
+    for item in inputs:
+        if item is None:
+            continue
+        inp = _resolved(item)
+        if out == inp:
+            relation = "is"
+        elif inp in out.parents:
+            relation = "lies inside"
+        elif out in inp.parents:
+            relation = "contains"
+        else:
+            continue
+        raise InputError(f"{what} {path} {relation} the input {item}; bsig never writes over its inputs, pick another path")
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> None:
+    """Refuse ``path`` when its nearest existing ancestor is not a writable directory."""
+    parent = Path(os.path.abspath(path)).parent
+    while not parent.exists() and parent != parent.parent:
+        if parent.is_symlink():  # a dangling link: mkdir would fail on it
+            raise InputError(f"cannot write {what} {path}: {parent} is a broken symbolic link; pick another path")
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"cannot write {what} {path}: {parent} is a file, not a directory; pick another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {what} {path}: directory {parent} is not writable; pick another path")
+
+
+def check_new_output(
+    path: str | os.PathLike,
+    *,
+    overwrite: bool,
+    what: str = "output",
+    kind: str | None = None,
+    inputs: Iterable[str | os.PathLike | None] = (),
+) -> Path:
+    """Refuse an output that would lose data; call it before doing the work (see the module docstring).
+
+    Parameters
+    ----------
+    path
+        The output to write.
+    overwrite
+        Whether an existing output of the same kind may be replaced (``--overwrite``).
+    what
+        How messages name the output.
+    kind
+        What will be written (a kind constant of this module, or ``"file"``); ``None`` checks only
+        existence, inputs and writability.
+    inputs
+        Paths the command reads; ``None`` entries are skipped.
 
     Raises
     ------
     InputError
-        ``<what> <path> already exists; pass --overwrite to replace it or pick another path``.
+        One line naming the path and the fix.
     """
     path = Path(path)
-    if (path.exists() or path.is_symlink()) and not overwrite:
+    check_not_input(path, inputs, what)
+    check_writable(path, what)
+    found = artifact_kind(path)
+    if found is None and not path.is_symlink():
+        return path
+    if found is None:
+        raise InputError(f"{what} {path} is a broken symbolic link; remove it or pick another path")
+    if kind is not None:
+        directory = is_directory_output(path, kind)
+        if directory and found == FILE:
+            raise InputError(f"{what} {path} is a file, but {_article(kind)} is a directory; pick another path")
+        if not directory and found != FILE:
+            raise InputError(f"{what} {path} is a directory, but {_article(kind)} is a file; pick another path")
+        if directory and found == "empty directory":
+            return path  # nothing to lose
+        if found not in (kind, FILE):
+            raise InputError(
+                f"{what} {path} is {_article(found)}, not {_article(kind)}; bsig does not replace another kind of "
+                "data even with --overwrite; pick another path"
+            )
+    if not overwrite:
         raise InputError(f"{what} {path} already exists; pass --overwrite to replace it or pick another path")
     return path
+
+
+# ------------------------------------------------------------------------------------- debris
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _note(message: str) -> None:
+    warnings.warn(message, BsigWarning, stacklevel=3)
+
+
+def remove_stale(directory: str | os.PathLike, prefix: str | None = None) -> list[Path]:
+    """Remove debris of dead writers in ``directory`` and say so; return what was removed.
+
+    Debris is a temporary ``.NAME.tmp-PID-…`` of :func:`atomic_output` (and ``.NAME.old-PID-…``,
+    an old output moved aside, which is put back when ``NAME`` is missing) and, with ``prefix``, a
+    scratch directory ``PREFIXPID-HOST-…`` of :func:`scratch_dir`, whose PID is not running here.
+    """
+    directory = Path(directory)
+    removed: list[Path] = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match is not None:
+            pid, host = match["pid"], match["host"]
+        elif prefix is not None and entry.name.startswith(prefix):
+            pid, host, *_ = entry.name[len(prefix):].split("-") + ["", ""]
+        else:
+            continue
+        if not pid.isdigit() or host != HOST or pid_alive(int(pid)):
+            continue
+        if match is not None and match["tag"] == "old" and not (directory / match["name"]).exists():
+            os.replace(entry, directory / match["name"])
+            _note(f"restored {directory / match['name']} from {entry.name}, left by an interrupted bsig run (pid {pid})")
+            continue
+        try:
+            remove_path(entry)
+        except OSError:
+            continue
+        removed.append(entry)
+        _note(f"removed {entry}, left by an interrupted bsig run (pid {pid})")
+    return removed
+
+
+def scratch_dir(near: str | os.PathLike | None, prefix: str) -> Path:
+    """Create the scratch directory ``PREFIX<pid>-<host>-<random>`` in ``near`` (else ``TMPDIR``).
+
+    Stale scratch directories and temporaries of dead writers there are removed first
+    (:func:`remove_stale`).  The caller removes the directory when done.
+    """
+    parent = None if near is None else Path(near)
+    try:
+        if parent is not None:
+            parent.mkdir(parents=True, exist_ok=True)
+            remove_stale(parent, prefix)
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner()}-", dir=parent))
+    except OSError as exc:
+        raise InputError(f"cannot create a scratch directory in {parent or tempfile.gettempdir()} ({exc.strerror}); "
+                         "pick an output on a writable disk") from None
+
+
+# --------------------------------------------------------------------------------- atomic write
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap ``a`` and ``b`` atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), ctypes.c_uint(rename_exchange)) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Put the complete ``tmp`` at ``path``; the old ``path`` ends up at ``tmp`` (or is gone)."""
+    if not (path.is_dir() and not path.is_symlink()):
+        os.replace(tmp, path)  # atomic for files (and for a directory onto nothing)
+        return
+    if _exchange(tmp, path):
+        fault_point()
+        return
+    # No atomic exchange: move the old directory aside under a name remove_stale can put back.
+    aside = path.with_name(f".{path.name}.old-{owner()}-{uuid.uuid4().hex[:8]}")
+    os.replace(path, aside)
+    fault_point()
+    os.replace(tmp, path)
+    os.replace(aside, tmp)
 
 
 @contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` to write; on success it replaces ``path``.
 
-    Works for files and for directory stores (Zarr).  On an exception the temporary is removed and
-    ``path`` is left as it was.
+    Works for files and for directory stores (Zarr).  On an exception (or a kill) ``path`` is left as
+    it was; the temporary is removed now (or by the next writer in that directory).  Call
+    :func:`check_new_output` first: this replaces whatever is at ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create directory {path.parent} for {path} ({exc.strerror}); pick another path") from None
+    remove_stale(path.parent)
+    tmp = path.with_name(f".{path.name}.tmp-{owner()}-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)  # os.replace cannot replace a non-empty directory
-        os.replace(tmp, path)
+        fault_point()
+        _swap_in(tmp, path)
+        fault_point()
     finally:
         remove_path(tmp)
+
+
+# ------------------------------------------------------------------------------------ test hook
+
+_fault_lock = threading.Lock()
+_fault_calls = 0
+
+
+def fault_point() -> None:
+    """A point where a test may kill this process (``BSIG_FAULT_KILL_AT=n``: the n-th call, SIGKILL or
+    the signal named by ``BSIG_FAULT_SIGNAL``, e.g. ``TERM``).
+
+    ``BSIG_FAULT_COUNT=FILE`` appends the running count to FILE at each call (to find how many
+    points a run passes).  Without these variables this is a counter increment.
+    """
+    global _fault_calls
+    with _fault_lock:
+        _fault_calls += 1
+        n = _fault_calls
+    at = os.environ.get("BSIG_FAULT_KILL_AT")
+    if at is not None and at.isdigit() and n == int(at):
+        os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get("BSIG_FAULT_SIGNAL", "KILL")))
+    count = os.environ.get("BSIG_FAULT_COUNT")
+    if count:
+        with open(count, "a") as fh:
+            fh.write(f"{n}\n")
+
+
+def check_output_files(
+    directory: str | os.PathLike,
+    names: Iterable[str],
+    *,
+    overwrite: bool,
+    what: str = "output",
+    inputs: Iterable[str | os.PathLike | None] = (),
+) -> list[Path]:
+    """:func:`check_new_output` for outputs that are entries ``names`` of a shared ``directory``
+    (``bsig stats`` tables, ``bsig report``'s page and figures): the directory may hold other files,
+    but must not be a file, a store or one of the inputs."""
+    directory = Path(directory)
+    inputs = list(inputs)
+    where = _resolved(directory)
+    for item in inputs:
+        if item is not None and (where == _resolved(item) or _resolved(item) in where.parents):
+            raise InputError(f"{what} directory {directory} is or lies inside the input {item}; pick another directory")
+    check_writable(directory, what)
+    found = artifact_kind(directory)
+    if found == FILE:
+        raise InputError(f"{what} directory {directory} is a file; pick a directory")
+    if found not in (None, "empty directory", "directory"):
+        raise InputError(f"{what} directory {directory} is {_article(found)}; pick another directory")
+    return [check_new_output(directory / name, overwrite=overwrite, what=what, inputs=inputs) for name in names]
+
+
+@contextmanager
+def atomic_entries(directory: str | os.PathLike, names: Iterable[str]) -> Iterator[Path]:
+    """Yield a scratch directory in ``directory``; on success its entries ``names`` replace those of
+    ``directory`` (each swapped in whole, as :func:`atomic_output` does), on failure nothing changes.
+
+    For outputs that are several entries of a shared directory (``bsig report``'s page and figures).
+    """
+    directory = Path(directory)
+    scratch = scratch_dir(directory, ".bsig-out-")
+    try:
+        yield scratch
+        fault_point()
+        for name in names:
+            if (scratch / name).exists():
+                _swap_in(scratch / name, directory / name)
+    finally:
+        remove_path(scratch)

@@ -29,7 +29,7 @@ import numpy as np
 import zarr
 
 from bsig_array.errors import InputError
-from bsig_array.io.zarr_format import quiet_zarr, zarr_array
+from bsig_array.io.zarr_format import quiet_zarr, read_checked, require_zarr_v3, with_checksum, zarr_array
 
 CORPUS_SCHEMA_VERSION = 1
 #: Elements per chunk of ``text`` and of the index arrays.
@@ -81,7 +81,9 @@ class CorpusWriter:
         self.n_bytes = 0
 
     def _array(self, name: str, dtype: str, chunk: int, dim: str) -> zarr.Array:
-        return self.group.create_array(name, shape=(0,), chunks=(chunk,), dtype=dtype, dimension_names=[dim])
+        return self.group.create_array(
+            name, shape=(0,), chunks=(chunk,), dtype=dtype, dimension_names=[dim], compressors=with_checksum()
+        )
 
     def add_document(self, record: int, text: str, pieces: np.ndarray) -> int:
         """Store document ``text`` (input record ``record``) with its feature piece indices; its UTF-8 size."""
@@ -115,6 +117,7 @@ class Corpus:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        require_zarr_v3(self.path, "corpus store")
         try:
             with quiet_zarr():
                 self.group = zarr.open_group(self.path, mode="r", zarr_format=3)
@@ -131,16 +134,39 @@ class Corpus:
     def features(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(doc, piece)`` of features ``start:stop``."""
         stop = self.n_features if stop is None else stop
-        docs = np.asarray(zarr_array(self.group, "feature_doc")[start:stop])
-        pieces = np.asarray(zarr_array(self.group, "feature_piece")[start:stop])
-        return docs, pieces
+        return self.read("feature_doc", start, stop), self.read("feature_piece", start, stop)
+
+    def read(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Positions ``start:stop`` of array ``name``; a damaged chunk file is one :class:`InputError`."""
+        return read_checked(
+            zarr_array(self.group, name), slice(start, stop), what=f"corpus store {self.path}",
+            fix="the file is truncated or corrupt: rebuild the corpus with bsig corpus",
+        )
+
+    def take(self, name: str, positions: np.ndarray) -> np.ndarray:
+        """Array ``name`` at ``positions``, reading (checked) only the chunks that hold them."""
+        array = zarr_array(self.group, name)
+        width = int(array.chunks[0])
+        out = np.empty(positions.shape, dtype=array.dtype)
+        chunk = positions // width
+        for c in np.unique(chunk):
+            start = int(c) * width
+            at = chunk == c
+            out[at] = self.read(name, start, min(start + width, array.shape[0]))[positions[at] - start]
+        return out
 
     def doc_texts(self, first: int, last: int) -> list[str]:
         """Text of stored documents ``first..last`` (inclusive), read in one contiguous slice."""
-        edges = np.asarray(zarr_array(self.group, "doc_offset")[first : last + 2])
-        raw = np.asarray(zarr_array(self.group, "text")[int(edges[0]) : int(edges[-1])]).tobytes()
+        edges = self.read("doc_offset", first, last + 2)
+        raw = self.read("text", int(edges[0]), int(edges[-1])).tobytes()
         rel = edges - edges[0]
-        return [raw[rel[i] : rel[i + 1]].decode("utf-8") for i in range(len(rel) - 1)]
+        try:
+            return [raw[rel[i] : rel[i + 1]].decode("utf-8") for i in range(len(rel) - 1)]
+        except UnicodeDecodeError:
+            raise InputError(
+                f"corpus store {self.path}: the text of documents {first}..{last} is not UTF-8; "
+                "the store is damaged: rebuild it with bsig corpus"
+            ) from None
 
     def windows(self, start: int, stop: int) -> tuple[list[str], list[str]]:
         """``(contexts, targets)`` of features ``start:stop`` (consecutive features share documents)."""
@@ -192,8 +218,7 @@ def feature_context(
         bad = int(ids[valid].max())
         raise InputError(f"feature id {bad} is beyond corpus {corpus.path} ({corpus.n_features} features); wrong --corpus?")
     if valid.any():
-        docs = np.asarray(zarr_array(corpus.group, "feature_doc").get_coordinate_selection(ids[valid]))
-        pieces = np.asarray(zarr_array(corpus.group, "feature_piece").get_coordinate_selection(ids[valid]))
+        docs, pieces = corpus.take("feature_doc", ids[valid]), corpus.take("feature_piece", ids[valid])
     else:
         docs, pieces = np.empty(0, np.int64), np.empty(0, np.int32)
     ctx, tgt = corpus._windows(np.asarray(docs), np.asarray(pieces))

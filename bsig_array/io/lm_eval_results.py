@@ -1,5 +1,9 @@
-"""lm-eval 0.4 ``results_*.json`` files → a performance matrix ``score (model, benchmark)``.
+"""lm-eval ``results_*.json`` files → a performance matrix ``score (model, benchmark)``.
 
+Both layouts are read: lm-eval 0.4 (metric keys ``acc,none``, ``exact_match,strict-match``) and
+lm-eval 0.3 / the Open LLM Leaderboard v1 results (metric keys without a filter, ``acc_norm``,
+``acc``, ``mc2``; task keys such as ``hendrycksTest-anatomy`` or ``harness|hendrycksTest-anatomy|5``;
+the model in ``config.model_args`` or ``config_general.model_name``; the aggregate ``all`` is skipped).
 The model name comes from ``model_name`` / ``config.model_args`` or the results folder; when
 several files cover the same (model, task) the newest wins; task names map onto the paper's
 benchmark names (:func:`~bsig_array.io.benchmark_metadata.canonical_benchmark`).  Default metric:
@@ -25,17 +29,21 @@ import xarray as xr
 from bsig_array.errors import InputError, OptionError
 from bsig_array.io.benchmark_metadata import canonical_benchmark, with_metadata
 
-# Metric preference for lm-eval results (first match wins); see default_metric.
-_METRIC_PREFERENCE = ("acc_norm,none", "acc,none", "exact_match,strict-match")
+# Metric preference for lm-eval results (first match wins); see default_metric.  The keys without
+# ",none" are lm-eval 0.3's (no filters); "mc2" is TruthfulQA-MC's score in 0.3.
+_METRIC_PREFERENCE = ("acc_norm,none", "acc_norm", "acc,none", "acc", "mc2", "exact_match,strict-match", "exact_match")
+# Result keys that are not tasks: the Open LLM Leaderboard v1's average over all tasks.
+_NOT_TASKS = ("all",)
 
 
 def default_metric(task_results: Mapping[str, object]) -> str | None:
     """The metric key to use for one task's lm-eval results.
 
-    Preference: ``acc_norm,none``, ``acc,none``, ``exact_match,strict-match``, any other
-    ``exact_match,*`` (sorted), then the first numeric key that is not a standard error.
+    Preference: ``acc_norm,none`` (0.4) or ``acc_norm`` (0.3), ``acc,none`` or ``acc``, ``mc2``,
+    ``exact_match,strict-match`` or ``exact_match``, any other ``exact_match,*`` (sorted), then the
+    first numeric key that is not a standard error.
     """
-    numeric = [k for k, v in task_results.items() if "," in k and "_stderr" not in k and _is_number(v)]
+    numeric = [k for k, v in task_results.items() if "_stderr" not in k and _is_number(v)]
     for key in _METRIC_PREFERENCE:
         if key in numeric:
             return key
@@ -69,7 +77,10 @@ def _results_model_name(data: Mapping[str, object], file: Path, model_name_from:
         return file.parent.name
     raw_config = data.get("config")
     config: Mapping[str, object] = raw_config if isinstance(raw_config, dict) else {}
-    for candidate in (data.get("model_name"), config.get("model_name"), _model_name_from_args(config.get("model_args"))):
+    raw_general = data.get("config_general")  # Open LLM Leaderboard v1 results
+    general: Mapping[str, object] = raw_general if isinstance(raw_general, dict) else {}
+    candidates = (data.get("model_name"), config.get("model_name"), general.get("model_name"), _model_name_from_args(config.get("model_args")))
+    for candidate in candidates:
         if isinstance(candidate, str) and candidate.strip():
             return candidate.strip()
     return file.parent.name
@@ -87,17 +98,20 @@ def _results_time(data: Mapping[str, object], file: Path) -> str:
 
 
 def find_results_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """lm-eval ``results_*.json`` files under ``paths`` (searched recursively; files taken as given)."""
+    """lm-eval ``results*.json`` files under ``paths`` (searched recursively; files taken as given).
+
+    ``results.json`` is lm-eval 0.3's usual ``--output_path``; 0.4 writes ``results_<date>.json``.
+    """
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_file():
             files.append(p)
         elif p.is_dir():
-            files.extend(sorted(p.rglob("results_*.json")))
+            files.extend(sorted(p.rglob("results*.json")))
         else:
             raise InputError(f"lm-eval results path {p} does not exist; pass directories or results_*.json files")
     if not files:
-        raise InputError(f"no results_*.json files under {[str(p) for p in paths]}; point at lm-eval's --output_path")
+        raise InputError(f"no results_*.json (or results.json) files under {[str(p) for p in paths]}; point at lm-eval's --output_path")
     return files
 
 
@@ -110,7 +124,7 @@ def import_lm_eval(
     task_names: str = "benchmark",
     metadata: str | os.PathLike | pd.DataFrame | None = None,
 ) -> xr.DataArray:
-    """Build ``score (model, benchmark)`` from lm-eval 0.4 ``results_*.json`` files.
+    """Build ``score (model, benchmark)`` from lm-eval 0.3 or 0.4 results files.
 
     Parameters
     ----------
@@ -158,7 +172,7 @@ def import_lm_eval(
         for task, res in data["results"].items():
             if include and not any(fnmatch.fnmatchcase(task, pat) for pat in include):
                 continue
-            if not isinstance(res, dict):
+            if not isinstance(res, dict) or task in _NOT_TASKS:
                 continue
             name = canonical_benchmark(task) if task_names == "benchmark" else task
             metric = metrics.get(task) or metrics.get(name) or default_metric(res)

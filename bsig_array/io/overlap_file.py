@@ -1,8 +1,12 @@
 """The overlap file ``overlap.nc`` / ``overlap.zarr``: writer and reader (docs/DESIGN.md §3).
 
-DataArrays ``signature``, ``performance``, ``semantic`` (and ``*_p`` Spearman p-values,
-``semantic_std``) with dims ``(benchmark_a, benchmark_b)``, ``n_signature_tokens (benchmark_a)``,
-and the benchmark metadata as coordinates ``<name>_a`` / ``<name>_b``.  Built by
+One DataArray per level present (:data:`bsig_array.schema.LEVELS`: ``signature``,
+``signature_controlled``, ``performance``, ``performance_controlled``, ``semantic``) with dims
+``(benchmark_a, benchmark_b)``, and ``<level>_p`` p-values (``semantic_std`` for the semantic
+level); ``n_signature_tokens (benchmark_a)`` with the signature level; the benchmark metadata as
+coordinates ``<name>_a`` / ``<name>_b``.  Attributes: ``levels`` (the present levels,
+comma-separated, in LEVELS order), ``control``, ``n_models`` and, with the signature level,
+``signature_mode``, ``population``, ``covariate``.  Built by
 :func:`bsig_array.stages.overlap.compute_overlaps`.
 """
 
@@ -12,6 +16,7 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
 from bsig_array.errors import InputError
@@ -33,6 +38,18 @@ def write_overlap(ds: xr.Dataset, path: str | os.PathLike) -> Path:
                 warnings.simplefilter("ignore")
                 ds.to_netcdf(tmp, engine="scipy")
     return path
+
+
+def present_levels(ds: xr.Dataset) -> list[str]:
+    """The levels an overlap dataset holds, in :data:`~bsig_array.schema.LEVELS` order.
+
+    From the ``levels`` attribute; files written before it existed list every level variable that
+    holds a finite value (their absent levels were all-NaN placeholders).
+    """
+    if "levels" in ds.attrs:
+        named = {lv.strip() for lv in str(ds.attrs["levels"]).split(",")}
+        return [lv for lv in LEVELS if lv in named and lv in ds]
+    return [lv for lv in LEVELS if lv in ds and bool(np.isfinite(np.asarray(ds[lv].values, dtype=float)).any())]
 
 
 def load_overlap(path: str | os.PathLike) -> xr.Dataset:

@@ -11,8 +11,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bsig_array.errors import InputError
+from bsig_array.errors import InputError, OptionError
 from bsig_array.io.atomic import atomic_output
+from bsig_array.options import check_path_name
 
 QUESTION_SUFFIXES = (".jsonl", ".txt")
 
@@ -33,6 +34,8 @@ def read_questions(directory: str | os.PathLike, benchmarks: Sequence[str]) -> d
         raise InputError(f"questions directory {directory} does not exist; pass --questions DIR with <benchmark>.jsonl files")
     out: dict[str, list[str]] = {}
     for name in benchmarks:
+        if not _is_file_name(name):
+            continue  # a name like '../x' or '/etc/x' never reads outside DIR: it has no question file
         path = next((directory / f"{name}{s}" for s in QUESTION_SUFFIXES if (directory / f"{name}{s}").is_file()), None)
         if path is None:
             continue
@@ -44,7 +47,13 @@ def read_questions(directory: str | os.PathLike, benchmarks: Sequence[str]) -> d
 
 
 def _read_question_file(path: Path) -> list[str]:
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text (offset {exc.start}); save the questions as UTF-8") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path} ({exc.strerror or exc}); check the file") from None
+    lines = [line for line in content.splitlines() if line.strip()]
     if path.suffix == ".txt":
         return [line.strip() for line in lines]
     questions = []
@@ -58,6 +67,19 @@ def _read_question_file(path: Path) -> list[str]:
             raise InputError(f"{path}:{i} has no string 'question' or 'text' field; add one to every line")
         questions.append(text.strip())
     return questions
+
+
+def _is_file_name(name: str) -> bool:
+    try:
+        check_path_name(name, "benchmark name")
+    except OptionError:
+        return False
+    return True
+
+
+def question_path(directory: str | os.PathLike, benchmark: str) -> Path:
+    """``DIR/<benchmark>.jsonl``, refusing a benchmark name that would leave ``DIR`` (OptionError)."""
+    return Path(directory) / f"{check_path_name(benchmark, 'benchmark name')}.jsonl"
 
 
 def write_question_file(path: str | os.PathLike, questions: Sequence[str]) -> Path:

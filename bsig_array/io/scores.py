@@ -32,7 +32,7 @@ from bsig_array.schema import METADATA_COLUMNS, MIN_MODELS
 
 def _from_wide(table: pd.DataFrame, source: str) -> xr.DataArray:
     if "model" not in table.columns:
-        raise InputError(f"{source} has no 'model' column (found {list(table.columns)[:6]}...); name the model column 'model'")
+        raise InputError(f"{source} has no 'model' column (found {list(table.columns)[:6]}...); name the model column 'model' or import the table with bsig performance import --model-column")
     if {"benchmark", "score"} <= set(table.columns) and len(table.columns) == 3:
         dup = table.duplicated(["model", "benchmark"])
         if dup.any():
@@ -44,7 +44,7 @@ def _from_wide(table: pd.DataFrame, source: str) -> xr.DataArray:
     models = table["model"].astype(str).str.strip()
     dup = duplicates(models)
     if dup:
-        raise InputError(f"{source} has duplicate model rows {dup}; keep one row per model")
+        raise InputError(f"{source} has duplicate model rows {dup}; keep one row per model (bsig performance import --duplicates resolves them)")
     values = table.drop(columns="model")
     if values.shape[1] == 0:
         raise InputError(f"{source} has no benchmark columns; add one column of scores per benchmark")
@@ -68,9 +68,27 @@ def _all_numeric(column: pd.Series) -> bool:
 
 def _duplicate_header(path: Path) -> list[str]:
     # pandas silently renames repeated CSV columns to "x.1"; read the raw header to refuse them.
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8") as fh:
         header = next(csv.reader(fh), [])
     return sorted({h for h in header if header.count(h) > 1})
+
+
+def _check_text_file(path: Path) -> None:
+    """Refuse what cannot be a CSV before pandas guesses: a folder, an empty file, binary or non-UTF-8 bytes."""
+    if path.is_dir():
+        raise InputError(f"performance file {path} is a directory; pass a CSV file (or a .zarr performance store)")
+    data = path.read_bytes()
+    if not data.strip():
+        raise InputError(f"performance file {path} is empty; write a 'model' column and one column per benchmark")
+    if b"\0" in data:
+        raise InputError(f"performance file {path} is binary, not a CSV; pass a text CSV (or .parquet/.nc/.zarr)")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"performance file {path} is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
+            "save it as UTF-8 CSV"
+        ) from None
 
 
 def _from_dataset(path: Path) -> xr.DataArray:
@@ -119,6 +137,7 @@ def load_performance(path: str | os.PathLike, *, metadata: str | os.PathLike | p
         raise InputError(f"performance file {path} does not exist; check the path (bsig performance import-lm-eval writes one)")
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
+        _check_text_file(path)
         dup = _duplicate_header(path)
         if dup:
             raise InputError(f"{path} repeats columns {dup}; keep one column per benchmark")
@@ -128,6 +147,8 @@ def load_performance(path: str | os.PathLike, *, metadata: str | os.PathLike | p
             raise InputError(f"cannot read CSV {path} ({type(exc).__name__}: {exc})") from None
         score = _from_wide(table, str(path))
     elif suffix in (".parquet", ".pq"):
+        if path.is_dir():
+            raise InputError(f"performance file {path} is a directory; pass a Parquet file")
         try:
             table = pd.read_parquet(path)
         except Exception as exc:
@@ -144,6 +165,8 @@ def load_performance(path: str | os.PathLike, *, metadata: str | os.PathLike | p
     dup = duplicates(bench)
     if dup:
         raise InputError(f"{path} repeats benchmarks {dup}; keep one column per benchmark")
+    if score.sizes["model"] == 0:
+        raise InputError(f"{path} holds no model rows; add one row of scores per model")
     return with_metadata(score, metadata)
 
 
@@ -231,24 +254,46 @@ def align_performance(score: xr.DataArray, models: Sequence[str] | xr.Dataset | 
     if set(score.dims) != {"model", "benchmark"}:
         raise InputError(f"score has dims {score.dims}, expected (model, benchmark)")
     store_models = _models_of(models)
+    # Names match after stripping surrounding spaces on both sides, whatever the file type (CSV
+    # readers strip cells; stores and NetCDF keep names as written).
     names = [str(m) for m in score["model"].values]
-    dup = duplicates(names)
+    dup = duplicates(m.strip() for m in names)
     if dup:
-        raise InputError(f"performance lists models {dup} more than once; keep one row per model")
-    have = set(names)
-    missing = [m for m in store_models if m not in have]
-    extra = [m for m in names if m not in set(store_models)]
+        raise InputError(f"performance lists models {dup} more than once (ignoring surrounding spaces); keep one row per model")
+    dup = duplicates(m.strip() for m in store_models)
+    if dup:
+        raise InputError(f"the store lists models {dup} more than once (ignoring surrounding spaces); rename them")
+    have = {m.strip(): m for m in names}
+    wanted = {m.strip() for m in store_models}
+    missing = [m for m in store_models if m.strip() not in have]
+    extra = [m for m in names if m.strip() not in wanted]
     if missing or extra:
         parts = []
         if missing:
             parts.append(f"models in the store but not in the performance: {missing}")
         if extra:
             parts.append(f"models in the performance but not in the store: {extra}")
-        raise InputError("; ".join(parts) + "; model names must match exactly (fix the names or the model lists)")
-    aligned = score.transpose("model", "benchmark").sel(model=store_models)
+        raise InputError(
+            "; ".join(parts) + "; model names must match (surrounding spaces are ignored; fix the names or the model lists)"
+        )
+    aligned = score.transpose("model", "benchmark").sel(model=[have[m.strip()] for m in store_models])
     aligned = aligned.assign_coords(model=("model", np.array(store_models, dtype=object))).astype(np.float64)
     check_scores(aligned)
     return aligned.rename("score")
+
+
+def check_model_row(path: str | os.PathLike, model: str, *, overwrite: bool) -> None:
+    """Refuse, before the work, to replace ``model``'s existing row of the CSV at ``path`` without ``overwrite``."""
+    path = Path(path)
+    if overwrite or not path.is_file():
+        return
+    try:
+        models = pd.read_csv(path, usecols=["model"])["model"].astype(str)
+    except Exception as exc:
+        raise InputError(f"{path} is not a performance CSV with a 'model' column ({type(exc).__name__}); "
+                         "pick another --out") from None
+    if (models == model).any():
+        raise InputError(f"{path} already has a row for model {model!r}; pass --overwrite to replace it")
 
 
 def set_model_scores(path: str | os.PathLike, model: str, scores: dict[str, float]) -> pd.DataFrame:

@@ -34,7 +34,7 @@ import numpy as np
 import xarray as xr
 
 from bsig_array.errors import InputError
-from bsig_array.io.atomic import atomic_output, check_new_output
+from bsig_array.io.atomic import SCREEN_OUTPUT, atomic_output, check_new_output
 from bsig_array.io.zarr_format import open_artifact, quiet_zarr, strings, write_zarr, zarr_array
 from bsig_array.kernels.unique import sorted_unique
 from bsig_array.runtime.memory import CANDIDATE_CHUNK, TAIL_JOB_BYTES
@@ -160,7 +160,7 @@ def write_screen(
     are computed on threads with ``workers`` concurrency, or in the calling thread when
     ``scheduler`` is ``"synchronous"``.
     """
-    out = check_new_output(out, overwrite=overwrite)
+    out = check_new_output(out, overwrite=overwrite, what="screen output", kind=SCREEN_OUTPUT)
     n_workers = workers or ds.attrs.get("workers")
     encoding = {"candidate_nll": {"chunks": (ds.sizes[MODEL], min(CANDIDATE_CHUNK, max(ds.sizes[CANDIDATE], 1)))}}
     with atomic_output(out) as tmp:
@@ -328,7 +328,9 @@ class ScreenStoreWriter:
 
 
 def _open(path: str | os.PathLike) -> xr.Dataset:
-    return open_artifact(path, what="screen store", command="bsig screen", index_except=(CANDIDATE,))
+    return open_artifact(
+        path, what="screen store", command="bsig screen", index_except=(CANDIDATE,), complete=("candidate_nll",)
+    )
 
 
 def open_screen(path: str | os.PathLike) -> xr.Dataset:

@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from bsig_array.errors import InputError
-from bsig_array.io.atomic import atomic_output, check_new_output
+from bsig_array.io.atomic import SIGNATURES, atomic_output, check_new_output
 from bsig_array.io.corpus_store import Corpus, feature_context
 from bsig_array.io.zarr_format import open_artifact, write_zarr
 from bsig_array.schema import BENCHMARK, STEP
@@ -93,7 +93,7 @@ def build_signatures(
 
 def write_signatures(ds: xr.Dataset, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write signatures to ``out`` (Zarr v3) atomically: a temporary directory renamed at the end."""
-    out = check_new_output(out, overwrite=overwrite)
+    out = check_new_output(out, overwrite=overwrite, what="signatures", kind=SIGNATURES)
     with atomic_output(out) as tmp:
         write_zarr(ds, tmp)
     return out

@@ -14,6 +14,26 @@ from bsig_array.errors import InputError, OptionError
 from bsig_array.models import zoo
 from bsig_array.models.gguf import GGUF_MODELS, resolve_model
 
+_REMOTE_CODE = (
+    "model {name} ships its own Python code (auto_map); bsig does not run it unless you pass "
+    "--trust-remote-code (only for models whose code you trust)"
+)
+
+
+def _needs_remote_code(folder: Path) -> bool:
+    """Whether a local model folder can only load by running its own code: its config maps the auto
+    classes to files in the folder (``auto_map``) and transformers has no class of its ``model_type``.
+    Checked before transformers is called, so a refusal prints nothing of transformers'."""
+    import json
+
+    from transformers import CONFIG_MAPPING
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # no readable local config: transformers decides (and trust_remote_code is False)
+    return isinstance(config, dict) and "auto_map" in config and config.get("model_type") not in CONFIG_MAPPING
+
 
 def load_causal_lm(
     name_or_path: str,
@@ -21,10 +41,13 @@ def load_causal_lm(
     gguf_file: str | None = None,
     device: str = "cpu",
     dtype: str = "float32",
+    trust_remote_code: bool = False,
 ) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` in eval mode on ``device``.
 
     ``name_or_path`` may also be a zoo variant name (see :mod:`bsig_array.models.zoo`), built in memory.
+    Python code shipped inside a model folder (``auto_map``) runs only with ``trust_remote_code``
+    (the user's ``--trust-remote-code``); without it such a model is refused with one line.
     """
     import torch
     import transformers
@@ -38,9 +61,22 @@ def load_causal_lm(
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise OptionError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    looks_like_path = os.sep in str(name_or_path) or str(name_or_path).startswith((".", "~"))
+    if looks_like_path and not Path(path).expanduser().exists():
+        raise InputError(
+            f"cannot load model {name_or_path!r}: no such file or folder; pass a local folder, a .gguf file or "
+            f"one of {sorted(GGUF_MODELS)}"
+        )
+    if not trust_remote_code and _needs_remote_code(Path(path)):
+        raise InputError(_REMOTE_CODE.format(name=repr(name_or_path)))
+    extra["trust_remote_code"] = bool(trust_remote_code)  # explicit: never transformers' interactive prompt
     try:
         tok = AutoTokenizer.from_pretrained(path, **extra)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **extra)
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+        raise InputError(_REMOTE_CODE.format(name=repr(name_or_path))) from None
     except OSError as exc:
         raise InputError(
             f"cannot load model {name_or_path!r} ({str(exc).splitlines()[0]}); pass a local folder, a .gguf file "

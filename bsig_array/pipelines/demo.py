@@ -9,7 +9,15 @@ planted truth came back:
 - ``first_token_in_cluster``: the same against the planted tokens of the benchmark's cluster;
 - ``signature_tokens_in_cluster``: share of all signature tokens planted in the benchmark's cluster;
 - ``within_minus_cross``: mean signature overlap of benchmark pairs in the same planted cluster minus
-  that of pairs in different clusters (positive = the clusters were recovered).
+  that of pairs in different clusters (positive = the clusters were recovered);
+- ``separation``: that within − cross for the signature level in both signature modes (``paper``:
+  the plain mean of z-scores; ``signed``: tokens oriented by their association with the benchmark),
+  each raw, controlled for general ability and (signatures selected on perplexity) on the nll
+  scale, and for the performance level raw and controlled;
+- ``format_effect``: per level, mean overlap of same-format minus different-format pairs with the
+  benchmark-label permutation p-value and the paper's Mann–Whitney p-value.  The pool's scores carry
+  a format skill that no token carries (:mod:`bsig_array.pipelines.synth`), so the performance
+  level shows a format effect (confounded) and the signature level should not.
 
 Layout of ``OUT``: ``pool/`` (perplexity.zarr, performance.csv, metadata.csv, truth.json,
 questions/), ``screen.zarr``, ``signatures.zarr``, ``overlap.nc``, ``stats/``, ``report/report.html``,
@@ -22,28 +30,65 @@ import html
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from bsig_array.io.overlap_file import write_overlap
+from bsig_array.io.atomic import DEMO_OUTPUT, atomic_output, check_new_output
+from bsig_array.io.overlap_file import present_levels, write_overlap
 from bsig_array.io.perplexity_store.reader import open_store
 from bsig_array.io.scores import align_performance, load_performance
 from bsig_array.io.screen_output import load_screen_summary, open_screen
 from bsig_array.io.signatures import write_signatures
 from bsig_array.io.stats_tables import write_stats
-from bsig_array.pipelines.synth import synthesize
+from bsig_array.options import check_count
+from bsig_array.pipelines.synth import make_spec, synthesize
 from bsig_array.runtime.defaults import DEFAULTS
+from bsig_array.runtime.memory import parse_memory
 from bsig_array.runtime.progress import Progress, no_progress
-from bsig_array.schema import LEVELS
-from bsig_array.stages.overlap import compute_overlaps
+from bsig_array.schema import SIGNATURE_MODES
+from bsig_array.stages.overlap import compute_overlaps, controlled_spearman_matrix, signature_profiles, spearman_matrix
 from bsig_array.stages.report import write_report
 from bsig_array.stages.screen.driver import screen
 from bsig_array.stages.select import select_signatures
 from bsig_array.stages.stats import compute_stats
+
+
+def separation(m: np.ndarray, clusters: Sequence[str]) -> dict[str, float]:
+    """Mean overlap of distinct pairs in the same planted cluster (``within``), in different ones (``cross``), and ``diff``."""
+    cl = np.asarray(clusters)
+    a, b = np.triu_indices(len(cl), 1)
+    values = np.asarray(m, dtype=float)[a, b]
+    ok = np.isfinite(values)
+    same, other = (cl[a] == cl[b]) & ok, (cl[a] != cl[b]) & ok
+    within = float(values[same].mean()) if same.any() else float("nan")
+    cross = float(values[other].mean()) if other.any() else float("nan")
+    return {"within": within, "cross": cross, "diff": within - cross}
+
+
+def option_separation(signatures: xr.Dataset, nll: xr.DataArray, score: xr.DataArray, truth: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Planted-cluster :func:`separation` of each overlap option (signature modes, control) on one pool.
+
+    ``score`` must be aligned to the store's models.
+    """
+    names = [str(b) for b in signatures["benchmark"].values]
+    y = np.asarray(score.sel(benchmark=names).transpose("model", "benchmark").values, dtype=float)
+    clusters = [truth["benchmarks"][b]["cluster"] for b in names]
+    covariate = str(signatures.attrs.get("covariate", "perplexity"))
+    out = {}
+    for mode in SIGNATURE_MODES:
+        profiles = signature_profiles(signatures, nll, mode=mode, score=y)
+        out[f"signature ({mode})"] = separation(spearman_matrix(profiles)[0], clusters)
+        out[f"signature ({mode}, controlled)"] = separation(controlled_spearman_matrix(profiles, y)[0], clusters)
+        if covariate != "nll":  # perplexities are heavy-tailed (stages/overlap.py): the log scale for comparison
+            profiles = signature_profiles(signatures, nll, mode=mode, score=y, covariate="nll")
+            out[f"signature ({mode}, nll)"] = separation(spearman_matrix(profiles)[0], clusters)
+    out["performance"] = separation(spearman_matrix(y)[0], clusters)
+    out["performance (controlled)"] = separation(controlled_spearman_matrix(y, y)[0], clusters)
+    return out
 
 
 def recovery(signatures: xr.Dataset, overlap: xr.Dataset, truth: dict[str, Any]) -> dict[str, float]:
@@ -57,14 +102,11 @@ def recovery(signatures: xr.Dataset, overlap: xr.Dataset, truth: dict[str, Any])
     in_cluster = [t in clusters.get(bench[b]["cluster"], set()) for b, t in firsts]
     all_tokens = [(b, int(t)) for b, row in zip(names, tok) for t in row if t >= 0]
     all_in_cluster = [t in clusters.get(bench[b]["cluster"], set()) for b, t in all_tokens]
-    m = np.asarray(overlap["signature"].transpose("benchmark_a", "benchmark_b").values, dtype=float)
-    cl = np.array([bench[str(b)]["cluster"] for b in overlap["benchmark_a"].values])
-    a, b = np.triu_indices(len(cl), 1)
-    ok = np.isfinite(m[a, b])
-    same = (cl[a] == cl[b]) & ok
-    diff = (cl[a] != cl[b]) & ok
-    within = float(m[a, b][same].mean()) if same.any() else float("nan")
-    cross = float(m[a, b][diff].mean()) if diff.any() else float("nan")
+    sep = separation(
+        overlap["signature"].transpose("benchmark_a", "benchmark_b").values,
+        [bench[str(b)]["cluster"] for b in overlap["benchmark_a"].values],
+    )
+    within, cross = sep["within"], sep["cross"]
     return {
         "benchmarks": len(names),
         "benchmarks_with_signature": len(firsts),
@@ -91,13 +133,14 @@ def run_demo(
     encoder: Any = None,
     log: Callable[[str], None] = print,
     progress: Progress = no_progress,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run the whole chain under ``out`` and return a summary (also written to ``summary.json``).
 
     Parameters
     ----------
     out
-        Output directory (replaced pieces: everything the demo writes).
+        Output directory, built aside and swapped in whole when complete.
     models, benchmarks, tokens
         Size of the synthetic pool.
     seed
@@ -114,8 +157,26 @@ def run_demo(
         Receives one line per finished stage.
     progress
         Receives every stage's bars.
+    overwrite
+        Replace an existing demo output (it stays as it was if the run fails or is killed).
     """
-    out = Path(out)
+    # every option is checked before the output folder appears
+    make_spec(models=models, benchmarks=benchmarks, tokens=tokens, seed=seed)
+    check_count(semantic_bootstrap, "--semantic-bootstrap", minimum=1)
+    check_count(resamples, "resamples", minimum=1)
+    parse_memory(memory_limit)
+    final = check_new_output(out, overwrite=overwrite, what="demo output", kind=DEMO_OUTPUT)
+    with atomic_output(final) as work:
+        return _chain(work, final, models=models, benchmarks=benchmarks, tokens=tokens, seed=seed,
+                      semantic_bootstrap=semantic_bootstrap, resamples=resamples, memory_limit=memory_limit,
+                      encoder=encoder, log=log, progress=progress)
+
+
+def _chain(
+    out: Path, final: Path, *, models: int, benchmarks: int, tokens: int, seed: int, semantic_bootstrap: int,
+    resamples: int, memory_limit: str, encoder: Any, log: Callable[[str], None], progress: Progress,
+) -> dict[str, Any]:
+    """The chain of :func:`run_demo`, written under ``out`` (a temporary sibling of ``final``)."""
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -128,7 +189,7 @@ def run_demo(
     paths = synthesize(
         out / "pool", models=models, benchmarks=benchmarks, tokens=tokens, seed=seed, overwrite=True, progress=progress
     )
-    done("synth", t0, f"{models} models x {benchmarks} benchmarks x {tokens:,} tokens -> {paths.perplexity}")
+    done("synth", t0, f"{models} models x {benchmarks} benchmarks x {tokens:,} tokens -> {final / paths.perplexity.relative_to(out)}")
 
     t0 = time.perf_counter()
     nll = open_store(paths.perplexity)["nll"]
@@ -137,7 +198,7 @@ def run_demo(
         nll, score, memory_limit=memory_limit, store=paths.perplexity, out=out / "screen.zarr", overwrite=True,
         progress=progress,
     )
-    done("screen", t0, f"k = {screened.attrs.get('k')} tokens per tail -> {out / 'screen.zarr'}")
+    done("screen", t0, f"k = {screened.attrs.get('k')} tokens per tail -> {final / 'screen.zarr'}")
 
     t0 = time.perf_counter()
     signatures = select_signatures(
@@ -150,21 +211,26 @@ def run_demo(
     t0 = time.perf_counter()
     overlap = compute_overlaps(
         signatures, nll, score, questions=paths.questions, bootstrap=semantic_bootstrap, encoder=encoder, seed=seed,
-        progress=progress,
+        control="general", progress=progress,
     )
     write_overlap(overlap, out / "overlap.nc")
-    done("overlap", t0, f"signature, performance, semantic -> {out / 'overlap.nc'}")
+    done("overlap", t0, f"{', '.join(present_levels(overlap))} -> {final / 'overlap.nc'}")
 
     t0 = time.perf_counter()
     stats = {}
-    for level in LEVELS:
-        if np.isfinite(overlap[level].values).any():
-            stats[level] = compute_stats(overlap, level=level, resamples=resamples, seed=seed)
-            write_stats(stats[level], out / "stats", level)
-    done("stats", t0, f"{', '.join(stats)} -> {out / 'stats'}")
+    for level in present_levels(overlap):
+        stats[level] = compute_stats(overlap, level=level, resamples=resamples, seed=seed)
+        write_stats(stats[level], out / "stats", level)
+    done("stats", t0, f"{', '.join(stats)} -> {final / 'stats'}")
 
     truth = json.loads(Path(paths.truth).read_text())
-    summary: dict[str, Any] = {"out": str(out), **recovery(signatures, overlap, truth)}
+    summary: dict[str, Any] = {"out": str(final), **recovery(signatures, overlap, truth)}
+    summary["separation"] = option_separation(signatures, nll, score, truth)
+    summary["format_effect"] = {
+        level: {key: float(tables["family_format"].loc["format", key]) for key in ("diff", "p_value", "p_paper")}
+        for level, tables in stats.items()
+        if level != "semantic" and "format" in tables["family_format"].index
+    }
 
     t0 = time.perf_counter()
     screen_small = load_screen_summary(out / "screen.zarr")
@@ -172,10 +238,30 @@ def run_demo(
     page = write_report(
         out / "report", overlap=overlap, screen=screen_small, signatures=signatures, stats=stats,
         title="bsig demo: planted synthetic pool",
-        extra_html=f"<h2>Recovered planted truth</h2><table class=tbl>{rows}</table>",
+        extra_html=f"<h2>Recovered planted truth</h2><table class=tbl>{rows}</table>" + _story_html(summary),
     )
-    done("report", t0, str(page))
+    done("report", t0, str(final / page.relative_to(out)))
 
-    summary.update(report=str(page), seconds=round(time.perf_counter() - start, 1), timings=timings)
+    summary.update(report=str(final / page.relative_to(out)), seconds=round(time.perf_counter() - start, 1), timings=timings)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _story_html(summary: dict[str, Any]) -> str:
+    """The planted-cluster separation per option and the format confound, as two HTML tables."""
+    sep = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v['within']:.3f}</td><td>{v['cross']:.3f}</td><td>{v['diff']:+.3f}</td></tr>"
+        for k, v in summary["separation"].items()
+    )
+    fmt = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v['diff']:+.3f}</td><td>{v['p_value']:.2g}</td><td>{v['p_paper']:.2g}</td></tr>"
+        for k, v in summary["format_effect"].items()
+    )
+    return (
+        "<h2>Planted clusters: within − cross overlap per option</h2><table class=tbl>"
+        f"<tr><th>overlap</th><th>within</th><th>cross</th><th>within − cross</th></tr>{sep}</table>"
+        "<h2>Format confound: same − different format</h2>"
+        "<p>The scores carry a per-format skill that no token carries: a format effect at a level is confounding.</p>"
+        "<table class=tbl><tr><th>level</th><th>same − different</th><th>p (benchmark-label permutations)</th>"
+        f"<th>p (paper's Mann–Whitney, pairs as independent)</th></tr>{fmt}</table>"
+    )

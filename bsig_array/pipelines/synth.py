@@ -6,8 +6,16 @@ Generative model (all sizes per model ``i``, token ``t``, benchmark ``b`` in clu
   ``a_ic = sqrt(rho) g_i + sqrt(1 - rho) e_ic`` (``rho`` = :data:`ABILITY_CORRELATION`).
 - Benchmark latent: ``z_ib`` = standardised ``a_ic + w u_ib`` (``w`` = :data:`BENCHMARK_SPECIFIC`),
   so benchmarks of one cluster agree closely and all benchmarks agree somewhat (through ``g``).
+- Question format: the pool assigns each benchmark a format (:data:`FORMATS`) round-robin within
+  its category (not the shipped table's), so format is independent of the planted clusters.
+- Format effect: each model has a skill per format ``h_if ~ N(0, 1)``, independent of every
+  ability (e.g. coping with an answer format), that enters the scores but no token:
+  ``x_ib = sqrt(1 - lambda) z_ib + sqrt(lambda) h_i,format(b)`` (``lambda`` = :data:`FORMAT_EFFECT`).
+  Benchmarks of one format therefore agree in their scores beyond their abilities, as on real
+  leaderboards, while the signature tokens know nothing of format: the performance level is
+  confounded by format, the signature level is not.
 - Scores: accuracy on ``n_b`` questions (log-uniform in 100..1000):
-  ``score = Binomial(n_b, chance + (1 - chance) sigmoid(slope_b z_ib - difficulty_b)) / n_b``;
+  ``score = Binomial(n_b, chance + (1 - chance) sigmoid(slope_b x_ib - difficulty_b)) / n_b``;
   ``chance`` is 1/4 for multiple choice, 1/2 for true/false, else 0.  Scores are multiples of
   ``1/n_b``, so ties happen as in real accuracies.
 - Noise tokens (almost all): ``nll_it = d_t exp(o_i + sigma eps_it)`` with a per-token difficulty
@@ -37,7 +45,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +55,12 @@ import pandas as pd
 import xarray as xr
 
 from bsig_array.errors import InputError, OptionError
-from bsig_array.io.atomic import atomic_output
+from bsig_array.io.atomic import SYNTH_POOL, artifact_kind, atomic_output, check_new_output
 from bsig_array.io.benchmark_metadata import load_metadata, write_metadata
 from bsig_array.io.perplexity_store.schema import default_chunk_tokens
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
 from bsig_array.io.scores import write_performance
+from bsig_array.options import check_count, check_seed
 from bsig_array.pipelines.synth_questions import write_questions
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.progress import Progress, no_progress
@@ -60,20 +68,25 @@ from bsig_array.schema import METADATA_COLUMNS, MIN_MODELS
 
 BLOCK_TOKENS = 1 << 16
 PAPER_BENCHMARKS = 88  # Table 2: the MMLU and BBH rows at the top of the shipped table
+MAX_SYNTH = 1 << 20  # cap on --models/--benchmarks: larger values overflow array shapes long before they fit
 ABILITY_CORRELATION = 0.5
 BENCHMARK_SPECIFIC = 0.5
 # Knobs of the generative model (see the module docstring); tuned so screening + AIC find planted
 # tokens at m = 32 without making it trivial.
 NOISE_SIGMA = 0.35
 OFFSET_KAPPA = 0.10
-PLANTED_BETA = 0.30
+PLANTED_BETA = 0.45  # 0.30 before the format effect, which weakens the planted tokens' link to the scores
 PLANTED_SIGMA = 0.25
 PLANTED_POSITIVE = 0.3
 PLANTED_DIFFICULTY = (0.5, 2.0, 0.5)  # offset, gamma shape, scale: mean 1.5 nats
 DIFFICULTY_SHAPE, DIFFICULTY_SCALE = 0.8, 2.5
 CHANCE = {"multiple_choice": 0.25, "true_false": 0.5}
+FORMATS = ("multiple_choice", "true_false", "free_form")
+FORMAT_EFFECT = 0.1  # share of the score latent's variance from the format skill (lambda)
 DEFAULT_PLANTED = DEFAULTS.planted
 NLL_MAX = 20.0
+#: What a pool directory holds; ``bsig synth --overwrite`` refuses to swap out a directory holding more.
+POOL_FILES = ("perplexity.zarr", "performance.csv", "metadata.csv", "truth.json", "questions")
 
 
 @dataclass(frozen=True)
@@ -197,6 +210,21 @@ def choose_benchmarks(n: int, table: pd.DataFrame | None = None) -> pd.DataFrame
     return chosen
 
 
+def assign_formats(categories: pd.Series) -> list[str]:
+    """Question formats round-robin within each category, each category starting one format later.
+
+    Every category gets every format (given three benchmarks), so format carries no information
+    about the category.
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for cat in categories:
+        k = seen.setdefault(str(cat), len(seen))
+        seen[str(cat)] = k + 1
+        out.append(FORMATS[k % len(FORMATS)])
+    return out
+
+
 def make_spec(
     *,
     models: int = 32,
@@ -206,6 +234,10 @@ def make_spec(
     planted_per_benchmark: int = DEFAULT_PLANTED,
 ) -> SynthSpec:
     """Draw the model-level part of a pool (abilities, scores, planted token ids)."""
+    models = check_count(models, "--models", minimum=0, maximum=MAX_SYNTH)
+    benchmarks = check_count(benchmarks, "--benchmarks", minimum=0, maximum=MAX_SYNTH)
+    tokens = check_count(tokens, "--tokens", minimum=1)
+    seed = check_seed(seed)
     if models < MIN_MODELS:
         raise OptionError(f"need at least {MIN_MODELS} models, got {models}; pass --models >= {MIN_MODELS}")
     if planted_per_benchmark < 0:
@@ -229,9 +261,13 @@ def make_spec(
     latent = _standardise(cluster_part[:, cluster_of] + BENCHMARK_SPECIFIC * specific)
     slope = rng.uniform(0.8, 1.6, benchmarks)
     difficulty = rng.normal(0.0, 0.7, benchmarks)
+    meta = meta.assign(format=assign_formats(meta["category"]))
+    format_of = np.array([FORMATS.index(f) for f in meta["format"]])
+    skill = _rng(seed, 1).standard_normal((models, len(FORMATS)))  # own stream: the other draws are unchanged
+    shown = np.sqrt(1 - FORMAT_EFFECT) * latent + np.sqrt(FORMAT_EFFECT) * skill[:, format_of]
     chance = meta["format"].map(CHANCE).fillna(0.0).to_numpy()
     n_questions = np.round(np.exp(rng.uniform(np.log(100), np.log(1000), benchmarks))).astype(int)
-    p = chance + (1 - chance) / (1 + np.exp(-(slope * latent - difficulty)))
+    p = chance + (1 - chance) / (1 + np.exp(-(slope * shown - difficulty)))
     score = rng.binomial(n_questions, p) / n_questions
     for j in np.flatnonzero(np.ptp(score, axis=0) == 0):  # a constant benchmark is unusable: redraw
         while np.ptp(score[:, j]) == 0:
@@ -311,6 +347,16 @@ def _spec_attrs(spec: SynthSpec, planted_per_benchmark: int) -> dict[str, Any]:
     }
 
 
+def _pool_paths(out: Path) -> SynthPaths:
+    return SynthPaths(
+        perplexity=out / "perplexity.zarr",
+        performance=out / "performance.csv",
+        truth=out / "truth.json",
+        metadata=out / "metadata.csv",
+        questions=out / "questions",
+    )
+
+
 def _write_text(path: Path, text: str) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -361,13 +407,25 @@ def synthesize(
     SynthPaths
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} is a file; give synth a directory to write the pool into")
     spec = make_spec(models=models, benchmarks=benchmarks, tokens=tokens, seed=seed, planted_per_benchmark=planted_per_benchmark)
+    default_chunk_tokens(tokens, chunk_tokens)  # a bad --chunk-tokens fails before anything is written
     params = _spec_attrs(spec, planted_per_benchmark) | {"dtype": dtype}
     store_path = out / "perplexity.zarr"
+    found = artifact_kind(out)
+    if found not in ("empty directory", SYNTH_POOL):  # nothing there yet, a file, another kind
+        check_new_output(out, overwrite=overwrite, what="synth output", kind=SYNTH_POOL)
+    if found == SYNTH_POOL and overwrite:
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in POOL_FILES)
+        if foreign:
+            raise InputError(f"{out} also holds {foreign[:3]}, which are not part of a pool; move them or pick another directory")
+        # Write the new pool aside and swap it in whole: the old pool stays until the new one is complete.
+        with atomic_output(out) as tmp:
+            synthesize(tmp, models=models, benchmarks=benchmarks, tokens=tokens, seed=seed, dtype=dtype,
+                       chunk_tokens=chunk_tokens, planted_per_benchmark=planted_per_benchmark, questions=questions,
+                       progress=progress)
+        return _pool_paths(out)
     writer = None
-    if store_path.exists() and not overwrite:
+    if found == SYNTH_POOL:
         try:
             writer = StoreWriter(store_path)
         except InputError:
@@ -378,17 +436,11 @@ def synthesize(
         if not same:
             raise InputError(f"{store_path} already exists with other contents; pass --overwrite to replace it")
     if writer is None:
-        if overwrite and out.exists():
-            # Remove every output first, so no file of the old pool survives an interrupted rewrite.
-            for name in ("perplexity.zarr", "questions"):
-                shutil.rmtree(out / name, ignore_errors=True)
-            for name in ("performance.csv", "metadata.csv", "truth.json"):
-                (out / name).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         attrs = {"source": "bsig synth", "synth": params, "seed": int(seed), "target": "last-token"}
-        writer = create_store(
-            store_path, spec.models, tokens, chunk_tokens=chunk_tokens, dtype=dtype, with_doc_piece=False, attrs=attrs
-        )
+        with atomic_output(store_path) as tmp:  # a kill while creating leaves no half-made store to resume
+            create_store(tmp, spec.models, tokens, chunk_tokens=chunk_tokens, dtype=dtype, with_doc_piece=False, attrs=attrs)
+        writer = StoreWriter(store_path)
     pending = writer.pending()
     # Generate chunk i+1 while chunk i is compressed and written (numpy and Blosc release the GIL);
     # memory stays at two chunks.
@@ -405,13 +457,7 @@ def synthesize(
             del nll
             bar.advance(sl.stop - sl.start)
 
-    paths = SynthPaths(
-        perplexity=store_path,
-        performance=out / "performance.csv",
-        truth=out / "truth.json",
-        metadata=out / "metadata.csv",
-        questions=out / "questions",
-    )
+    paths = _pool_paths(out)
     write_performance(spec.score_array(), paths.performance)
     write_metadata(spec.metadata, paths.metadata)
     _write_text(paths.truth, json.dumps(spec.truth() | {"params": params}, indent=1))

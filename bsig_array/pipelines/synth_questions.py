@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bsig_array.io.questions import write_question_file
+from bsig_array.io.questions import question_path, write_question_file
 
 # Topic words per category (the paper's eight broad categories, plus a fallback).
 VOCABULARY: dict[str, tuple[str, ...]] = {
@@ -116,9 +116,10 @@ def write_questions(
     i = its position; distinct from the NLL streams), so a file does not depend on the others.
     """
     directory = Path(directory)
+    paths = [question_path(directory, name) for name in benchmarks]  # every name checked before writing
     directory.mkdir(parents=True, exist_ok=True)
-    for i, (name, category) in enumerate(zip(benchmarks, categories)):
+    for i, (name, category, path) in enumerate(zip(benchmarks, categories, paths)):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, i)))
         n = int(rng.integers(min_questions, max_questions + 1))
-        write_question_file(directory / f"{name}.jsonl", generate_questions(name, category, n, rng))
+        write_question_file(path, generate_questions(name, category, n, rng))
     return directory

@@ -518,25 +518,41 @@ def disk_sizes(
 
 
 def gpu_token_cost(part: str, m: int, B: int) -> tuple[float, float, float]:
-    """(HBM bytes, FP64 flops, FP32 elementwise ops) per token of one part of a screen pass on the GPU.
+    """(HBM bytes, FP64 flops, FP32/INT32 elementwise ops) per token of one part of a screen pass on the GPU.
 
-    Estimates of the portable CuPy kernels as written (``kernels/backend_portable.py``): each
-    comparison is materialized as a bool and a float64 array, written and read once.  ``part`` is
-    ``ranks``, ``thrush`` (the C·2R product), ``preselect`` (pair signs and the (B x Z)·(Z x n)
-    product), ``histogram`` or ``tails`` (one coefficient).
+    Estimates of the fused kernels as written (``kernels/cuda_fused.py``, one thread per token): ``P``
+    is widened to float32 once (float16 read, float32 written) and read once by the kernel, its m²
+    re-reads hitting L1; codes are written as int32; histogram and tail-count atomics stay in L2
+    (the int64 histograms, ~15 MB at 32 models x 88 benchmarks, fit in it).  ``part`` is ``ranks``,
+    ``thrush`` (the C·2R product), ``preselect`` (comparison bitmasks, and + popcount per
+    benchmark), ``histogram``, ``tail test`` (the fused counts against running boundaries) or
+    ``tails`` (one coefficient's members, collected by the portable array-API code on CuPy).
     """
-    Z = m * (m - 1) // 2
-    if part == "ranks":  # two m x m comparisons (less, equal): bool + float64 each, written and read
-        return 2 * (1 + 1 + 8 + 8) * m * m + 16 * m, 0.0, 6.0 * m * m
-    if part == "thrush":  # float64 2R read, (B,) float64 product rounded to int32
-        return 8 * m + 36 * B, 2.0 * B * m, 3.0 * B
-    if part == "preselect":  # gathered pairs, three comparisons as bool + float64, signs, product
-        return 16 * Z + 3 * (8 + 1 + 1 + 8 + 8) * Z + 16 * Z + 36 * B, 2.0 * B * Z, 9.0 * Z + 3.0 * B
-    if part == "histogram":  # read codes, shift, bincount (atomic int64 increments)
-        return 4 * B + 8 * B + 8 * B, 0.0, 2.0 * B
-    if part == "tails":  # two comparisons against the boundaries, masks, compaction of the few members
+    words = -(-m // 32)
+    if part == "ranks":  # widen (2 + 4 bytes), read (4 bytes); compare + add per model pair
+        return 10.0 * m, 0.0, 2.0 * m * m
+    if part == "thrush":  # int32 multiply-add per model and benchmark, int32 code written
+        return 4.0 * B, 0.0, 2.0 * B * m
+    if part == "preselect":  # compare + or per model pair; and + popcount + add per word, model and benchmark
+        return 4.0 * B, 0.0, 2.0 * m * m + 3.0 * B * m * words
+    if part == "histogram":  # bin index and an int64 atomic add in L2
+        return 0.0, 0.0, 2.0 * B
+    if part == "tail test":  # four compares against the boundaries, atomics in L2
+        return 0.0, 0.0, 4.0 * B
+    if part == "tails":  # portable code: two comparisons against the boundaries, masks, compaction of the few members
         return 8 * B + 4 * B + 12 * B, 0.0, 4.0 * B
     raise ValueError(f"unknown GPU part {part!r}")
+
+
+#: The fused screening kernel's goal on one GPU (issue 13): stated by ``bsig plan --device gpu``.
+GPU_TARGET_TOKENS_PER_S = 1e9
+
+
+def fused_gpu_rate(m: int, B: int, gpu: DeviceFigures) -> tuple[float, str]:
+    """Projected tokens/s (and bound) of the fused kernel alone, both coefficients, from stated figures."""
+    parts = ["ranks", "thrush", "preselect", "histogram", "histogram", "tail test", "tail test"]
+    seconds, bound = _gpu_pass(parts, m, B, gpu)
+    return 1.0 / seconds, bound
 
 
 def _gpu_pass(parts: Sequence[str], m: int, B: int, gpu: DeviceFigures) -> tuple[float, str]:
@@ -783,11 +799,18 @@ def project(
         "stage is timed as if the limit allowed N workers",
     ]
     if device == "gpu":
+        fused, fused_bound = fused_gpu_rate(32, 88, gpu)
         assumptions.append(
-            f"GPU: figures STATED, not measured ({gpu.source}); each screen pass runs the portable CuPy "
-            "kernels, roofline max(HBM bytes, FP64 products, FP32 comparisons) per token, overlapped with "
-            "host read+decode on N cores, the host link and the disk (the slowest sets the pace); "
-            "merge and selection stay on the CPU"
+            f"GPU: figures STATED, not measured ({gpu.source}); each screen pass runs the fused numba.cuda "
+            "kernels (codes, histograms) and the portable tail collection on CuPy, roofline max(HBM bytes, FP64 "
+            "products, FP32/INT32 elementwise ops) per token, overlapped with host read+decode on N cores, the host "
+            "link and the disk (the slowest sets the pace); merge and selection stay on the CPU"
+        )
+        assumptions.append(
+            f"GPU target: >= {GPU_TARGET_TOKENS_PER_S:.0e} tokens/s for the fused screening kernel on one "
+            f"H100/H200-class GPU at 32 models x 88 benchmarks, both coefficients (projected from the stated "
+            f"figures: {fused:.2g} tokens/s, {fused_bound}-bound); UNVERIFIED: no GPU was available, the kernel "
+            "source is checked only under numba's CUDA simulator"
         )
     return Projection(
         n_tokens=d, n_models=m, n_benchmarks=B, alpha=alpha, k=k, coefficients=coefs, memory_limit=limit,

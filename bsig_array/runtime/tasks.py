@@ -41,17 +41,41 @@ from bsig_array.schema import SCHEDULERS
 
 
 def describe_scheduler(scheduler: Any) -> str:
-    """Short name of a scheduler argument (for attributes and messages)."""
+    """Short name of a scheduler argument (for attributes and messages), without credentials."""
     if isinstance(scheduler, str):
+        if "://" in scheduler:  # tls://user:secret@host:port?token=… must not reach an output's attributes
+            scheme, _, rest = scheduler.partition("://")
+            return f"{scheme}://{rest.rpartition('@')[2].split('?')[0].split('#')[0]}"
         return scheduler
     info: dict[str, Any] = getattr(scheduler, "scheduler_info", lambda: {})()
     return f"distributed:{info.get('address', '?')}"
 
 
+#: Address schemes of dask.distributed (``distributed.comm.registry``), checked without importing it.
+DISTRIBUTED_SCHEMES = ("tcp", "tls", "inproc", "ucx", "ws", "wss")
+#: Seconds to wait for a dask.distributed scheduler before giving up (said in the message).
+CONNECT_TIMEOUT_S = 10
+
+
 def check_scheduler(scheduler: Any) -> None:
-    """Refuse an unknown scheduler name before any work starts."""
+    """Refuse an unknown scheduler name, address scheme or malformed address before any work starts."""
     if isinstance(scheduler, str):
-        if scheduler in SCHEDULERS or "://" in scheduler:
+        if scheduler in SCHEDULERS:
+            return
+        if "://" in scheduler:
+            shown = describe_scheduler(scheduler)  # messages never echo credentials
+            scheme, _, rest = shown.partition("://")
+            if scheme not in DISTRIBUTED_SCHEMES:
+                raise OptionError(
+                    f"unknown scheduler address scheme {scheme + '://'!r} in {shown!r}; use "
+                    f"{', '.join(s + '://' for s in DISTRIBUTED_SCHEMES)} (e.g. tcp://127.0.0.1:8786) or "
+                    "threads, processes, synchronous"
+                )
+            host, colon, port = rest.rpartition(":")
+            if not colon:
+                host, port = rest, ""
+            if scheme != "inproc" and not (host and (not colon or port.isdigit() and 0 < int(port) < 65536)):
+                raise OptionError(f"scheduler address {shown!r} needs a host and a port, e.g. tcp://127.0.0.1:8786")
             return
         raise OptionError(
             f"unknown scheduler {scheduler!r}; use threads, processes, synchronous or a dask.distributed "
@@ -70,7 +94,9 @@ class TaskRunner:
     def __init__(self, scheduler: Any, workers: int) -> None:
         check_scheduler(scheduler)
         self.scheduler = scheduler
-        self.workers = max(1, int(workers))
+        if int(workers) < 1:
+            raise OptionError(f"workers must be at least 1, got {workers}")
+        self.workers = int(workers)
         self._pool: Executor | None = None
         self._client: Any = None
         self._own_client = False
@@ -85,11 +111,14 @@ class TaskRunner:
             from distributed import Client
 
             try:
-                self._client = Client(self.scheduler, timeout="20s", set_as_default=False)
-            except OSError as exc:
+                with _quiet_distributed():
+                    self._client = Client(self.scheduler, timeout=f"{CONNECT_TIMEOUT_S}s", set_as_default=False)
+            except (OSError, TimeoutError, ValueError) as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise PlanError(
-                    f"cannot reach dask scheduler at {self.scheduler} ({exc}); start it with "
-                    "`dask scheduler` or pick --scheduler threads"
+                    f"cannot reach dask scheduler at {describe_scheduler(self.scheduler)} within {CONNECT_TIMEOUT_S} s "
+                    f"({reason.replace(self.scheduler, describe_scheduler(self.scheduler))}); "
+                    "start it with `dask scheduler` or pick --scheduler threads"
                 ) from None
             self._own_client = True
         elif not isinstance(self.scheduler, str):
@@ -150,6 +179,20 @@ class TaskRunner:
             if nxt is not None:
                 window.add(client.submit(fn, *nxt, pure=False))
             yield result
+
+
+@contextmanager
+def _quiet_distributed() -> Iterator[None]:
+    """Silence distributed's own logging of a failed connection (tracebacks): the PlanError says it."""
+    import logging
+
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextmanager

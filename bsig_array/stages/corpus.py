@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import sysconfig
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from bsig_array.errors import InputError, OptionError
-from bsig_array.io.atomic import atomic_output, check_new_output
+from bsig_array.io.atomic import CORPUS_STORE, atomic_output, check_new_output
 from bsig_array.io.corpus_store import CorpusWriter
+from bsig_array.options import check_count, check_optional_count, check_seed
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.progress import Progress, no_progress
 
@@ -75,7 +77,29 @@ def _decode(raw: bytes, stats: CorpusStats) -> str:
 
 
 def _jsonl_documents(path: Path, stats: CorpusStats) -> Iterator[str | None]:
-    opener = gzip.open if path.suffix == ".gz" else open
+    """Records of one JSONL(.gz) file; a file without a single readable record is refused (it is not a corpus)."""
+    good = bad = 0
+    try:
+        for text in _jsonl_records(path, stats):
+            good, bad = (good + 1, bad) if text is not None else (good, bad + 1)
+            yield text
+    except (OSError, EOFError, zlib.error) as exc:
+        # gzip raises BadGzipFile (an OSError) for a plain file and EOFError for a truncated one;
+        # click would turn an EOFError into "aborted", so it is named here
+        kind = "truncated" if isinstance(exc, EOFError) else "unreadable"
+        raise InputError(
+            f"corpus input {path} is {kind} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "re-download it or pass an uncompressed .jsonl"
+        ) from None
+    if bad and not good:
+        raise InputError(
+            f"corpus input {path}: none of its {bad:,} records is a JSON object with a string 'text' field; "
+            "pass JSON lines like {\"text\": \"...\"}"
+        )
+
+
+def _jsonl_records(path: Path, stats: CorpusStats) -> Iterator[str | None]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rb") as fh:
         for line in fh:
             if not line.strip():
@@ -103,12 +127,16 @@ def _parquet_documents(path: Path, stats: CorpusStats) -> Iterator[str | None]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"corpus input {path} is not a readable Parquet file ({str(exc).splitlines()[0]})") from None
     if "text" not in pf.schema_arrow.names:
         raise InputError(f"{path} has no 'text' column (columns: {pf.schema_arrow.names}); rename the text column")
-    binary = pa.types.is_binary(pf.schema_arrow.field("text").type) or pa.types.is_large_binary(
-        pf.schema_arrow.field("text").type
-    )
+    kind = pf.schema_arrow.field("text").type
+    binary = pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+    if not (binary or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise InputError(f"corpus input {path}: column 'text' holds {kind}, not strings; store the documents as text")
     for batch in pf.iter_batches(columns=["text"], batch_size=1024):
         for value in batch.column(0).to_pylist():
             if value is None:
@@ -129,7 +157,8 @@ def iter_documents(paths: Sequence[str | os.PathLike], stats: CorpusStats) -> It
     for p in paths:
         path = Path(p)
         if not path.is_file():
-            raise InputError(f"corpus input {path} does not exist; pass JSONL or Parquet files with a 'text' field")
+            what = "is a directory" if path.is_dir() else "does not exist"
+            raise InputError(f"corpus input {path} {what}; pass JSONL or Parquet files with a 'text' field")
         name = path.name.lower()
         if name.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz", ".ndjson")):
             yield from _jsonl_documents(path, stats)
@@ -215,9 +244,10 @@ def build_corpus(
     """
     if not 0.0 < sample_rate <= 1.0:
         raise OptionError(f"sample rate {sample_rate} is outside (0, 1]; pass e.g. --sample-rate 0.02")
-    if context_pieces < 0:
-        raise OptionError(f"context pieces must be >= 0, got {context_pieces}")
-    out = check_new_output(out, overwrite=overwrite)
+    context_pieces = check_count(context_pieces, "--context-pieces")
+    max_docs = check_optional_count(max_docs, "--max-docs", minimum=1)
+    seed = check_seed(seed)
+    out = check_new_output(out, overwrite=overwrite, what="corpus store", kind=CORPUS_STORE)
     stats = CorpusStats() if stats is None else stats
     if max_docs is not None and total is not None:
         total = min(total, max_docs)

@@ -15,6 +15,7 @@ The project ships small multiple-choice tasks it generates itself (:func:`genera
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -31,6 +32,8 @@ import pandas as pd
 
 from bsig_array.errors import InputError, OptionError
 from bsig_array.io.scores import set_model_scores
+from bsig_array.options import check_model_name, check_model_options, check_optional_count
+from bsig_array.runtime.defaults import DEFAULTS, progress_enabled
 
 TASKS_DIR = Path(__file__).parents[1] / "data" / "tasks"
 _DATA_SUFFIX = r"\.(?:jsonl|json|csv|parquet|txt)"
@@ -179,6 +182,37 @@ def prepared_include_path(dirs: Sequence[str | os.PathLike]) -> Iterator[list[st
         yield out
 
 
+@contextmanager
+def _quiet_lm_eval() -> Iterator[None]:
+    """Keep lm-eval's own output off stderr for the duration: bsig prints one line, or one error.
+
+    Its loggers go to ERROR; its ``git describe`` (run in the cwd for a results field bsig does not
+    keep) no longer prints ``fatal: not a git repository``; and without bsig progress bars
+    (``BSIG_PROGRESS``) its tqdm and datasets bars (Python-level stderr) are dropped too.
+    """
+    import io
+    import logging
+    import sys
+
+    from lm_eval import evaluator
+
+    loggers = [logging.getLogger(name) for name in ("lm-eval", "lm_eval")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    git_hash = evaluator.get_git_commit_hash
+    evaluator.get_git_commit_hash = lambda: None
+    bars = progress_enabled(DEFAULTS.progress, sys.stderr.isatty())
+    try:
+        # lm-eval passes disable=False to its bars, so TQDM_DISABLE cannot turn them off
+        with contextlib.nullcontext() if bars else contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        evaluator.get_git_commit_hash = git_hash
+
+
 def evaluate_model(
     model: str,
     tasks: Sequence[str],
@@ -190,6 +224,7 @@ def evaluate_model(
     limit: int | None = None,
     metric: str = "acc",
     loaded: tuple[Any, Any] | None = None,
+    trust_remote_code: bool = False,
 ) -> dict[str, float]:
     """Score one model on lm-eval tasks and return ``{task: metric}``.
 
@@ -208,6 +243,8 @@ def evaluate_model(
         Metric key in lm-eval's results (``acc``, ``acc_norm``, ...).
     loaded
         An already loaded ``(model, tokenizer)`` to evaluate instead of loading ``model``.
+    trust_remote_code
+        Run Python code shipped with the model (``--trust-remote-code``; off by default).
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -217,13 +254,20 @@ def evaluate_model(
 
     if not tasks:
         raise OptionError("no tasks given; pass --tasks NAME[,NAME...]")
-    hf_model, tok = loaded if loaded is not None else load_causal_lm(model, gguf_file=gguf_file, device=device)
-    lm = HFLM(pretrained=hf_model, tokenizer=tok, batch_size=batch_size, device=device)
-    with prepared_include_path(include_path) as paths:
+    check_model_options(device=device, batch_size=batch_size)
+    limit = check_optional_count(limit, "--limit", minimum=1)
+    # tasks are checked before the model loads, and lm-eval's own warnings stay quiet: the one line
+    # bsig prints on an error is the whole output
+    with prepared_include_path(include_path) as paths, _quiet_lm_eval():
         manager = TaskManager(include_path=paths, include_defaults=False)
         unknown = [t for t in tasks if t not in manager.all_tasks]
         if unknown:
             raise OptionError(f"unknown lm-eval tasks {unknown}; check --tasks and --include-path")
+        hf_model, tok = loaded if loaded is not None else load_causal_lm(
+            model, gguf_file=gguf_file, device=device, trust_remote_code=trust_remote_code
+        )
+        # HFLM warns that an already loaded model is passed: that is what bsig means to do
+        lm = HFLM(pretrained=hf_model, tokenizer=tok, batch_size=batch_size, device=device)
         results = lm_eval.simple_evaluate(
             model=lm, tasks=list(tasks), task_manager=manager, limit=limit, bootstrap_iters=0,
             log_samples=False, verbosity="ERROR",
@@ -242,4 +286,4 @@ def update_performance(path: str | os.PathLike, model: str, scores: dict[str, fl
 
     The CSV belongs to :mod:`bsig_array.io.scores` (:func:`~bsig_array.io.scores.set_model_scores`).
     """
-    return set_model_scores(path, model, scores)
+    return set_model_scores(path, check_model_name(model), scores)

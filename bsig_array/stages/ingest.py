@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -42,10 +41,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from bsig_array.errors import InputError
-from bsig_array.io.atomic import atomic_output, check_new_output
+from bsig_array.io.atomic import PERPLEXITY_STORE, atomic_output, check_new_output, scratch_dir
 from bsig_array.io.perplexity_store.schema import check_block
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
-from bsig_array.options import check_choice, duplicates
+from bsig_array.options import check_choice, check_count, duplicates
 from bsig_array.runtime.progress import Bar, Progress, no_progress
 
 PAPER_COLUMNS = ("text_id", "chunk_id", "logprobs")
@@ -122,15 +121,19 @@ def ingest(
     progress
         Receives the bars of the reading and writing passes.
     """
+    check_count(batch_rows, "--batch-rows", minimum=1)
+    if chunk_tokens is not None:
+        check_count(chunk_tokens, "--chunk-tokens", minimum=1)
     files = expand_inputs(inputs)
     if format == "auto":
         format = detect_format(files)
     check_choice(format, ("auto", "paper", "wide"), "input format")
     if format == "wide" and len(files) != 1:
         raise InputError(f"the wide layout takes one table, got {len(files)} files; merge them or use --format paper")
-    out = check_new_output(out, overwrite=overwrite, what="store")
+    out = check_new_output(out, overwrite=overwrite, what="store", kind=PERPLEXITY_STORE, inputs=[*inputs, *files])
     # Build next to the target and rename at the end: a failed or killed ingest never leaves a
-    # store at `out`, and --overwrite keeps the old store until the new one is complete.
+    # store at `out`, and --overwrite keeps the old store until the new one is complete.  A killed
+    # ingest is not resumed: the next one removes its debris (named by pid), says so and starts over.
     with atomic_output(out) as partial:
         if format == "paper":
             ingest_paper(files, partial, model_names=model_names, chunk_tokens=chunk_tokens, dtype=dtype,
@@ -310,6 +313,9 @@ def _last_logprob(batch: pa.RecordBatch, path: Path) -> np.ndarray:
     lists = batch.column("logprobs")
     if not (pa.types.is_list(lists.type) or pa.types.is_large_list(lists.type)):
         raise InputError(f"{path}: logprobs has type {lists.type}, expected list<float>; write per-row lists of log-probabilities")
+    inner = lists.type.value_type
+    if not (pa.types.is_floating(inner) or pa.types.is_integer(inner)):
+        raise InputError(f"{path}: logprobs has type {lists.type}, expected list<float>; write numbers, not {inner}")
     lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
     if (lengths == 0).any():
         row = int(np.argmax(lengths == 0))
@@ -375,7 +381,8 @@ def ingest_paper(
         raise InputError(f"duplicate model names {dup}; rename the files or pass --model-names")
     index = _key_index(files[0], batch_rows)
     reference = f"{files[0]} (model {names[0]!r})"
-    staging = Path(tempfile.mkdtemp(prefix=".bsig-ingest-", dir=out.parent if out.parent.exists() else None))
+    # pid in the name: the next ingest removes the spill of a killed one (and says so).
+    staging = scratch_dir(out.parent, ".bsig-ingest-")
     try:
         spills: list[Path] = []
         for path, name in zip(files, names):

@@ -12,8 +12,10 @@ are formed inside the chunk), so an interrupted and resumed run writes the same 
 uninterrupted one on the same machine.
 
 One writer per store: a run holds an exclusive ``flock`` on ``<store>.lock`` (released by the OS
-when the process dies, so a killed run never leaves a stale lock); a second concurrent run on the
-same store fails at once with a one-line error.
+when the process dies, so a killed run never blocks the next); a second concurrent run on the same
+store fails at once with a one-line error.  The lock file is removed when the run ends, however it
+ends; one left by a killed run is taken over (and removed) by the next run.  A run that creates the
+store and fails before writing any chunk removes the store again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,12 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from bsig_array.errors import InputError
-from bsig_array.io.atomic import atomic_output
+from bsig_array.errors import BsigWarning, InputError
+from bsig_array.io.atomic import atomic_output, remove_path
 from bsig_array.io.corpus_store import Corpus
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
 from bsig_array.io.zarr_format import zarr_array
 from bsig_array.models.backends.base import Backend, check_target, get_backend
+from bsig_array.options import check_count, check_model_name, check_model_options
 from bsig_array.runtime.progress import Progress, no_progress
 
 #: Corpus attributes that must match between a store and the corpus it is filled from.
@@ -63,17 +67,54 @@ def store_lock(store: Path) -> Iterator[None]:
     """Hold the exclusive writer lock ``<store>.lock`` (non-blocking: fail if another run holds it)."""
     lock = store.with_name(store.name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
+    while True:
+        fh = open(lock, "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            fh.close()
             raise InputError(
                 f"another bsig perplexity run is writing {store} (it holds {lock}); wait for it to finish"
             ) from None
+        # The previous holder removes the file when it is done: hold the file that is still there.
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            if os.fstat(fh.fileno()).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        fh.close()
+    try:
+        fh.seek(0)
+        left = fh.read().strip()
+        if left.isdigit() and int(left) != os.getpid():
+            warnings.warn(f"took over {lock}, left by an interrupted bsig perplexity run (pid {left})", BsigWarning,
+                          stacklevel=3)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # still held: no other run can be holding this file
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+@contextmanager
+def _remove_if_unwritten(store: Path) -> Iterator[None]:
+    """Remove ``store`` when this run creates it and fails before any chunk is written (nothing to resume)."""
+    existed = store.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and store.exists():
+            try:
+                written = bool(StoreWriter(store).complete().any())
+            except Exception:  # half-created metadata: nothing written either
+                written = False
+            if not written:
+                remove_path(store)
+        raise
 
 
 def default_model_name(model: str | Any) -> str:
@@ -172,6 +213,7 @@ def extract_perplexity(
     chunk_tokens: int | None = None,
     store_dtype: str = "float32",
     progress: Progress = no_progress,
+    trust_remote_code: bool = False,
 ) -> PerplexityResult:
     """Fill model ``model``'s row of ``store`` with the NLL of every corpus feature (resumable).
 
@@ -201,14 +243,19 @@ def extract_perplexity(
         ``float32`` or ``float16`` for a new store.
     progress
         Receives one bar over the corpus features, advanced after each chunk is written.
+    trust_remote_code
+        Let the backend run Python code shipped with the model (``--trust-remote-code``; off by default).
     """
     check_target(target)
+    check_model_options(device=device, dtype=dtype, batch_size=batch_size, max_tokens=max_tokens)
+    if chunk_tokens is not None:
+        check_count(chunk_tokens, "--chunk-tokens", minimum=1)
     corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
     store = Path(store)
-    name = name or default_model_name(model)
+    name = check_model_name(name if name is not None else default_model_name(model))
     source = source or (model if isinstance(model, str) else default_model_name(model))
     t0 = time.perf_counter()
-    with store_lock(store):
+    with store_lock(store), _remove_if_unwritten(store):
         writer = None
         if store.exists():
             writer = open_or_create_store(store, corpus, target=target)
@@ -230,6 +277,8 @@ def extract_perplexity(
                 kwargs["tokenizer"] = tokenizer
             if gguf_file:
                 kwargs["gguf_file"] = gguf_file
+            if trust_remote_code:
+                kwargs["trust_remote_code"] = True
             scorer = get_backend(backend, model=model, **kwargs)
             if writer is None:
                 writer = open_or_create_store(

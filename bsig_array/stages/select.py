@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,12 +46,21 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from bsig_array.errors import InputError, OptionError
+from bsig_array.io.provenance import (
+    check_fingerprint,
+    fingerprints_of,
+    make_record,
+    name,
+    performance_fingerprint,
+    read_record,
+    record_attrs,
+)
 from bsig_array.io.scores import align_performance
 from bsig_array.io.screen_output import benchmark_candidates
 from bsig_array.io.signatures import BenchmarkSelection, build_signatures
 from bsig_array.kernels.forward import forward_select, ols_fit
 from bsig_array.kernels.unique import sorted_unique
-from bsig_array.options import check_choice, check_nonnegative
+from bsig_array.options import check_choice, check_nonnegative, check_number, check_optional_count, check_seed
 from bsig_array.runtime.boundary import kernel_errors
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.memory import STREAM_BLOCK_COLUMNS, SelectPlan, plan_selection
@@ -349,6 +358,7 @@ def _check_options(method: str, screen_method: str, covariate: str, delta: float
     if screen_method not in have:
         raise InputError(f"the screen has no {screen_method!r} tails (it has {have}); pass --screen-method {have[0]}")
     check_nonnegative(delta, "--delta")
+    check_number(lasso_alpha, "--lasso-alpha")
     if max_features is not None and max_features < 1:
         raise OptionError(f"--max-features must be at least 1, got {max_features}")
     if not lasso_alpha > 0:
@@ -371,6 +381,8 @@ def select_signatures(
     workers: int | None = None,
     scheduler: Any = DEFAULTS.scheduler,
     progress: Progress = no_progress,
+    allow_mismatch: bool = False,
+    input_paths: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """Select every screened benchmark's signature.
 
@@ -405,6 +417,12 @@ def select_signatures(
         ``"synchronous"``, a dask.distributed address or a ``distributed.Client``.
     progress
         Receives one bar advanced per finished benchmark.
+    allow_mismatch
+        Use ``score`` even when it is not the performance matrix the screen was made with (a
+        warning instead of an :class:`InputError`; :mod:`bsig_array.io.provenance`).
+    input_paths
+        Paths of the inputs (``"screen"``, ``"performance"``, ``"corpus"``), recorded in the
+        output's provenance and named in messages.
 
     Returns
     -------
@@ -421,6 +439,15 @@ def select_signatures(
     """
     _check_options(method, screen_method, covariate, delta, max_features, lasso_alpha, screen)
     check_scheduler(scheduler)
+    seed = check_seed(seed)
+    workers = check_optional_count(workers, "--workers")
+    screen_name = f"screen {name('screen', input_paths, '(in memory)')}"
+    made_from = read_record(screen.attrs, screen_name)
+    score_print = performance_fingerprint(score)
+    given = name("performance", input_paths, "given")
+    if made_from is not None:  # an unrecorded screen is warned about once the selection has succeeded
+        check_fingerprint(made_from, "performance", score_print, artifact=screen_name, given=given,
+                          allow_mismatch=allow_mismatch)
     y_all = _aligned_scores(screen, score)
     benchmarks = [str(b) for b in screen[BENCHMARK].values]
     nll = screen["candidate_nll"].transpose(MODEL, CANDIDATE)
@@ -462,6 +489,15 @@ def select_signatures(
     )
     if method == "lasso":
         ds.attrs["lasso_alpha"] = float(lasso_alpha)
+    if made_from is None:
+        check_fingerprint(None, "performance", score_print, artifact=screen_name, given=given)
+    ds.attrs.update(record_attrs(make_record(
+        "signatures", inputs=dict(input_paths or {}),
+        fingerprints={**fingerprints_of(made_from), "performance": score_print},
+        options=dict(method=method, screen_method=screen_method, covariate=covariate, delta=float(delta),
+                     max_features=max_features, seed=int(seed), loocv=bool(loocv), lasso_alpha=float(lasso_alpha),
+                     memory_limit=str(memory_limit)),
+    )))
     for key in ("alpha", "ties", "n_tokens", "k"):
         if key in screen.attrs:
             ds.attrs[f"screen_{key}"] = screen.attrs[key]

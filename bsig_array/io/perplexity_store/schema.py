@@ -2,7 +2,7 @@
 
 Layout of a store (Zarr v3 group, docs/DESIGN.md §3)::
 
-    nll       (model, token)  float32|float16   chunks (all models, chunk_tokens), Blosc-lz4
+    nll       (model, token)  float32|float16   chunks (all models, chunk_tokens), Blosc-lz4 + crc32c
     model     (model,)        str               coordinate
     token     (token,)        int64             feature id (coordinate, written chunk by chunk)
     doc       (token,)        int64             source document of each feature      (optional)
@@ -15,6 +15,7 @@ The writer is :mod:`.writer`, the one read path :mod:`.reader`, the deep scan :m
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 import xarray as xr
 from zarr.codecs import BloscCodec
 
-from bsig_array.errors import InputError, OptionError
+from bsig_array.errors import BsigWarning, InputError, OptionError
 from bsig_array.options import duplicates
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.schema import MIN_MODELS
@@ -85,12 +86,60 @@ def check_store_structure(ds: xr.Dataset, path: str | Path = "store") -> None:
         raise InputError(f"{path}: duplicate model names {dup}; give every model a unique name")
     if len(models) < MIN_MODELS:
         raise InputError(f"{path}: only {len(models)} models, need at least {MIN_MODELS} to rank tokens across models")
+    if nll.sizes["token"] == 0:
+        raise InputError(f"{path}: the store has no tokens; write NLLs for at least one token")
+    if "token" in ds.coords:
+        kind = ds["token"].dtype.kind
+        if kind not in "iuf":
+            raise InputError(f"{path}: token ids have dtype {ds['token'].dtype}, expected integers; write int64 token ids")
+
+
+#: NLLs below ``-NLL_TOLERANCE`` are refused: a negative log-likelihood is at least 0, up to rounding.
+NLL_TOLERANCE = 1e-6
+
+
+def check_token_ids(ids: np.ndarray, start: int, *, path: str | os.PathLike = "store") -> None:
+    """Raise unless token ids (of positions ``start``...) are integral and non-negative.
+
+    A negative id would be taken for padding (−1 pads signatures) and never enter a signature; a
+    fractional one would be truncated.  Integer ids cost one ``min`` pass.
+    """
+    if ids.size == 0:
+        return
+    if ids.dtype.kind == "f":
+        bad = ~np.isfinite(ids) | (ids != np.round(ids))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InputError(
+                f"store {path}: token id {float(ids[i])!r} at position {start + i} is not an integer; "
+                "write integral (int64) token ids"
+            )
+    if ids.min() < 0:
+        i = int(np.argmax(ids < 0))
+        raise InputError(
+            f"store {path}: token id {ids[i]} at position {start + i} is negative; token ids must be >= 0 "
+            "(negative ids are signature padding): renumber the tokens"
+        )
 
 
 def first_bad(bad: np.ndarray) -> tuple[int, int]:
     """(row, column) of the first True in token order (lowest column, then lowest row)."""
     col = int(np.argmax(bad.any(axis=0)))
     return int(np.argmax(bad[:, col])), col
+
+
+def _row_extremes(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's minimum and maximum (NaN makes both NaN): two row reductions, no mask.
+
+    numpy reduces float16 without SIMD (~30x slower than float32); the bits of non-negative finite
+    float16 values sort as the values do, so their integer view gives the same answer at integer speed.
+    """
+    if block.dtype == np.float16:
+        bits = block.view(np.uint16)
+        hi = bits.max(axis=1)
+        if hi.max() < 0x7C00:  # no sign bit, no inf/NaN (exponent all ones)
+            return bits.min(axis=1).view(np.float16), hi.view(np.float16)
+    return block.min(axis=1), block.max(axis=1)
 
 
 def check_block(
@@ -100,8 +149,9 @@ def check_block(
     *,
     path: str | os.PathLike = "store",
     label: str | None = None,
-) -> None:
-    """Raise if a block of ``nll`` holds NaN or inf; stages call it on every block they stream.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raise if a block of ``nll`` holds NaN, inf or negative NLLs; stages call it on every block
+    they stream.  Returns each row's minimum and maximum (:func:`check_constant_rows` folds them).
 
     Parameters
     ----------
@@ -120,11 +170,22 @@ def check_block(
     ------
     InputError
         Naming how many NaN and inf values, the block's token range and the first model and token
-        position affected.
+        position affected; or the first NLL below ``-NLL_TOLERANCE``.
     """
+    if block.size == 0:
+        return np.full(block.shape[0], np.inf), np.full(block.shape[0], -np.inf)
+    lo, hi = _row_extremes(block)
+    if lo.min() >= -NLL_TOLERANCE and hi.max() < np.inf:
+        return lo, hi
     finite = np.isfinite(block)
     if finite.all():
-        return
+        row, col = first_bad(block < -NLL_TOLERANCE)
+        raise InputError(
+            f"{label or f'store {path}'}: nll has {int((block < -NLL_TOLERANCE).sum())} negative values in tokens "
+            f"{token_start}..{token_start + block.shape[1] - 1} (first: model {models[row]!r}, token position "
+            f"{token_start + col}, nll {float(block[row, col]):.6g}); NLLs are -log p >= 0: "
+            "store natural-log negative log-likelihoods, not log-probabilities"
+        )
     bad = ~finite
     n_nan = int(np.isnan(block).sum())
     n_inf = int(bad.sum()) - n_nan
@@ -135,3 +196,25 @@ def check_block(
         f"(first: model {models[row]!r}, token position {token_start + col}); "
         "recompute those NLLs or drop those tokens before using the store"
     )
+
+
+def check_constant_rows(
+    lo: np.ndarray, hi: np.ndarray, models: Sequence[str], whole: np.ndarray | None = None, *,
+    path: str | os.PathLike = "store",
+) -> None:
+    """Warn (:class:`~bsig_array.errors.BsigWarning`) about models whose NLL is the same at every token.
+
+    Such a row ties every token, so it carries no ranking information, and is usually the mark of a
+    broken run (one constant written for every token); the ranks stay well defined (midranks), so
+    ``bsig validate --deep`` and ``bsig screen`` both warn rather than refuse.  ``lo``/``hi`` are the
+    folded row extremes of :func:`check_block`; ``whole`` marks the rows read in full (an incomplete
+    store's unwritten rows are skipped).
+    """
+    flat = (lo == hi) if whole is None else (lo == hi) & whole
+    if flat.any():
+        names = [str(m) for m, f in zip(models, flat) if f]
+        warnings.warn(
+            f"store {path}: model(s) {names} have the same NLL ({float(lo[np.argmax(flat)]):.6g}) at every token; "
+            "such a row ties every token and carries no ranking information: check the run that wrote it",
+            BsigWarning, stacklevel=2,
+        )

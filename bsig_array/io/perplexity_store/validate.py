@@ -15,19 +15,75 @@ import numpy as np
 import zarr
 
 from bsig_array.errors import InputError
-from bsig_array.io.perplexity_store.reader import chunk_files, open_store
-from bsig_array.io.perplexity_store.schema import NLL, PROGRESS, TOKEN_COORDS, first_bad
+from bsig_array.io.perplexity_store.reader import chunk_files, open_store, read_block
+from bsig_array.io.perplexity_store.schema import (
+    NLL,
+    PROGRESS,
+    TOKEN_COORDS,
+    check_block,
+    check_constant_rows,
+    first_bad,
+)
 from bsig_array.io.perplexity_store.writer import StoreWriter
-from bsig_array.io.zarr_format import quiet_zarr, zarr_array
+from bsig_array.io.zarr_format import missing_chunks, quiet_zarr, zarr_array
 from bsig_array.runtime.progress import Progress, no_progress
+
+
+def _read(
+    array: zarr.Array, region: tuple[slice, ...], path: Path, written: bool, summary: StoreSummary, values: list[str]
+) -> np.ndarray | None:
+    """``read_block`` of one chunk (no value check); a damaged or missing file is added to
+    ``summary.unreadable`` by key, a token-id problem to ``values``; ``None`` then."""
+    try:
+        return read_block(array, region, path=path, check_values=False, require_chunks=written)
+    except InputError as exc:
+        files = list(chunk_files(array, region))
+        missing = {key for key, _ in missing_chunks(array, region)} if written else set()
+        damaged = [f"{key} (missing)" if key in missing else key for key, part in files if key in missing or not _readable(array, part)]
+        if damaged:
+            summary.unreadable += damaged
+        else:
+            values.append(str(exc).split(": ", 1)[1])
+        return None
 
 
 def _readable(array: zarr.Array, region: tuple[slice, ...]) -> bool:
     try:
-        array[region]
-    except Exception:  # any codec/storage error means the file is damaged
+        read_block(array, region, check_values=False, require_chunks=False, check_ids=False)
+    except InputError:
         return False
     return True
+
+
+class TokenIds:
+    """Uniqueness of the token ids over the whole store, chunk by chunk: ids that increase across
+    chunks (every bsig writer's) cost nothing; otherwise the ids are read again and sorted at the end
+    (8 bytes per token)."""
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.increasing = True
+
+    def add(self, ids: np.ndarray) -> None:
+        """Take the ids of the next chunk (integral and non-negative: read_block checked them)."""
+        if self.increasing and ids.size:
+            self.increasing = bool(np.all(ids[1:] > ids[:-1])) and (self.last is None or ids[0] > self.last)
+            self.last = int(ids[-1])
+
+    def duplicate(self, token: zarr.Array, path: Path) -> str | None:
+        """The screen's message for the first repeated id, or ``None`` (reads ``token`` again unless
+        the ids increased throughout)."""
+        if self.increasing:
+            return None
+        s = np.sort(read_block(token, (slice(None),), path=path, require_chunks=False).astype(np.int64))
+        dup = np.flatnonzero(s[1:] == s[:-1])
+        if not dup.size:
+            return None
+        tok = int(s[dup[0]])
+        return (
+            f"token id {tok} occurs {int(np.count_nonzero(s == tok))} times; screening needs unique token ids "
+            "(write the token coordinate when creating the store)"
+        )
 
 
 @dataclass
@@ -127,34 +183,31 @@ def validate_store(
     if not deep:
         return summary
 
-    first: tuple[str, int] | None = None
-    bad_chunks: list[int] = []
     coords = [zarr_array(group, c) for c in summary.coords]
+    first: tuple[str, int] | None = None  # first NaN/inf: (model, token position)
+    values: list[str] = []  # other value problems (negative NLLs, token ids), as the stages word them
+    bad_chunks: list[int] = []
+    ids = TokenIds()
+    lo = np.full(len(models), np.inf)
+    hi = np.full(len(models), -np.inf)
     with progress("validate", n_chunks, unit="chunks") as bar:
         for j in range(n_chunks):
             cols = slice(j * chunk, min((j + 1) * chunk, n_tokens))
-            # A deleted chunk file reads back as the NaN fill value: name it instead of counting NaN.
-            missing = [
-                k for k, (rows, _) in chunk_files(nll, (slice(0, nll.shape[0]), cols))
-                if done[rows, j].any() and not (path / k).exists()
-            ]
-            summary.unreadable += [f"{k} (missing)" for k in missing]
-            bad_chunks += [j] * bool(missing)
-            try:
-                block = None if missing else np.asarray(nll[:, cols])
-            except Exception:  # find the damaged files one by one (only on this error path)
-                found = [k for k, part in chunk_files(nll, (slice(0, nll.shape[0]), cols)) if not _readable(nll, part)]
-                summary.unreadable += found or [f"nll tokens {cols.start}..{cols.stop - 1}"]
-                bad_chunks.append(j)
-                block = None
+            written = bool(done[:, j].any())  # unwritten blocks of an incomplete store are NaN by design
+            # Every read goes through the stages' read path (read_block): the same checksums,
+            # missing-chunk and token-id checks as the screen's.
+            damaged = len(summary.unreadable)
+            block = _read(nll, (slice(0, nll.shape[0]), cols), path, written, summary, values)
             for coord in coords:
-                try:
-                    coord[cols]
-                except Exception:
-                    summary.unreadable += [k for k, part in chunk_files(coord, (cols,)) if not _readable(coord, part)]
-                    bad_chunks.append(j)
-            if block is not None:
-                block = block[done[:, j]]  # unwritten blocks of an incomplete store are NaN by design
+                part = _read(coord, (cols,), path, written, summary, values)
+                if part is not None and written and coord.path.rsplit("/", 1)[-1] == "token":
+                    ids.add(part)
+            if len(summary.unreadable) > damaged:  # damaged files (not bad values): --mark-pending rewrites them
+                bad_chunks.append(j)
+            if block is not None and written:
+                rows = done[:, j]
+                block = block[rows]
+                names = [m for m, r in zip(models, rows) if r]
                 finite = np.isfinite(block)
                 if not finite.all():
                     n_nan = int(np.isnan(block).sum())
@@ -162,7 +215,17 @@ def validate_store(
                     summary.inf += int((~finite).sum()) - n_nan
                     if first is None:
                         row, col = first_bad(~finite)
-                        first = (str(np.asarray(models)[done[:, j]][row]), cols.start + col)
+                        first = (names[row], cols.start + col)
+                try:
+                    row_lo, row_hi = check_block(block, names, cols.start, path=path)
+                except InputError as exc:
+                    if finite.all():  # negative NLLs (NaN/inf are counted over the store above)
+                        values.append(str(exc).split(": ", 1)[1])
+                    with np.errstate(invalid="ignore"):
+                        row_lo = np.where(finite, block, np.inf).min(axis=1)
+                        row_hi = np.where(finite, block, -np.inf).max(axis=1)
+                lo[rows] = np.minimum(lo[rows], row_lo)
+                hi[rows] = np.maximum(hi[rows], row_hi)
             bar.advance(1)
 
     problems = []
@@ -180,6 +243,12 @@ def validate_store(
             f"nll has {summary.nan} NaN and {summary.inf} inf values (first: model {first[0]!r}, "
             f"token position {first[1]}); recompute those NLLs or drop those tokens"
         )
+    problems += values[:1]
+    duplicate = ids.duplicate(zarr_array(group, "token"), path) if "token" in group and not summary.unreadable else None
+    if duplicate:
+        problems.append(duplicate)
+    if not problems:
+        check_constant_rows(lo, hi, models, np.asarray(done.all(axis=1)), path=path)
     if problems:
         raise InputError(f"store {path}: " + "; ".join(problems))
     return summary

@@ -18,7 +18,7 @@ import xarray as xr
 import zarr
 
 from bsig_array.errors import InputError, OptionError
-from bsig_array.io.atomic import check_new_output
+from bsig_array.io.atomic import PERPLEXITY_STORE, check_new_output, fault_point
 from bsig_array.io.perplexity_store.schema import (
     NLL,
     PROGRESS,
@@ -27,7 +27,7 @@ from bsig_array.io.perplexity_store.schema import (
     compressor,
     default_chunk_tokens,
 )
-from bsig_array.io.zarr_format import quiet_zarr, zarr_array
+from bsig_array.io.zarr_format import quiet_zarr, require_zarr_v3, write_zarr, zarr_array
 from bsig_array.options import check_unique_models
 
 
@@ -65,7 +65,7 @@ def create_store(
     overwrite
         Replace an existing store at ``path``.
     """
-    path = check_new_output(path, overwrite=overwrite, what="store")
+    path = check_new_output(path, overwrite=overwrite, what="store", kind=PERPLEXITY_STORE)
     models = [str(m) for m in models]
     check_unique_models(models, f"store {path}")
     if dtype not in WRITE_DTYPES:
@@ -106,8 +106,7 @@ def create_store(
     if with_doc_piece:
         encoding["doc"] = {"chunks": (chunk,), "compressors": [compressor()]}
         encoding["piece"] = {"chunks": (chunk,), "compressors": [compressor()]}
-    with quiet_zarr():
-        ds.to_zarr(path, mode="w", compute=False, encoding=encoding, zarr_format=3, consolidated=True)
+    write_zarr(ds, path, encoding=encoding, compute=False)  # metadata only; every chunk gets a crc32c
     return StoreWriter(path)
 
 
@@ -128,6 +127,7 @@ class StoreWriter:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        require_zarr_v3(self.path, "store")
         try:
             with quiet_zarr():
                 self.group = zarr.open_group(self.path, mode="r+", zarr_format=3)
@@ -210,6 +210,7 @@ class StoreWriter:
                 if name not in self.group:
                     raise ValueError(f"store {self.path} has no {name} coordinate")
                 zarr_array(self.group, name)[sl] = np.asarray(values)
+        fault_point()  # tests kill here: data written, mark not yet
         marks[rows] = 1
         self.progress[:, j] = marks
 

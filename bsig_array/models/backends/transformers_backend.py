@@ -38,6 +38,8 @@ class TransformersBackend(Backend):
         Windows per forward pass.
     max_tokens
         Longest window in tokens (longer ones keep their last tokens).
+    trust_remote_code
+        Run Python code shipped in the model folder (off unless the user passes ``--trust-remote-code``).
     """
 
     name = "transformers"
@@ -52,6 +54,7 @@ class TransformersBackend(Backend):
         dtype: str = "float32",
         batch_size: int = 32,
         max_tokens: int = 512,
+        trust_remote_code: bool = False,
     ) -> None:
         import torch
 
@@ -63,7 +66,9 @@ class TransformersBackend(Backend):
             from bsig_array.models.loading import load_causal_lm
 
             self.source = model
-            model, tokenizer = load_causal_lm(model, gguf_file=gguf_file, device=device, dtype=dtype)
+            model, tokenizer = load_causal_lm(
+                model, gguf_file=gguf_file, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+            )
         else:
             if tokenizer is None:
                 raise ValueError("a loaded model needs its tokenizer")

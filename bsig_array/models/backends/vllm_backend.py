@@ -77,6 +77,7 @@ class VllmBackend(Backend):
         dtype: str = "float32",
         batch_size: int = 32,
         max_tokens: int = 512,
+        trust_remote_code: bool = False,
     ) -> None:
         try:
             import vllm
@@ -92,7 +93,8 @@ class VllmBackend(Backend):
         if "gguf_file" in extra:
             path = f"{path}/{extra['gguf_file']}"  # vLLM loads a GGUF file by its path
         self.source, self.dtype, self.max_tokens = model, dtype, int(max_tokens)
-        self.llm = vllm.LLM(model=path, dtype=dtype, max_model_len=max(int(max_tokens), 16))
+        self.llm = vllm.LLM(model=path, dtype=dtype, max_model_len=max(int(max_tokens), 16),
+                            trust_remote_code=bool(trust_remote_code))
         self.tokenizer = tokenizer or self.llm.get_tokenizer()
         self.params = vllm.SamplingParams(prompt_logprobs=0, max_tokens=1, temperature=0.0)
 

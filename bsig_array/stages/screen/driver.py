@@ -32,7 +32,7 @@ import functools
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,21 @@ import xarray as xr
 
 from bsig_array import kernels as K
 from bsig_array.errors import InputError, OptionError
-from bsig_array.io.atomic import atomic_output, check_new_output
+from bsig_array.io.atomic import SCREEN_OUTPUT, atomic_output, check_new_output
 from bsig_array.io.perplexity_store.chunks import ChunkSource, chunk_sources
+from bsig_array.io.perplexity_store.schema import check_constant_rows
+from bsig_array.io.provenance import make_record, performance_fingerprint, record_attrs, store_fingerprint
 from bsig_array.io.scores import align_performance
 from bsig_array.io.screen_output import ScreenStoreWriter, add_null_estimates, histogram_name, open_screen
 from bsig_array.io.zarr_format import strings
-from bsig_array.options import check_alpha, check_choice, check_count, resolve_coefficients
+from bsig_array.options import (
+    check_alpha,
+    check_choice,
+    check_count,
+    check_optional_count,
+    check_seed,
+    resolve_coefficients,
+)
 from bsig_array.runtime.boundary import kernel_errors
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.device import resolve_device
@@ -108,6 +117,7 @@ def screen(
     overwrite: bool = False,
     passes: str | int = "auto",
     progress: Progress = no_progress,
+    input_paths: Mapping[str, str | os.PathLike | None] | None = None,
 ) -> xr.Dataset:
     """Screen every token against every benchmark with exact tail thresholds.
 
@@ -156,6 +166,9 @@ def screen(
         ``"auto"`` (one pass, two with ``null_permutations``), ``1`` or ``2``.
     progress
         Receives one bar per pass and one for the merge (see :mod:`bsig_array.runtime.progress`).
+    input_paths
+        Paths the inputs were read from (``"performance"``, ``"metadata"``; ``"perplexity"``
+        defaults to ``store``), recorded in the output's provenance (:mod:`bsig_array.io.provenance`).
 
     Returns
     -------
@@ -174,9 +187,12 @@ def screen(
     check_scheduler(scheduler)
     device = resolve_device(device)
     null_permutations = check_count(null_permutations, "null permutations")
+    seed = check_seed(seed)
+    workers = check_optional_count(workers, "--workers")
     alpha = check_alpha(alpha)
     n_passes = _check_passes(passes, null_permutations)
-    target = None if out is None else check_new_output(out, overwrite=overwrite)
+    target = None if out is None else check_new_output(out, overwrite=overwrite, what="screen output",
+                                                       kind=SCREEN_OUTPUT, inputs=[store])
     if set(nll.dims) != {MODEL, TOKEN}:
         raise InputError(f"nll has dims {nll.dims}, expected (model, token)")
     nll = nll.transpose(MODEL, TOKEN)
@@ -193,6 +209,12 @@ def screen(
     score = align_performance(score, models)
     Y = np.ascontiguousarray(score.values.T, dtype=np.float64)  # (B, m)
     B, m = Y.shape
+    provenance = make_record(
+        "screen", inputs={"perplexity": store, **(input_paths or {})},
+        fingerprints={"perplexity": store_fingerprint(nll), "performance": performance_fingerprint(score)},
+        options=dict(method=list(coefficients), alpha=float(alpha), ties=ties, null_permutations=null_permutations,
+                     seed=int(seed), passes=str(passes), device=device, memory_limit=str(memory_limit)),
+    )
 
     sources = chunk_sources(nll, store=store)
     widest = max(s.stop - s.start for s in sources)
@@ -243,6 +265,7 @@ def screen(
                 scheduler=describe_scheduler(scheduler), memory_limit=plan.memory_limit, plan=plan.describe(),
                 workers=plan.workers, passes=n_passes, preselect_sign=PRESELECT_SIGN,
                 spill_bytes=int(scan["spilled"]), reread_chunks=int(scan.get("reread", 0)),
+                **record_attrs(provenance),
             )
             result = _merge(runner, sources, spill, job, bounds, spans, summary, plan, target, timings, progress)
     finally:
@@ -273,11 +296,13 @@ def _scan(
     t_pass = time.perf_counter()
     m = job.Y.shape[1]
     running = job.count and job.collect
+    label = f"pass{'' if running else ('1' if job.count else '2')}"
     hist: dict[str, np.ndarray] = {}
     null = {c: np.zeros((job.Y_null.shape[0], 4), dtype=np.int64) for c in job.coefficients}
     current = dict(job.bounds)
     guess: dict[str, K.TailBounds] = {}
     spans, spilled = [], 0
+    lo, hi = np.full(m, np.inf), np.full(m, -np.inf)  # each model's NLL range (a constant row is refused)
 
     def arguments() -> Any:
         for src in sources:  # built lazily: each task gets the boundaries known when it starts
@@ -299,12 +324,16 @@ def _scan(
             for coef, n in res.get("null", {}).items():
                 null[coef] += n
             spans.append(res["ids"])
+            np.minimum(lo, res["extremes"][0], out=lo)
+            np.maximum(hi, res["extremes"][1], out=hi)
             spilled += res.get("spilled", 0)
             for key, val in res["times"].items():
                 timings[f"scan_{key}_s"] = timings.get(f"scan_{key}_s", 0.0) + val
+                timings[f"{label}_{key}_s"] = timings.get(f"{label}_{key}_s", 0.0) + val  # per pass (--profile)
             timings["driver_fold_s"] = timings.get("driver_fold_s", 0.0) + time.perf_counter() - t0
             bar.advance(res["tokens"])
-    timings[f"pass{'' if running else ('1' if job.count else '2')}_s"] = time.perf_counter() - t_pass
+    timings[f"{label}_s"] = time.perf_counter() - t_pass
+    check_constant_rows(lo, hi, job.models, path=job.path)
     return {"hist": hist, "null": null, "spans": spans, "spilled": spilled}
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from bsig_array.io.atomic import scratch_dir
 from bsig_array.stages.screen.merge import Members
 
 
@@ -43,8 +43,9 @@ class ChunkSpill:
     """
 
     def __init__(self, near: str | os.PathLike | None = None) -> None:
-        parent = None if near is None else str(Path(near).absolute().parent)
-        self.path = tempfile.mkdtemp(prefix=".bsig-screen-spill-", dir=parent)
+        parent = None if near is None else Path(near).absolute().parent
+        # pid in the name: the next screen removes the spill of a killed one (scratch_dir).
+        self.path = str(scratch_dir(parent, ".bsig-screen-spill-"))
         self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
 
     def __fspath__(self) -> str:

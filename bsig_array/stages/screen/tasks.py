@@ -89,6 +89,29 @@ def _codes(P: Any, Y: Any, job: ScreenJob) -> dict[str, Any]:
     return {"preselect": K.preselect_codes(P, Y, backend=job.backend)}
 
 
+def _fused_codes(P: Any, Y: Any, job: ScreenJob, hist: dict[str, Any], n_hist: int, xp: Any) -> tuple[dict[str, Any], bool]:
+    """Codes, and whether a backend with a fused kernel (``screen_chunk``: the GPU path) already
+    added rows ``< n_hist`` into ``hist`` (kept on its device) in the same launch."""
+    impl = K.get_backend(job.backend, P)
+    if not n_hist or not hasattr(impl, "screen_chunk"):
+        return _codes(P, Y, job), False
+    m, y = P.shape[0], _host(Y)
+    for meth in job.coefficients:
+        if hist[meth] is None:
+            hist[meth] = xp.zeros((n_hist, K.lattice(meth, m)[1]), dtype=xp.int64)
+    out = impl.screen_chunk(
+        P, K.thrush_weights(y) if "thrush" in hist else None, K.preselect_positions(y) if "preselect" in hist else None,
+        job.ties, hist=(hist.get("thrush"), hist.get("preselect")), n_hist=n_hist,
+        offsets=(K.lattice("thrush", m)[0], K.lattice("preselect", m)[0]),
+    )
+    return {meth: out[meth] for meth in job.coefficients}, True
+
+
+def _device(x: np.ndarray, job: ScreenJob, xp: Any) -> Any:
+    """A sub-block on the job's device; on the GPU through pinned buffers (asynchronous copy)."""
+    return K.get_backend("cupy").to_device(x) if job.backend == "cupy" else xp.asarray(x)
+
+
 def _host(x: Any) -> np.ndarray:
     return x.get() if hasattr(x, "get") else np.asarray(x)
 
@@ -98,20 +121,22 @@ def _blocks(width: int, size: int) -> Iterator[tuple[int, int]]:
         yield s, min(s + size, width)
 
 
-def _load_checked(source: ChunkSource, job: ScreenJob) -> tuple[np.ndarray, np.ndarray, bool, dict[str, float]]:
-    """Read one chunk, reject NaN/inf and repeated token ids in it; the block, its ids, whether
-    they increase, and the timings."""
+def _load_checked(
+    source: ChunkSource, job: ScreenJob
+) -> tuple[np.ndarray, np.ndarray, bool, dict[str, float], tuple[np.ndarray, np.ndarray]]:
+    """Read one chunk, reject NaN/inf, negative NLLs and repeated token ids in it; the block, its ids,
+    whether they increase, the timings and each model's minimum and maximum NLL in it."""
     times = dict.fromkeys(("read", "check", "codes", "count", "collect", "spill"), 0.0)
     t0 = time.perf_counter()
     block, ids = source.load()
     times["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    check_block(block, job.models, source.start, path=job.path)
+    extremes = check_block(block, job.models, source.start, path=job.path)
     increasing = bool(np.all(ids[1:] > ids[:-1]))
     if not increasing:
         _check_unique(ids)
     times["check"] = time.perf_counter() - t0
-    return block, ids, increasing, times
+    return block, ids, increasing, times, extremes
 
 
 def _check_unique(ids: np.ndarray) -> None:
@@ -138,7 +163,7 @@ def scan_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
     the histograms and the boundaries it used.
     """
     xp = _xp(job)
-    block, ids, increasing, times = _load_checked(source, job)
+    block, ids, increasing, times, extremes = _load_checked(source, job)
     m, w = block.shape
     B = job.Y.shape[0]
     n_null = job.Y_null.shape[0] if job.collect else 0
@@ -157,13 +182,13 @@ def scan_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
         local[order] = np.arange(w, dtype=np.int64)
     try:
         for i, (s, e) in enumerate(_blocks(w, job.block_tokens)):
-            P = xp.asarray(np.ascontiguousarray(block[:, s:e]))
+            P = _device(np.ascontiguousarray(block[:, s:e]), job, xp)
             t0 = time.perf_counter()
-            codes = _codes(P, Y, job)
+            codes, counted = _fused_codes(P, Y, job, hist, B if job.count else 0, xp)
             times["codes"] += time.perf_counter() - t0
             for meth in job.coefficients:
                 t0 = time.perf_counter()
-                if job.count:
+                if job.count and not counted:
                     hist[meth] = K.histogram_codes(codes[meth][:B], meth, m, out=hist[meth], backend=job.backend)
                 if n_null:
                     low, high = edges[meth]
@@ -185,6 +210,7 @@ def scan_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
                 times["collect"] += time.perf_counter() - t1
         out: dict[str, Any] = {
             "tokens": w, "times": times, "ids": (source.start, int(ids.min()), int(ids.max()), increasing),
+            "extremes": extremes,
         }
         if writer is not None:
             writer.close()
