@@ -18,6 +18,7 @@ from bsig_array.io.leaderboard import (
     performance_warnings,
 )
 from bsig_array.io.lm_eval_results import import_lm_eval, parse_metric_overrides
+from bsig_array.io.provenance import make_record, performance_fingerprint, record_attrs
 from bsig_array.io.scores import (
     align_performance,
     check_scores,
@@ -36,6 +37,12 @@ def _summary(score: xr.DataArray) -> str:
     missing = int(np.isnan(score.values).sum())
     text = f"{score.sizes['model']} models x {score.sizes['benchmark']} benchmarks"
     return text + (f", {missing} missing scores" if missing else "")
+
+
+def _provenance(artifact: str, score: xr.DataArray, inputs: dict, options: dict) -> dict[str, str]:
+    """Attributes holding the output's provenance record (kept by NetCDF/Zarr outputs, not by CSV)."""
+    return record_attrs(make_record(artifact, inputs=inputs, fingerprints={"performance": performance_fingerprint(score)},
+                                    options=options))
 
 
 def _warn(lines: list[str]) -> None:
@@ -95,7 +102,10 @@ def import_cmd(
     )
     for note in result.notes:
         click.echo(note)
-    write_performance(result.score, out)
+    options = dict(model_column=model_column, columns=list(columns), scale=scale, duplicates=duplicates,
+                   date_column=date_column, missing=missing, task_names=task_names, metrics=list(metrics))
+    write_performance(result.score, out,
+                      attrs=_provenance("performance import", result.score, {"table": path, "metadata": metadata}, options))
     click.echo(f"wrote {out}: {_summary(result.score)}")
     _warn(performance_warnings(result.score, metadata))
 
@@ -136,7 +146,9 @@ def import_lm_eval_cmd(
         task_names=task_names,
         metadata=metadata,
     )
-    write_performance(score, out)
+    options = dict(metrics=list(metrics), model_name_from=model_name_from, include=list(include), task_names=task_names)
+    sources = {f"results:{i}": p for i, p in enumerate(paths)} | {"metadata": metadata}
+    write_performance(score, out, attrs=_provenance("performance import-lm-eval", score, sources, options))
     click.echo(f"wrote {out}: {_summary(score)}")
 
 
@@ -188,5 +200,5 @@ def convert(src: str, dst: str, metadata: str | None, overwrite: bool) -> None:
     """Convert a performance matrix between CSV/Parquet/NetCDF/Zarr (NetCDF/Zarr keep the metadata)."""
     check_new_output(dst, overwrite=overwrite, what="performance output", kind=PERFORMANCE, inputs=[src, metadata])
     score = load_performance(src, metadata=metadata)
-    write_performance(score, dst)
+    write_performance(score, dst, attrs=_provenance("performance convert", score, {"source": src, "metadata": metadata}, {}))
     click.echo(f"wrote {dst}: {_summary(score)}")

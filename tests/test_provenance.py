@@ -231,3 +231,96 @@ def test_check_consistent_names_both():
     with pytest.warns(UserWarning, match="anyway"):
         check_consistent({"screen S.zarr": a, "overlap O.nc": b}, allow_mismatch=True)
     check_consistent({"screen S.zarr": a, "again": json.loads(record_attrs(a)[PROVENANCE_ATTR])})
+
+
+# -- the outputs that start a chain: synth, ingest, perplexity, performance ---------------------------------
+
+
+def _store_record(path) -> dict:
+    return read_record(dict(zarr.open_group(path, mode="r").attrs))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_synth_records_the_fingerprints_of_what_it_wrote(chain, tmp_path, dtype):
+    if dtype == "float32":
+        store, perf, seed, chunk = chain["store_a"], chain["perf_a"], 1, 3_000
+    else:  # float16 rounding must be in the recorded fingerprint too
+        synthesize(tmp_path / "p", models=4, benchmarks=2, tokens=9_000, chunk_tokens=2_000, seed=3, dtype=dtype,
+                   questions=False)
+        store, perf, seed, chunk = tmp_path / "p" / "perplexity.zarr", tmp_path / "p" / "performance.csv", 3, 2_000
+    record = _store_record(store)
+    assert record["artifact"] == "synth" and record["inputs"] == {}
+    assert (record["options"]["seed"], record["options"]["dtype"], record["options"]["chunk_tokens"]) == (seed, dtype, chunk)
+    assert record["fingerprints"] == {
+        "perplexity": store_fingerprint(open_store(store)["nll"]),
+        "performance": performance_fingerprint(load_performance(perf)),
+    }
+    assert record["fingerprints"]["perplexity"] != _store_record(chain["store_b"])["fingerprints"]["perplexity"]
+
+
+def test_ingest_records_its_sources(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"token": np.arange(40), **{f"m{i}": rng.random(40) * 5 for i in range(3)}})
+    frame.to_csv(tmp_path / "w.csv", index=False)
+    ok(capsys, "ingest", tmp_path / "w.csv", "--out", tmp_path / "w.zarr", "--chunk-tokens", 16)
+    record = _store_record(tmp_path / "w.zarr")
+    assert record["artifact"] == "ingest" and record["inputs"] == {"nll": str(tmp_path / "w.csv")}
+    assert record["options"]["format"] == "wide" and record["options"]["chunk_tokens"] == 16
+    assert record["fingerprints"] == {"perplexity": store_fingerprint(open_store(tmp_path / "w.zarr")["nll"])}
+    (tmp_path / "nll").mkdir()
+    for name in ("a", "b", "c"):
+        lp = [[-float(x)] for x in rng.random(30) * 5]
+        table = pa.table({"text_id": pa.array(np.arange(30) // 3, pa.int64()), "chunk_id": pa.array(np.arange(30) % 3, pa.int64()),
+                          "logprobs": pa.array(lp, pa.list_(pa.float32()))})
+        pq.write_table(table, tmp_path / "nll" / f"{name}.parquet")
+    ok(capsys, "ingest", tmp_path / "nll", "--out", tmp_path / "p.zarr")
+    record = _store_record(tmp_path / "p.zarr")
+    assert record["inputs"] == {f"nll:{n}": str(tmp_path / "nll" / f"{n}.parquet") for n in ("a", "b", "c")}
+    assert record["options"]["format"] == "paper"
+    assert record["fingerprints"]["perplexity"] == store_fingerprint(open_store(tmp_path / "p.zarr")["nll"])
+
+
+def test_perplexity_records_each_model_row(tmp_path):
+    from bsig_array.io.provenance import MODEL_PROVENANCE_ATTR
+    from bsig_array.models.loading import build_tiny_gpt2
+    from bsig_array.stages.corpus import build_corpus, stdlib_documents
+    from bsig_array.stages.perplexity import extract_perplexity
+
+    tiny = build_tiny_gpt2(tmp_path / "tiny", n_layer=1, n_embd=32)
+    build_corpus([d for _, d in zip(range(3), stdlib_documents())], tmp_path / "c.zarr", sample_rate=0.005, seed=0,
+                 context_pieces=8)
+    store = tmp_path / "p.zarr"
+    for name, batch in (("tiny", 8), ("again", 4)):
+        extract_perplexity(tmp_path / "c.zarr", store, str(tiny), name=name, chunk_tokens=16, batch_size=batch, max_tokens=64)
+    group = zarr.open_group(store, mode="r")
+    records, chunk = json.loads(group.attrs[MODEL_PROVENANCE_ATTR]), group["nll"].chunks[1]
+    assert sorted(records) == ["again", "tiny"]
+    for name, batch in (("tiny", 8), ("again", 4)):
+        record = records[name]
+        assert record["artifact"] == "perplexity" and record["created"].endswith("Z")
+        assert record["inputs"] == {"corpus": str(tmp_path / "c.zarr"), "model": str(tiny)}
+        assert (record["options"]["name"], record["options"]["batch_size"], record["options"]["chunk_tokens"]) == (name, batch, chunk)
+    assert PROVENANCE_ATTR not in group.attrs  # one record per row, none for the store
+
+
+def test_performance_outputs_record_their_source(capsys, chain, tmp_path):
+    want = performance_fingerprint(load_performance(chain["perf_a"]))
+    ok(capsys, "performance", "convert", chain["perf_a"], tmp_path / "y.nc")
+    ok(capsys, "performance", "convert", tmp_path / "y.nc", tmp_path / "y.zarr")
+    ok(capsys, "performance", "import", chain["perf_a"], "--out", tmp_path / "i.nc")
+    ok(capsys, "performance", "convert", tmp_path / "y.zarr", tmp_path / "y.csv")
+    for path, artifact, inputs in (
+        ("y.nc", "performance convert", {"source": str(chain["perf_a"])}),
+        ("y.zarr", "performance convert", {"source": str(tmp_path / "y.nc")}),
+        ("i.nc", "performance import", {"table": str(chain["perf_a"])}),
+    ):
+        zarr_kwargs = {"engine": "zarr", "consolidated": False} if path.endswith(".zarr") else {}
+        with xr.open_dataset(tmp_path / path, **zarr_kwargs) as ds:
+            record = read_record(ds.attrs)
+        assert record["artifact"] == artifact and record["inputs"] == inputs, path
+        assert record["fingerprints"] == {"performance": want}, path
+    assert performance_fingerprint(load_performance(tmp_path / "i.nc")) == want
+    assert PROVENANCE_ATTR not in (tmp_path / "y.csv").read_text()  # CSV holds only the numbers

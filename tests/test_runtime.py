@@ -226,3 +226,25 @@ def test_selection_kernel_errors_become_user_errors(screened, monkeypatch):
     screen_ds, score = screened
     with pytest.raises(InputError, match=r"the selection kernels refused the input: y has shape"):
         select_signatures(screen_ds, score, scheduler="threads")
+
+
+def test_a_dead_worker_process_is_one_line():
+    """A worker process killed mid-task (here: it aborts) ends the run with a PlanError, not a traceback."""
+    from bsig_array.runtime.tasks import task_runner
+
+    with pytest.raises(PlanError, match="worker process died"), task_runner("processes", 1) as runner:
+        list(runner.imap_unordered(os.abort, [()]))
+
+
+def test_a_task_whose_workers_keep_dying_is_one_line():
+    """On dask.distributed, a task that kills every worker it lands on ends as a PlanError (KilledWorker)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from bsig_array.runtime.tasks import task_runner
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster, Client(cluster) as client:
+        with pytest.raises(PlanError, match="allowed-failures"), task_runner(client, 1) as runner:
+            list(runner.imap_unordered(os.abort, [()]))

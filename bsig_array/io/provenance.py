@@ -1,8 +1,9 @@
 """Provenance of every bsig output: what it was made from, and the check that a later stage gets the same.
 
 A record is a small JSON object stored in the output's attributes under :data:`PROVENANCE_ATTR`
-(Zarr and NetCDF artifacts) or as :data:`PROVENANCE_FILE` inside a directory output (stats tables,
-report, synthetic pool)::
+(Zarr and NetCDF artifacts; a synthetic pool's in its store) or as :data:`PROVENANCE_FILE` inside a
+directory output (stats tables, report); a ``bsig perplexity`` store, filled model by model, holds
+one per model row under :data:`MODEL_PROVENANCE_ATTR`.  A record::
 
     {"artifact": "screen", "bsig_version": "0.1.0", "created": "2026-12-01T09:40:00Z",
      "inputs": {"perplexity": "/data/p.zarr", "performance": "/data/y.csv"},
@@ -54,8 +55,10 @@ if TYPE_CHECKING:
 
 #: Attribute holding the JSON record in Zarr and NetCDF outputs.
 PROVENANCE_ATTR = "bsig_provenance"
-#: File holding the record in directory outputs (stats tables, report, synthetic pool).
+#: File holding the record in directory outputs (stats tables, report).
 PROVENANCE_FILE = "provenance.json"
+#: String attribute of a ``bsig perplexity`` store: JSON ``{model name: record}``, one record per model row.
+MODEL_PROVENANCE_ATTR = "bsig_model_provenance"
 #: Tokens at each end of the store that :func:`store_fingerprint` hashes.
 FINGERPRINT_TOKENS = 4096
 #: How each fingerprinted input is named in messages.
@@ -106,12 +109,26 @@ def store_fingerprint(nll: xr.DataArray) -> str:
     nll = nll.transpose("model", "token")
     d = int(nll.sizes["token"])
     n = min(d, FINGERPRINT_TOKENS)
-    h = hashlib.sha256(json.dumps([[str(m) for m in nll["model"].values], d]).encode())
+    ends = []
     for part in (slice(0, n), slice(d - n, d)):
         block = nll.isel(token=part)
         ids = block["token"].values if "token" in block.coords else np.arange(d)[part]
+        ends.append((ids, block.values))
+    return store_fingerprint_of([str(m) for m in nll["model"].values], d, ends[0], ends[1])
+
+
+def store_fingerprint_of(
+    models: list[str], n_tokens: int, head: tuple[Any, Any], tail: tuple[Any, Any],
+) -> str:
+    """:func:`store_fingerprint` from its parts, for a writer that knows them before the store is written.
+
+    ``head`` and ``tail`` are ``(token ids, nll (model, n))`` of the first and last
+    ``n = min(n_tokens, FINGERPRINT_TOKENS)`` tokens, in the store's dtype.
+    """
+    h = hashlib.sha256(json.dumps([list(models), int(n_tokens)]).encode())
+    for ids, values in (head, tail):
         h.update(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
-        h.update(_canonical(block.values))
+        h.update(_canonical(values))
     return _digest(h)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -170,11 +170,11 @@ def load_performance(path: str | os.PathLike, *, metadata: str | os.PathLike | p
     return with_metadata(score, metadata)
 
 
-def write_performance(score: xr.DataArray, path: str | os.PathLike) -> Path:
+def write_performance(score: xr.DataArray, path: str | os.PathLike, *, attrs: Mapping[str, str] | None = None) -> Path:
     """Write ``score`` as wide CSV (``.csv``), NetCDF (``.nc``) or Zarr (``.zarr``), atomically.
 
     CSV keeps only the numbers (pass the metadata CSV again when reading); NetCDF/Zarr keep the
-    benchmark coordinates.
+    benchmark coordinates and ``attrs`` (file attributes, e.g. the provenance record; CSV drops them).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -192,6 +192,7 @@ def write_performance(score: xr.DataArray, path: str | os.PathLike) -> Path:
             ds = score.to_dataset().assign_coords(
                 {name: (coord.dims, strings(coord.values)) for name, coord in score.coords.items()}
             )
+            ds.attrs.update(attrs or {})
             if suffix == ".nc":
                 ds.to_netcdf(tmp)
             else:

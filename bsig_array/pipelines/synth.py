@@ -57,8 +57,16 @@ import xarray as xr
 from bsig_array.errors import InputError, OptionError
 from bsig_array.io.atomic import SYNTH_POOL, artifact_kind, atomic_output, check_new_output
 from bsig_array.io.benchmark_metadata import load_metadata, write_metadata
-from bsig_array.io.perplexity_store.schema import default_chunk_tokens
+from bsig_array.io.perplexity_store.schema import WRITE_DTYPES, default_chunk_tokens
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
+from bsig_array.io.provenance import (
+    FINGERPRINT_TOKENS,
+    PROVENANCE_ATTR,
+    make_record,
+    performance_fingerprint,
+    record_attrs,
+    store_fingerprint_of,
+)
 from bsig_array.io.scores import write_performance
 from bsig_array.options import check_count, check_seed
 from bsig_array.pipelines.synth_questions import write_questions
@@ -347,6 +355,18 @@ def _spec_attrs(spec: SynthSpec, planted_per_benchmark: int) -> dict[str, Any]:
     }
 
 
+def _record(spec: SynthSpec, params: dict[str, Any], chunk_tokens: int) -> dict[str, Any]:
+    """The pool's provenance record, made before any chunk is written (it goes into the new store's
+    attributes, so a store that opens as complete always carries it): the store fingerprint comes
+    from the generated end tokens, which are exactly what the store will hold."""
+    n, d = min(spec.n_tokens, FINGERPRINT_TOKENS), spec.n_tokens
+    ends = [(np.arange(a, b, dtype=np.int64), generate_range(spec, a, b).astype(params["dtype"]))
+            for a, b in ((0, n), (d - n, d))]
+    prints = {"perplexity": store_fingerprint_of(spec.models, d, ends[0], ends[1]),
+              "performance": performance_fingerprint(spec.score_array())}
+    return make_record("synth", fingerprints=prints, options=params | {"chunk_tokens": chunk_tokens})
+
+
 def _pool_paths(out: Path) -> SynthPaths:
     return SynthPaths(
         perplexity=out / "perplexity.zarr",
@@ -408,7 +428,9 @@ def synthesize(
     """
     out = Path(out)
     spec = make_spec(models=models, benchmarks=benchmarks, tokens=tokens, seed=seed, planted_per_benchmark=planted_per_benchmark)
-    default_chunk_tokens(tokens, chunk_tokens)  # a bad --chunk-tokens fails before anything is written
+    chunk = default_chunk_tokens(tokens, chunk_tokens)  # a bad --chunk-tokens fails before anything is written
+    if dtype not in WRITE_DTYPES:
+        raise OptionError(f"unsupported store dtype {dtype!r}; use float32 or float16")
     params = _spec_attrs(spec, planted_per_benchmark) | {"dtype": dtype}
     store_path = out / "perplexity.zarr"
     found = artifact_kind(out)
@@ -435,9 +457,12 @@ def synthesize(
             same = writer.chunk_tokens == default_chunk_tokens(tokens, chunk_tokens)
         if not same:
             raise InputError(f"{store_path} already exists with other contents; pass --overwrite to replace it")
+        if writer is not None and PROVENANCE_ATTR not in writer.attrs:  # begun by a bsig without records
+            writer.update_attrs(**record_attrs(_record(spec, params, writer.chunk_tokens)))
     if writer is None:
         out.mkdir(parents=True, exist_ok=True)
-        attrs = {"source": "bsig synth", "synth": params, "seed": int(seed), "target": "last-token"}
+        attrs = {"source": "bsig synth", "synth": params, "seed": int(seed), "target": "last-token",
+                 **record_attrs(_record(spec, params, chunk))}
         with atomic_output(store_path) as tmp:  # a kill while creating leaves no half-made store to resume
             create_store(tmp, spec.models, tokens, chunk_tokens=chunk_tokens, dtype=dtype, with_doc_piece=False, attrs=attrs)
         writer = StoreWriter(store_path)

@@ -32,6 +32,7 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from itertools import islice
 from typing import Any
@@ -158,7 +159,11 @@ class TaskRunner:
         while window:
             done, window = wait(window, return_when=FIRST_COMPLETED)
             for future in done:
-                yield future.result()  # re-raises the task's exception here
+                try:
+                    result = future.result()  # re-raises the task's exception here
+                except BrokenProcessPool:
+                    raise PlanError(WORKER_DIED.format(how="a worker process died")) from None
+                yield result
                 # refill only after the caller has folded the result: tasks + held results <= workers
                 window.update(pool.submit(fn, *args) for args in islice(pending, 1))
 
@@ -172,13 +177,26 @@ class TaskRunner:
             window.add(client.submit(fn, *args, pure=False))
             if window.count() >= self.workers:
                 break
+        from distributed import KilledWorker
+
         for future in window:
-            result = future.result()  # re-raises the task's exception here
+            try:
+                result = future.result()  # re-raises the task's exception here
+            except KilledWorker:
+                raise PlanError(WORKER_DIED.format(
+                    how="a task's workers died more often than distributed.scheduler.allowed-failures allows"
+                )) from None
             future.release()
             nxt = next(pending, None)
             if nxt is not None:
                 window.add(client.submit(fn, *nxt, pure=False))
             yield result
+
+
+WORKER_DIED = (
+    "{how} (killed from outside or out of memory?); nothing was written; rerun, lowering --workers or "
+    "--memory-limit if the machine ran out of memory"
+)
 
 
 @contextmanager

@@ -44,6 +44,8 @@ from bsig_array.errors import InputError
 from bsig_array.io.atomic import PERPLEXITY_STORE, atomic_output, check_new_output, scratch_dir
 from bsig_array.io.perplexity_store.schema import check_block
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
+from bsig_array.io.provenance import FINGERPRINT_TOKENS, make_record, record_attrs, store_fingerprint_of
+from bsig_array.io.zarr_format import zarr_array
 from bsig_array.options import check_choice, check_count, duplicates
 from bsig_array.runtime.progress import Bar, Progress, no_progress
 
@@ -141,7 +143,25 @@ def ingest(
         else:
             ingest_wide(files[0], partial, models=model_names, chunk_tokens=chunk_tokens, dtype=dtype,
                         overwrite=True, batch_rows=batch_rows, progress=progress)
+        # The record goes in before the swap: a store at `out` always carries it.
+        writer = StoreWriter(partial)
+        sources = {f"nll:{m}": f for m, f in zip(writer.models, files)} if format == "paper" else {"nll": files[0]}
+        writer.update_attrs(**record_attrs(make_record(
+            "ingest", inputs=sources, fingerprints={"perplexity": _fingerprint(writer)},
+            options={"format": format, "model_names": list(model_names) if model_names else None,
+                     "chunk_tokens": writer.chunk_tokens, "dtype": dtype},
+        )))
     return out
+
+
+def _fingerprint(writer: StoreWriter) -> str:
+    """:func:`~bsig_array.io.provenance.store_fingerprint` of the store just written (read through
+    the writer: the checked reader would refuse a store of fewer than three models, which ingest allows)."""
+    d = writer.n_tokens
+    n = min(d, FINGERPRINT_TOKENS)
+    token = zarr_array(writer.group, "token")
+    head, tail = slice(0, n), slice(d - n, d)
+    return store_fingerprint_of(writer.models, d, (token[head], writer.nll[:, head]), (token[tail], writer.nll[:, tail]))
 
 
 def _parquet_file(path: Path) -> pq.ParquetFile:

@@ -21,6 +21,7 @@ store and fails before writing any chunk removes the store again.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
 import warnings
@@ -36,6 +37,7 @@ from bsig_array.errors import BsigWarning, InputError
 from bsig_array.io.atomic import atomic_output, remove_path
 from bsig_array.io.corpus_store import Corpus
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
+from bsig_array.io.provenance import MODEL_PROVENANCE_ATTR, make_record
 from bsig_array.io.zarr_format import zarr_array
 from bsig_array.models.backends.base import Backend, check_target, get_backend
 from bsig_array.options import check_count, check_model_name, check_model_options
@@ -173,9 +175,21 @@ def open_or_create_store(
     return writer
 
 
-def _claim_row(writer: StoreWriter, name: str, info: dict[str, Any]) -> int:
-    """Row of model ``name``: its existing row, the new store's placeholder row, or a new row."""
+def _claim_row(writer: StoreWriter, name: str, info: dict[str, Any], record: dict[str, Any]) -> int:
+    """Row of model ``name``: its existing row, the new store's placeholder row, or a new row.
+
+    ``record`` (the row's provenance) is stored with ``info`` before any chunk of the row is
+    written, so a row that reads as complete always has one; a resumed run replaces it.
+    """
     model_info = dict(writer.attrs.get("model_info", {}))
+    try:
+        records = json.loads(writer.attrs.get(MODEL_PROVENANCE_ATTR, "{}"))
+        records = dict(records)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"{writer.path}: attribute {MODEL_PROVENANCE_ATTR} is not a JSON object; remove it from "
+            "the store's zarr.json (it only records how each row was made) and rerun"
+        ) from None
     if name in writer.models:
         row = writer.model_index([name])[0]
     elif writer.models == ["_unassigned"]:
@@ -185,7 +199,8 @@ def _claim_row(writer: StoreWriter, name: str, info: dict[str, Any]) -> int:
     else:
         row = writer.add_models([name])[0]
     model_info[name] = info
-    writer.update_attrs(model_info=model_info)
+    records[name] = record
+    writer.update_attrs(model_info=model_info, **{MODEL_PROVENANCE_ATTR: json.dumps(records, sort_keys=True)})
     return row
 
 
@@ -284,7 +299,17 @@ def extract_perplexity(
                 writer = open_or_create_store(
                     store, corpus, target=target, chunk_tokens=chunk_tokens, dtype=store_dtype
                 )
-            row = _claim_row(writer, name, {**scorer.info(), "source": str(source), "target": target})
+            local = isinstance(model, str) and Path(model).exists()
+            record = make_record(
+                "perplexity",
+                inputs={"corpus": corpus.path, "model": model if local else None},
+                options={"model": None if local else (model if isinstance(model, str) else None), "source": str(source),
+                         "gguf_file": gguf_file, "name": name, "backend": backend, "target": target,
+                         "batch_size": batch_size, "device": device, "dtype": dtype, "max_tokens": max_tokens,
+                         "chunk_tokens": writer.chunk_tokens, "store_dtype": str(writer.nll.dtype),
+                         "trust_remote_code": trust_remote_code},
+            )
+            row = _claim_row(writer, name, {**scorer.info(), "source": str(source), "target": target}, record)
             pending = writer.pending(rows=[row])
             with progress(f"perplexity {name}", corpus.n_features, "tokens") as bar:
                 bar.advance(corpus.n_features - sum(writer.chunk_slice(j).stop - writer.chunk_slice(j).start for j in pending))
