@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from bsig_array.runtime.defaults import DEFAULTS
-from bsig_array.schema import COEFFICIENTS, COVARIATES, SELECTION_METHODS
+from bsig_array.schema import COEFFICIENTS, COVARIATES, DEVICES, SELECTION_METHODS
 
 
 @click.command()
@@ -32,11 +32,13 @@ from bsig_array.schema import COEFFICIENTS, COVARIATES, SELECTION_METHODS
 @click.option("--workers", type=int, default=None, help="cap on benchmarks selected at once  [default: memory plan]")
 @click.option("--loocv/--no-loocv", default=True, show_default=True,
               help="leave-one-model-out validation (reruns the selection once per model)")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+              help="gpu: AIC selection steps as CUDA kernels where a benchmark's candidates fit device memory")
 @click.option("--overwrite", is_flag=True, help="replace --out if it exists")
 @click.option("--allow-mismatch", is_flag=True,
               help="use a --performance that is not the matrix the screen was made with (warns instead of refusing)")
 def select(screen_path, performance_path, out, method, screen_method, delta, max_features, covariate, seed,
-           lasso_alpha, corpus_path, memory_limit, scheduler, workers, loocv, overwrite, allow_mismatch):
+           lasso_alpha, corpus_path, memory_limit, scheduler, workers, loocv, device, overwrite, allow_mismatch):
     """Pick each benchmark's signature tokens from its screened candidates.
 
     AIC forward selection (OLS with intercept, statsmodels' AIC) adds the best candidate while the AIC
@@ -57,7 +59,7 @@ def select(screen_path, performance_path, out, method, screen_method, delta, max
         screen, score, method=method, screen_method=screen_method, delta=delta, max_features=max_features,
         covariate=covariate, seed=seed, loocv=loocv, memory_limit=memory_limit, lasso_alpha=lasso_alpha,
         workers=workers, scheduler=scheduler, progress=rich_progress, allow_mismatch=allow_mismatch,
-        input_paths={"screen": screen_path, "performance": performance_path, "corpus": corpus_path},
+        input_paths={"screen": screen_path, "performance": performance_path, "corpus": corpus_path}, device=device,
     )
     if corpus_path is not None:
         ds = attach_contexts(ds, corpus_path)

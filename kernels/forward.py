@@ -29,7 +29,8 @@ candidate (mean, scale, and per problem ``‖x̃‖²`` and its floor) is held i
 fixed amount of memory whatever the number of candidates (besides the caller's ``priority``).
 
 The portable path uses only the array API (numpy, CuPy, array_api_strict); with numpy the per-block
-update and arg-max run in one fused numba loop (``backend="numba"``, the default for numpy).
+update and arg-max run in one fused numba loop (``backend="numba"``, the default for numpy), or as
+numba.cuda kernels (``backend="cuda"``, :mod:`bsig_array.kernels.cuda_forward`).
 """
 
 from __future__ import annotations
@@ -480,7 +481,8 @@ def forward_select(
         Drop a candidate once its residualized squared norm is ≤ this fraction of its centred one.
     backend
         ``"auto"`` (numba for numpy inputs, else portable), ``"numpy"`` (portable array API),
-        ``"numba"``.
+        ``"numba"``, or ``"cuda"``: the per-block update and arg-max as numba.cuda kernels
+        (:mod:`bsig_array.kernels.cuda_forward`; CuPy arrays on a GPU, numpy under the simulator).
     spill
         Keep the per-candidate state (8·(2 + 2P) bytes per column for P problems: mean, scale and
         per problem ``‖x̃‖²`` and its floor) in an anonymous temporary file under ``TMPDIR``,
@@ -511,7 +513,10 @@ def forward_select(
         prio = xp.arange(n, dtype=xp.int64)
     else:  # no copy of an int64 priority: it is n long
         prio = xp.astype(xp.asarray(priority), xp.int64, copy=False)
-    fused = _use_numba(backend, xp)
+    step: Any = None
+    if backend == "cuda":  # imported here: the CPU paths never load numba.cuda
+        from bsig_array.kernels.cuda_forward import block_best as step
+    fused = step is None and _use_numba(backend, xp)
 
     # Intercept-only start: q0 = mask/√n_rows, e = centred masked y.
     q0 = W / xp.sqrt(xp.sum(W, axis=1))[:, None]
@@ -546,7 +551,9 @@ def forward_select(
             for a, b in cols.bounds():
                 rec = state.load(a, b)
                 C = _products(V, cols.block(a, b, rec.mu, rec.scale))
-                if fused:
+                if step is not None:
+                    g, pr, loc = step(C, rec.norm2, rec.floor, prio[a:b], not first, TIE_RTOL)
+                elif fused:
                     g, pr, loc = _block_best_numba(np.ascontiguousarray(C), rec.norm2, rec.floor, prio[a:b], not first)
                 else:
                     g, pr, loc = _block_best_portable(C, rec.norm2, rec.floor, prio[a:b], not first)

@@ -20,7 +20,7 @@ import pytest
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 ROOT = Path(__file__).resolve().parents[1]
-N_SIMULATOR_TESTS = 7  # tests collected in the simulator run (checked, so none silently vanishes)
+N_SIMULATOR_TESTS = 10  # tests collected in the simulator run (checked, so none silently vanishes)
 
 
 def _gpu() -> bool:
@@ -74,7 +74,7 @@ else:
     from strategies import nll_matrices, screening_inputs
 
     from bsig_array import kernels as K
-    from bsig_array.kernels import backend_numba, backend_portable, cuda_fused
+    from bsig_array.kernels import backend_numba, backend_portable, cuda_forward, cuda_fused, forward
     from bsig_array.kernels.backends import register_backend
 
     def test_simulator_is_on() -> None:
@@ -178,3 +178,78 @@ else:
         }
         xr.testing.assert_identical(runs["numba"], runs["cuda"])
         assert runs["cuda"].sizes["candidate"] > 0
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.data())
+    def test_selection_step_equals_cpu(data: st.DataObject) -> None:
+        """The GPU selection step (norm update, gains, tie-ruled arg-max) equals the fused numba loop,
+        bit for bit, on small-integer inputs full of exact and near ties."""
+        P, nb = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 12))
+        ints = st.lists(st.integers(-3, 3), min_size=nb, max_size=nb)
+        C = np.asarray([data.draw(ints) for _ in range(2 * P)], dtype=float)
+        base = np.asarray([data.draw(ints) for _ in range(P)], dtype=float)
+        update = data.draw(st.booleans())
+        norm2 = np.abs(base) + (C[:P] ** 2 if update else 0.0)  # after the update: 0..3, dead at 0
+        norm2[0, 0] *= 1.0 + 1e-12  # a near tie within TIE_RTOL
+        floor = np.full((P, nb), data.draw(st.sampled_from([0.0, 0.5])))
+        prio = np.asarray(data.draw(st.permutations(range(nb))), dtype=np.int64)
+        want_n2, got_n2 = norm2.copy(), norm2.copy()
+        want = forward._block_best_numba(C, want_n2, floor, prio, update)
+        got = cuda_forward.block_best(C, got_n2, floor, prio, update, forward.TIE_RTOL)
+        for w, g in zip(want, got):
+            np.testing.assert_array_equal(g, w)
+        np.testing.assert_array_equal(got_n2, want_n2)
+
+    @settings(max_examples=10, deadline=None)
+    @given(st.data())
+    def test_forward_selection_with_the_gpu_step_picks_the_cpu_tokens(data: st.DataObject) -> None:
+        """Whole selections (full fit and leave-one-out folds, several blocks, tied columns, in memory
+        and spilled) driven by the GPU step pick the same columns, in order, as the CPU ones."""
+        m, n = data.draw(st.integers(4, 8)), data.draw(st.integers(1, 24))
+        X = np.asarray(data.draw(st.lists(st.lists(st.integers(0, 2), min_size=n, max_size=n), min_size=m, max_size=m)),
+                       dtype=float)
+        if n > 2:
+            X[:, n - 1] = X[:, 0]  # a duplicate column: an exact tie, decided by priority
+        y = np.asarray(data.draw(st.lists(st.integers(0, 3), min_size=m, max_size=m)), dtype=float)
+        masks = np.vstack([np.ones(m, dtype=bool), ~np.eye(m, dtype=bool)])
+        prio = np.asarray(data.draw(st.permutations(range(n))), dtype=np.int64)
+        kw = dict(row_masks=masks, priority=prio, block_columns=data.draw(st.sampled_from([5, 32])),
+                  delta=data.draw(st.sampled_from([0.0, 1.0])), exponentiate=data.draw(st.booleans()))
+        cpu = forward.forward_select(X, y, backend="numba", **kw)
+        for spill in (False, True):
+            gpu = forward.forward_select(X, y, backend="cuda", spill=spill, cache=not spill, **kw)
+            np.testing.assert_array_equal(gpu.selected, cpu.selected)
+            np.testing.assert_allclose(gpu.aic, cpu.aic, rtol=1e-12)
+            np.testing.assert_array_equal(gpu.aic0, cpu.aic0)
+
+    def test_select_stage_gpu_path_equals_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+        """select_benchmark on device "gpu" takes the GPU branch (here numpy arrays under the simulator
+        stand in for CuPy) and returns the CPU signature."""
+        from bsig_array.stages import select as S
+
+        rng = np.random.default_rng(2)
+        m, n = 7, 30
+        X = rng.integers(0, 3, size=(m, n)).astype(np.float32)
+        X[:, 5] = X[:, 11]
+        y = rng.integers(0, 4, size=m).astype(float)
+        taken = []
+
+        def simulated(device: str, plan: object, m_: int, n_: int) -> object:
+            taken.append(device)
+            return np if device == "gpu" else None  # the device copy is a plain copy in the simulator
+
+        steps = []
+
+        def counted(*args: object) -> object:
+            steps.append(1)
+            return step(*args)
+
+        step = cuda_forward.block_best
+        monkeypatch.setattr(S, "_gpu", simulated)
+        monkeypatch.setattr(cuda_forward, "block_best", counted)
+        cpu = S.select_benchmark(X, y, covariate="nll", seed=3)
+        assert not steps
+        gpu = S.select_benchmark(X, y, covariate="nll", seed=3, device="gpu")
+        assert taken == ["cpu", "gpu"] and steps  # the selection ran its steps through the CUDA kernels
+        np.testing.assert_array_equal(gpu.columns, cpu.columns)
+        assert gpu.loocv_r2 == pytest.approx(cpu.loocv_r2, rel=1e-12)

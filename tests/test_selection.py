@@ -288,11 +288,26 @@ def test_bad_inputs_raise_one_line_errors(change, match):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("kw", [dict(delta=-1.0), dict(max_features=0), dict(method="ridge"), dict(covariate="x")])
+@pytest.mark.parametrize("kw", [dict(delta=-1.0), dict(max_features=0), dict(method="ridge"), dict(covariate="x"),
+                                dict(device="tpu")])
 def test_bad_options(kw):
     screen, score = make_problem()
     with pytest.raises(BsigError):
         select_signatures(screen, score, **kw)
+
+
+def test_device_gpu_without_a_gpu_is_one_line_and_auto_runs_on_the_cpu():
+    from bsig_array.errors import PlanError
+    from bsig_array.runtime.device import cupy_available
+
+    if cupy_available():
+        pytest.skip("a GPU is visible")
+    screen, score = make_problem(n_bench=1)
+    with pytest.raises(PlanError, match="--device gpu needs CuPy") as info:
+        select_signatures(screen, score, device="gpu", loocv=False)
+    assert "\n" not in str(info.value)
+    auto = select_signatures(screen, score, device="auto", loocv=False)
+    xr.testing.assert_identical(auto.drop_attrs(), select_signatures(screen, score, loocv=False).drop_attrs())
 
 
 # --------------------------------------------------------------------------- memory plan and streaming

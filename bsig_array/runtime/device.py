@@ -38,3 +38,15 @@ def cupy_available() -> bool:
         return bool(cupy.is_available())
     except Exception:  # a broken CUDA install counts as no GPU
         return False
+
+
+def gpu_free_bytes() -> int:
+    """Free memory of the current CUDA device in bytes (0 without CuPy or a usable GPU; never raises)."""
+    if not cupy_available():
+        return 0
+    import cupy
+
+    try:
+        return int(cupy.cuda.runtime.memGetInfo()[0])
+    except Exception:  # a broken CUDA install counts as no memory
+        return 0

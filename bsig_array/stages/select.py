@@ -58,11 +58,12 @@ from bsig_array.io.provenance import (
 from bsig_array.io.scores import align_performance
 from bsig_array.io.screen_output import benchmark_candidates
 from bsig_array.io.signatures import BenchmarkSelection, build_signatures
-from bsig_array.kernels.forward import forward_select, ols_fit
+from bsig_array.kernels.forward import DEFAULT_BLOCK_COLUMNS, forward_select, ols_fit
 from bsig_array.kernels.unique import sorted_unique
 from bsig_array.options import check_choice, check_nonnegative, check_number, check_optional_count, check_seed
 from bsig_array.runtime.boundary import kernel_errors
 from bsig_array.runtime.defaults import DEFAULTS
+from bsig_array.runtime.device import gpu_free_bytes, resolve_device
 from bsig_array.runtime.memory import STREAM_BLOCK_COLUMNS, SelectPlan, plan_selection
 from bsig_array.runtime.progress import Progress, no_progress
 from bsig_array.runtime.tasks import check_scheduler, describe_scheduler, task_runner
@@ -202,9 +203,31 @@ def _loocv_r2(y: np.ndarray, predicted: np.ndarray) -> float:
     return 1.0 - float(np.sum((y - predicted) ** 2)) / tss
 
 
+def _gpu_selection_bytes(m: int, n: int, problems: int) -> int:
+    """Device bytes of one in-memory selection on the GPU: float32 columns and their standardized
+    float64 copy, per-candidate state and priority, and one block's products, gains and temporaries."""
+    block = min(n, DEFAULT_BLOCK_COLUMNS)
+    return 12 * m * n + 8 * n * (3 + 2 * problems) + 8 * block * (3 * problems + 2 * m)
+
+
+def _gpu(device: str, plan: SelectPlan, m: int, n: int) -> Any:
+    """CuPy when this benchmark's selection steps run on the GPU, else ``None`` (the CPU path).
+
+    The GPU step (:mod:`bsig_array.kernels.cuda_forward`) needs the candidate block in memory
+    (``plan.cache``) and fitting, with every concurrent benchmark's, in 90% of the free device memory.
+    """
+    if device != "gpu" or not plan.cache:
+        return None
+    if _gpu_selection_bytes(m, n, plan.fold_batch) * plan.workers > 0.9 * gpu_free_bytes():
+        return None
+    import cupy
+
+    return cupy
+
+
 def _select_aic(
     X: Any, y: np.ndarray, priority: np.ndarray, covariate: str, *, delta: float, max_features: int | None,
-    loocv: bool, plan: SelectPlan, column: Callable[[np.ndarray], np.ndarray],
+    loocv: bool, plan: SelectPlan, column: Callable[[np.ndarray], np.ndarray], device: str = "cpu",
 ) -> BenchmarkSelection:
     m = y.size
     masks = np.ones((1, m), dtype=bool)
@@ -214,7 +237,11 @@ def _select_aic(
         delta=delta, max_features=max_features, priority=priority, exponentiate=covariate == "perplexity",
         cache=plan.cache, block_columns=None if plan.cache else STREAM_BLOCK_COLUMNS, spill=plan.spill,
     )
-    paths = [forward_select(X, y, row_masks=masks[i : i + plan.fold_batch], **kwargs)
+    cp, y_in = _gpu(device, plan, m, int(X.shape[1])), y
+    if cp is not None:  # the same selection, its arrays on the device and the per-step update as CUDA kernels
+        X, y_in, masks = cp.asarray(X), cp.asarray(y), cp.asarray(masks)
+        kwargs.update(priority=cp.asarray(priority), backend="cuda")
+    paths = [forward_select(X, y_in, row_masks=masks[i : i + plan.fold_batch], **kwargs)
              for i in range(0, masks.shape[0], plan.fold_batch)]
     selected = np.concatenate([_pad(p.selected, m) for p in paths])
     aic = np.concatenate([_pad(p.aic, m, np.nan) for p in paths])
@@ -301,7 +328,7 @@ def _select_lasso(
 def select_benchmark(
     X: Any, y: np.ndarray, *, method: str = "aic", delta: float = 0.0, max_features: int | None = None,
     covariate: str = "perplexity", seed: int = 0, index: int = 0, loocv: bool = True,
-    lasso_alpha: float = DEFAULTS.lasso_alpha, plan: SelectPlan | None = None,
+    lasso_alpha: float = DEFAULTS.lasso_alpha, plan: SelectPlan | None = None, device: str = "cpu",
 ) -> BenchmarkSelection:
     """Select one benchmark's signature from its candidate NLL columns.
 
@@ -318,6 +345,9 @@ def select_benchmark(
         benchmark's order is fixed by the seed whatever runs first.
     plan
         Memory plan (default: everything in memory, all fits in one pass).
+    device
+        ``"cpu"`` or ``"gpu"`` (resolved): on ``gpu``, AIC selection runs its per-step update on the
+        GPU when the candidate block fits device memory, else on the CPU.
 
     Returns
     -------
@@ -343,7 +373,8 @@ def select_benchmark(
         return np.stack([fetched[int(c)] for c in cols], axis=1) if len(cols) else np.zeros((m, 0))
 
     return _select_aic(
-        X, y, priority, covariate, delta=delta, max_features=max_features, loocv=loocv, plan=plan, column=column
+        X, y, priority, covariate, delta=delta, max_features=max_features, loocv=loocv, plan=plan, column=column,
+        device=device,
     )
 
 
@@ -383,6 +414,7 @@ def select_signatures(
     progress: Progress = no_progress,
     allow_mismatch: bool = False,
     input_paths: Mapping[str, Any] | None = None,
+    device: str = "cpu",
 ) -> xr.Dataset:
     """Select every screened benchmark's signature.
 
@@ -423,6 +455,9 @@ def select_signatures(
     input_paths
         Paths of the inputs (``"screen"``, ``"performance"``, ``"corpus"``), recorded in the
         output's provenance and named in messages.
+    device
+        ``"cpu"``, ``"gpu"`` or ``"auto"``: on a GPU (CuPy), AIC selection runs each step's candidate
+        update as CUDA kernels for benchmarks whose candidate block fits device memory.
 
     Returns
     -------
@@ -439,6 +474,7 @@ def select_signatures(
     """
     _check_options(method, screen_method, covariate, delta, max_features, lasso_alpha, screen)
     check_scheduler(scheduler)
+    device = resolve_device(device)
     seed = check_seed(seed)
     workers = check_optional_count(workers, "--workers")
     screen_name = f"screen {name('screen', input_paths, '(in memory)')}"
@@ -463,7 +499,7 @@ def select_signatures(
         benchmarks=tuple(benchmarks), screen_method=screen_method, method=method, delta=float(delta),
         max_features=max_features, covariate=covariate, seed=int(seed), loocv=bool(loocv),
         lasso_alpha=float(lasso_alpha), plan=plan,
-        limit_blas=not (isinstance(scheduler, str) and scheduler in ("threads", "synchronous")),
+        limit_blas=not (isinstance(scheduler, str) and scheduler in ("threads", "synchronous")), device=device,
     )
     results: list[tuple[np.ndarray, int, BenchmarkSelection] | None] = [None] * len(benchmarks)
     # Threads share this process: pin BLAS here, once, around the whole run (see select_task).
@@ -522,6 +558,7 @@ class SelectJob:
     lasso_alpha: float
     plan: SelectPlan
     limit_blas: bool  # pin BLAS to one thread inside the task (worker processes)
+    device: str = "cpu"  # resolved: "gpu" runs the selection steps on the GPU where they fit
 
 
 def select_task(job: SelectJob, i: int) -> tuple[int, np.ndarray, int, BenchmarkSelection]:
@@ -541,7 +578,7 @@ def select_task(job: SelectJob, i: int) -> tuple[int, np.ndarray, int, Benchmark
         result = select_benchmark(
             _GatheredColumns(job.nll, cols), job.y[i], method=job.method, delta=job.delta,
             max_features=job.max_features, covariate=job.covariate, seed=job.seed, index=i, loocv=job.loocv,
-            lasso_alpha=job.lasso_alpha, plan=job.plan,
+            lasso_alpha=job.lasso_alpha, plan=job.plan, device=job.device,
         )
     picked = tokens[result.columns]
     return i, picked, int(tokens.size), dataclasses.replace(result, columns=np.arange(picked.size))
