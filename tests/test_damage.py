@@ -153,7 +153,7 @@ def test_damaged_screen_output_is_one_line_in_select(tmp_path, capsys, pristine,
     assert snapshot(screen) == before and not (tmp_path / "sig.zarr").exists()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage-header", "flipped-inside", "directory"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage-header", "flipped-inside", "directory", "deleted"])
 def test_damaged_signatures_and_overlap_are_one_line(tmp_path, capsys, pristine, damage):
     sig = copy(pristine["signatures"], tmp_path / "sig.zarr")
     DAMAGE[damage](sig / "signature_token" / "c" / "0" / "0")

@@ -32,7 +32,7 @@ def write_overlap(ds: xr.Dataset, path: str | os.PathLike) -> Path:
         raise InputError(f"unknown overlap output suffix {path.suffix!r}; name the output *.nc or *.zarr")
     with atomic_output(path) as tmp:
         if path.suffix == ".zarr":
-            write_zarr(ds, tmp)
+            write_zarr(ds, tmp, all_chunks=True)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -95,7 +95,7 @@ def write_signatures(ds: xr.Dataset, out: str | os.PathLike, *, overwrite: bool 
     """Write signatures to ``out`` (Zarr v3) atomically: a temporary directory renamed at the end."""
     out = check_new_output(out, overwrite=overwrite, what="signatures", kind=SIGNATURES)
     with atomic_output(out) as tmp:
-        write_zarr(ds, tmp)
+        write_zarr(ds, tmp, all_chunks=True)
     return out
 
 

@@ -260,19 +260,31 @@ def with_object_strings(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
+ALL_CHUNKS_ATTR = "bsig_all_chunks"
+
+
 def write_zarr(
-    ds: xr.Dataset, path: str | os.PathLike, *, encoding: Mapping[str, Any] | None = None, compute: bool = True
+    ds: xr.Dataset, path: str | os.PathLike, *, encoding: Mapping[str, Any] | None = None, compute: bool = True,
+    all_chunks: bool = False,
 ) -> Any:
     """``ds.to_zarr`` as every bsig store is written: Zarr v3, consolidated, text as object strings.
 
-    Every variable's chunks end in a crc32c checksum (:func:`with_checksum`).
+    Every variable's chunks end in a crc32c checksum (:func:`with_checksum`).  ``all_chunks`` writes
+    every chunk, even one holding only the fill value, and marks the store (:data:`ALL_CHUNKS_ATTR`),
+    so :func:`open_artifact` can name a deleted chunk file instead of reading it as fill values.
     Returns what ``to_zarr`` returns (a dask delayed write when ``compute=False``).
     """
     given = dict(encoding or {})
     checked = {
-        str(name): {**given.get(str(name), {}), "compressors": with_checksum(given.get(str(name), {}).get("compressors"))}
+        str(name): {
+            **given.get(str(name), {}),
+            "compressors": with_checksum(given.get(str(name), {}).get("compressors")),
+            **({"write_empty_chunks": True} if all_chunks else {}),
+        }
         for name in ds.variables
     }
+    if all_chunks:
+        ds = ds.assign_attrs({ALL_CHUNKS_ATTR: 1})
     with quiet_zarr():
         return with_object_strings(ds).to_zarr(  # type: ignore[call-overload]  # xarray overloads only literal compute
             path, mode="w", zarr_format=3, consolidated=True, encoding=checked, compute=compute
@@ -301,6 +313,8 @@ def open_artifact(
                 for name in ds.dims:
                     if name in ds.coords and name not in index_except and ds[name].dims == (name,):
                         ds = ds.set_xindex(str(name))
+            if ds.attrs.get(ALL_CHUNKS_ATTR):  # every chunk was written: a missing file is damage
+                complete = tuple(str(name) for name in ds.variables)
             ds = guard_reads(ds, path, what=where, fix=fix, complete=complete)
             return ds.load() if load else ds
     except InputError:
