@@ -29,7 +29,14 @@ import numpy as np
 import zarr
 
 from bsig_array.errors import InputError
-from bsig_array.io.zarr_format import quiet_zarr, read_checked, require_zarr_v3, with_checksum, zarr_array
+from bsig_array.io.zarr_format import (
+    ALL_CHUNKS_ATTR,
+    quiet_zarr,
+    read_checked,
+    require_zarr_v3,
+    with_checksum,
+    zarr_array,
+)
 
 CORPUS_SCHEMA_VERSION = 1
 #: Elements per chunk of ``text`` and of the index arrays.
@@ -82,7 +89,8 @@ class CorpusWriter:
 
     def _array(self, name: str, dtype: str, chunk: int, dim: str) -> zarr.Array:
         return self.group.create_array(
-            name, shape=(0,), chunks=(chunk,), dtype=dtype, dimension_names=[dim], compressors=with_checksum()
+            name, shape=(0,), chunks=(chunk,), dtype=dtype, dimension_names=[dim], compressors=with_checksum(),
+            config={"write_empty_chunks": True},  # type: ignore[arg-type]  # every chunk a file: a missing one is damage
         )
 
     def add_document(self, record: int, text: str, pieces: np.ndarray) -> int:
@@ -101,7 +109,9 @@ class CorpusWriter:
         """Flush every buffer, write ``attrs`` (plus the schema version and ``complete``) and consolidate."""
         for appender in (self.text, self.offsets, self.source, self.feature_doc, self.feature_piece):
             appender.flush()
-        self.group.attrs.update({**attrs, "bsig_corpus_version": CORPUS_SCHEMA_VERSION, "complete": True})
+        self.group.attrs.update(
+            {**attrs, "bsig_corpus_version": CORPUS_SCHEMA_VERSION, ALL_CHUNKS_ATTR: 1, "complete": True}
+        )
         with quiet_zarr():
             zarr.consolidate_metadata(self.group.store)
 
@@ -128,6 +138,7 @@ class Corpus:
             raise InputError(f"{self.path} is not a complete corpus store; rebuild it with bsig corpus")
         self.attrs = attrs
         self.context_pieces = int(attrs["context_pieces"])
+        self.all_chunks = bool(attrs.get(ALL_CHUNKS_ATTR))  # older corpora skipped all-zero chunks
         self.n_features = int(zarr_array(self.group, "feature_doc").shape[0])
         self.n_docs = int(zarr_array(self.group, "doc_source").shape[0])
 
@@ -141,6 +152,7 @@ class Corpus:
         return read_checked(
             zarr_array(self.group, name), slice(start, stop), what=f"corpus store {self.path}",
             fix="the file is truncated or corrupt: rebuild the corpus with bsig corpus",
+            require_chunks=self.all_chunks,
         )
 
     def take(self, name: str, positions: np.ndarray) -> np.ndarray:

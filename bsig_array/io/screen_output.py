@@ -164,7 +164,7 @@ def write_screen(
     n_workers = workers or ds.attrs.get("workers")
     encoding = {"candidate_nll": {"chunks": (ds.sizes[MODEL], min(CANDIDATE_CHUNK, max(ds.sizes[CANDIDATE], 1)))}}
     with atomic_output(out) as tmp:
-        delayed = write_zarr(ds, tmp, encoding=encoding, compute=False)
+        delayed = write_zarr(ds, tmp, encoding=encoding, compute=False, all_chunks=True)
         _compute_with_progress(delayed, scheduler, n_workers, progress)
     return out
 
@@ -239,10 +239,13 @@ class ScreenStoreWriter:
         encoding: dict[str, Any] = {name: {"chunks": tail_chunks, **fast} for name in placeholder}
         encoding["candidate_nll"] = {"chunks": (m, cand_chunk), **fast}
         encoding[CANDIDATE] = {"chunks": (cand_chunk,), **fast}
-        write_zarr(template, self.path, encoding=encoding)
+        write_zarr(template, self.path, encoding=encoding, all_chunks=True)  # a deleted chunk is then damage
         with quiet_zarr():
             group = zarr.open_group(self.path, mode="r+", use_consolidated=False)
-            self._arrays = {name: zarr_array(group, name) for name in (*placeholder, "candidate_nll", CANDIDATE)}
+            self._arrays = {
+                name: zarr_array(group, name).with_config({"write_empty_chunks": True})  # type: ignore[call-overload]  # partial config: rest inherited
+                for name in (*placeholder, "candidate_nll", CANDIDATE)
+            }
         for name in placeholder:
             self._arrays[name].resize((C, B, 2, self.k))
         self._arrays["candidate_nll"].resize((m, n_candidates))
