@@ -6,13 +6,14 @@ from collections.abc import Iterator
 
 import click
 
+from bsig_array.cli.storage import Where
 from bsig_array.errors import OptionError
 from bsig_array.runtime.defaults import DEFAULTS
 
 
 @click.command("corpus")
-@click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(), help="Corpus store to write (corpus.zarr).")
+@click.argument("inputs", nargs=-1, type=Where(dir_okay=False))
+@click.option("--out", required=True, type=Where(), help="Corpus store to write (corpus.zarr).")
 @click.option("--stdlib", is_flag=True, help="Use the Python standard library's source files as the corpus.")
 @click.option("--sample-rate", default=DEFAULTS.sample_rate, show_default=True, help="Fraction of pieces kept as features (paper: 1/50).")
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, help="Seed of the downsampling.")
@@ -35,6 +36,7 @@ def corpus(
     """
     from bsig_array.cli.progress import rich_progress
     from bsig_array.io.atomic import CORPUS_STORE, check_new_output
+    from bsig_array.io.location import as_location
     from bsig_array.stages.corpus import CorpusStats, build_corpus, iter_documents, stdlib_documents, stdlib_files
 
     if bool(inputs) == stdlib:
@@ -45,7 +47,8 @@ def corpus(
     if stdlib:
         docs, total, names = stdlib_documents(stats), len(stdlib_files()), ["stdlib"]
     else:
-        docs, total, names = iter_documents(inputs, stats), None, list(inputs)
+        # Recorded in the store: URLs without credentials (str of a Location).
+        docs, total, names = iter_documents(inputs, stats), None, [str(as_location(i)) for i in inputs]
     build_corpus(
         docs,
         out,
@@ -59,4 +62,4 @@ def corpus(
         progress=rich_progress,
         total=total,
     )
-    click.echo(f"{out}: {stats.summary()}")
+    click.echo(f"{as_location(out)}: {stats.summary()}")

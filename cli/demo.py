@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from bsig_array.cli.storage import Where
 from bsig_array.runtime.defaults import DEFAULTS
 
 
 @click.command()
-@click.option("--out", default="demo-out", show_default=True, type=click.Path(), help="output directory")
+@click.option("--out", default="demo-out", show_default=True, type=Where(), help="output directory")
 @click.option("--models", type=int, default=DEFAULTS.demo_models, show_default=True)
 @click.option("--benchmarks", type=int, default=DEFAULTS.demo_benchmarks, show_default=True)
 @click.option("--tokens", type=int, default=DEFAULTS.demo_tokens, show_default=True)

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import click
 
+from bsig_array.cli.storage import Where
+
 
 @click.command("evaluate")
 @click.option("--model", required=True, help="Local folder, .gguf file, alias (smollm2-135m, gemma3-270m) or zoo name.")
 @click.option("--name", default=None, help="Model name in the CSV (default: from --model; match the store's name).")
 @click.option("--tasks", required=True, help="Comma-separated lm-eval task names.")
-@click.option("--include-path", multiple=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--include-path", multiple=True, type=Where(exists=True, file_okay=False),
               help="Folder(s) with task YAMLs (default: the shipped bsig_* tasks).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Performance CSV to create or update.")
+@click.option("--out", required=True, type=Where(dir_okay=False), help="Performance CSV to create or update.")
 @click.option("--gguf-file", default=None, help="GGUF file inside the --model folder.")
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
@@ -30,6 +32,7 @@ def evaluate(model: str, name: str | None, tasks: str, include_path: tuple[str, 
     Relative data_files paths in a task YAML are resolved against the YAML's folder.
     """
     from bsig_array.io.atomic import FILE, check_new_output
+    from bsig_array.io.location import as_location
     from bsig_array.io.scores import check_model_row
     from bsig_array.options import check_model_name
     from bsig_array.stages.evaluate import TASKS_DIR, evaluate_model, update_performance
@@ -46,4 +49,4 @@ def evaluate(model: str, name: str | None, tasks: str, include_path: tuple[str, 
                             trust_remote_code=trust_remote_code)
     table = update_performance(out, row, scores)
     shown = ", ".join(f"{t}={v:.3f}" for t, v in scores.items())
-    click.echo(f"{out}: {row}: {shown} ({len(table)} models)")
+    click.echo(f"{as_location(out)}: {row}: {shown} ({len(table)} models)")  # a URL without credentials

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from bsig_array.cli.storage import Where
 from bsig_array.errors import OptionError
 
 
@@ -12,8 +13,8 @@ def _names(text: str | None) -> list[str] | None:
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--out", "-o", required=True, type=click.Path(), help="Perplexity store to create (a .zarr directory).")
+@click.argument("inputs", nargs=-1, required=True, type=Where(exists=True))
+@click.option("--out", "-o", required=True, type=Where(), help="Perplexity store to create (a .zarr directory or an s3://… URL).")
 @click.option("--format", "fmt", type=click.Choice(["auto", "paper", "wide"]), default="auto", show_default=True,
               help="paper: one Parquet per model (text_id, chunk_id, logprobs); wide: one table, token rows x model columns.")
 @click.option("--model-names", help="Comma-separated names: one per paper file (default: file stems), or the wide table's model columns to take.")
@@ -53,12 +54,12 @@ def ingest(
 
 
 @click.command()
-@click.argument("store", type=click.Path())
+@click.argument("store", type=Where())
 @click.option("--deep", is_flag=True, help="Stream every chunk: count NaN/inf and find unreadable chunk files.")
 @click.option("--mark-pending", is_flag=True, help="With --deep: mark unreadable chunks unwritten so the writer rewrites them.")
-@click.option("--performance", "performance", type=click.Path(exists=True),
+@click.option("--performance", "performance", type=Where(exists=True),
               help="Also check a performance table (CSV/Parquet/NetCDF/Zarr) against the store's models.")
-@click.option("--metadata", type=click.Path(exists=True), help="Benchmark metadata CSV for --performance.")
+@click.option("--metadata", type=Where(exists=True), help="Benchmark metadata CSV for --performance.")
 def validate(store: str, deep: bool, mark_pending: bool, performance: str | None, metadata: str | None) -> None:
     """Check a perplexity store (and optionally a performance table) and print a summary."""
     from bsig_array.cli.progress import rich_progress

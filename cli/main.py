@@ -53,7 +53,9 @@ class LazyGroup(click.Group):
             if exc.name and exc.name.startswith("bsig_array.cli"):
                 return None
             raise
-        return getattr(mod, attr)
+        from bsig_array.cli.storage import with_storage_options
+
+        return with_storage_options(getattr(mod, attr))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

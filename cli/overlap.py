@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import click
 
+from bsig_array.cli.storage import Where
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.schema import CONTROLS, COVARIATES, POPULATIONS, SIGNATURE_MODES
 
 
 @click.command()
-@click.option("--signatures", "signatures_path", default=None, type=click.Path(),
+@click.option("--signatures", "signatures_path", default=None, type=Where(),
               help="signatures.zarr from bsig select (signature level; with --perplexity)")
-@click.option("--perplexity", "perplexity_path", default=None, type=click.Path(),
+@click.option("--perplexity", "perplexity_path", default=None, type=Where(),
               help="perplexity store the signatures came from (signature level)")
-@click.option("--performance", "performance_path", required=True, type=click.Path(), help="scores: CSV/Parquet/NetCDF/Zarr")
-@click.option("--metadata", type=click.Path(), default=None, help="benchmark metadata CSV (family, format, category, function)")
-@click.option("--questions", type=click.Path(), default=None, help="directory of <benchmark>.jsonl|.txt question files (semantic level)")
+@click.option("--performance", "performance_path", required=True, type=Where(), help="scores: CSV/Parquet/NetCDF/Zarr")
+@click.option("--metadata", type=Where(), default=None, help="benchmark metadata CSV (family, format, category, function)")
+@click.option("--questions", type=Where(), default=None, help="directory of <benchmark>.jsonl|.txt question files (semantic level)")
 @click.option("--population", type=click.Choice(POPULATIONS), default="signatures", show_default=True,
               help="tokens each model is z-scored over")
 @click.option("--bootstrap", type=int, default=DEFAULTS.bootstrap, show_default=True, help="semantic samples per benchmark pair")
-@click.option("--encoder", type=click.Path(), default=None, help="sentence-transformers directory (default: offline all-MiniLM-L6-v2)")
+@click.option("--encoder", type=Where(), default=None, help="sentence-transformers directory (default: offline all-MiniLM-L6-v2)")
 @click.option("--covariate", type=click.Choice(COVARIATES), default=None,
               help="values z-scored at the signature level (default: the signatures' covariate attribute)")
 @click.option("--signature-mode", type=click.Choice(SIGNATURE_MODES), default="signed", show_default=True,
@@ -27,7 +28,7 @@ from bsig_array.schema import CONTROLS, COVARIATES, POPULATIONS, SIGNATURE_MODES
 @click.option("--control", type=click.Choice(CONTROLS), default="none", show_default=True,
               help="general: also the *_controlled levels, partial Spearman given the models' mean score rank")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
-@click.option("--out", required=True, type=click.Path(), help="output overlap file (*.nc or *.zarr)")
+@click.option("--out", required=True, type=Where(), help="output overlap file (*.nc or *.zarr)")
 @click.option("--allow-mismatch", is_flag=True,
               help="use a store or scores other than those the signatures were made from (warns instead of refusing)")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 import numpy as np
 import xarray as xr
 from rich.console import Console
 from rich.table import Table
 
+from bsig_array.cli.storage import Where
 from bsig_array.io.atomic import PERFORMANCE, check_new_output
 from bsig_array.io.leaderboard import (
     DUPLICATE_RULES,
@@ -18,11 +21,13 @@ from bsig_array.io.leaderboard import (
     performance_warnings,
 )
 from bsig_array.io.lm_eval_results import import_lm_eval, parse_metric_overrides
+from bsig_array.io.location import as_location
 from bsig_array.io.provenance import make_record, performance_fingerprint, record_attrs
 from bsig_array.io.scores import (
     align_performance,
     check_scores,
     load_performance,
+    local_copy,
     write_performance,
 )
 from bsig_array.schema import METADATA_COLUMNS
@@ -51,8 +56,8 @@ def _warn(lines: list[str]) -> None:
 
 
 @performance.command("import")
-@click.argument("path", type=click.Path(exists=True))
-@click.option("--out", required=True, type=click.Path(dir_okay=True), help="Output .csv, .nc or .zarr.")
+@click.argument("path", type=Where(exists=True))
+@click.option("--out", required=True, type=Where(dir_okay=True), help="Output .csv, .nc or .zarr.")
 @click.option("--model-column", default=None, help="Column naming the models [default: model, model_name, fullname, name, ...].")
 @click.option("--columns", multiple=True, metavar="GLOB[,GLOB]",
               help="Score columns, names or globs (repeatable) [default: numeric columns except Rank, Average, #Params, ...].")
@@ -66,7 +71,7 @@ def _warn(lines: list[str]) -> None:
 @click.option("--task-names", type=click.Choice(["benchmark", "raw"]), default="benchmark", show_default=True,
               help="Map column/task names onto the metadata's benchmark names, or keep them.")
 @click.option("--metric", "metrics", multiple=True, metavar="TASK=METRIC", help="lm-eval results only: metric of a task (repeatable).")
-@click.option("--metadata", type=click.Path(exists=True, dir_okay=False), default=None, help="Benchmark metadata CSV [default: shipped table].")
+@click.option("--metadata", type=Where(exists=True, dir_okay=False), default=None, help="Benchmark metadata CSV [default: shipped table].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 def import_cmd(
     path: str,
@@ -88,38 +93,41 @@ def import_cmd(
     scale, duplicate runs, missing scores) is printed; problems the matrix still has are warned.
     """
     check_import_output(path, out, overwrite=overwrite, metadata=metadata)
-    result = import_leaderboard(
-        path,
-        model_column=model_column,
-        columns=list(columns) or None,
-        scale=scale,
-        duplicates=duplicates,
-        date_column=date_column,
-        missing=missing,
-        task_names=task_names,
-        metadata=metadata,
-        metrics=parse_metric_overrides(metrics),
-    )
+    with local_copy(path) as here, local_copy(metadata) as meta:  # URLs: read from a temporary copy
+        assert here is not None  # a path was given
+        result = import_leaderboard(
+            here,
+            model_column=model_column,
+            columns=list(columns) or None,
+            scale=scale,
+            duplicates=duplicates,
+            date_column=date_column,
+            missing=missing,
+            task_names=task_names,
+            metadata=meta,
+            metrics=parse_metric_overrides(metrics),
+        )
+        warned = performance_warnings(result.score, meta)
     for note in result.notes:
         click.echo(note)
     options = dict(model_column=model_column, columns=list(columns), scale=scale, duplicates=duplicates,
                    date_column=date_column, missing=missing, task_names=task_names, metrics=list(metrics))
     write_performance(result.score, out,
                       attrs=_provenance("performance import", result.score, {"table": path, "metadata": metadata}, options))
-    click.echo(f"wrote {out}: {_summary(result.score)}")
-    _warn(performance_warnings(result.score, metadata))
+    click.echo(f"wrote {as_location(out)}: {_summary(result.score)}")
+    _warn(warned)
 
 
 @performance.command("import-lm-eval")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--out", required=True, type=click.Path(dir_okay=True), help="Output .csv, .nc or .zarr.")
+@click.argument("paths", nargs=-1, required=True, type=Where(exists=True))
+@click.option("--out", required=True, type=Where(dir_okay=True), help="Output .csv, .nc or .zarr.")
 @click.option("--metric", "metrics", multiple=True, metavar="TASK=METRIC", help="Metric of a task, e.g. gsm8k=exact_match,flexible-extract (repeatable).")
 @click.option("--model-name-from", type=click.Choice(["model_name", "dir"]), default="model_name", show_default=True,
               help="Model name from the results' model_name/model_args, or from the results folder name.")
 @click.option("--include", multiple=True, metavar="GLOB", help="Keep only tasks matching these globs (repeatable).")
 @click.option("--task-names", type=click.Choice(["benchmark", "raw"]), default="benchmark", show_default=True,
               help="Map lm-eval task names onto the paper's benchmark names (mmlu_anatomy -> anatomy), or keep them.")
-@click.option("--metadata", type=click.Path(exists=True, dir_okay=False), default=None, help="Benchmark metadata CSV [default: shipped table].")
+@click.option("--metadata", type=Where(exists=True, dir_okay=False), default=None, help="Benchmark metadata CSV [default: shipped table].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 def import_lm_eval_cmd(
     paths: tuple[str, ...],
@@ -138,24 +146,26 @@ def import_lm_eval_cmd(
     file wins for a (model, task).
     """
     check_new_output(out, overwrite=overwrite, what="performance output", kind=PERFORMANCE, inputs=[*paths, metadata])
-    score = import_lm_eval(
-        paths,
-        metrics=parse_metric_overrides(metrics),
-        model_name_from=model_name_from,
-        include=list(include) or None,
-        task_names=task_names,
-        metadata=metadata,
-    )
+    with contextlib.ExitStack() as stack:  # URLs: read from temporary copies
+        here = [str(stack.enter_context(local_copy(p))) for p in paths]
+        score = import_lm_eval(
+            here,
+            metrics=parse_metric_overrides(metrics),
+            model_name_from=model_name_from,
+            include=list(include) or None,
+            task_names=task_names,
+            metadata=stack.enter_context(local_copy(metadata)),
+        )
     options = dict(metrics=list(metrics), model_name_from=model_name_from, include=list(include), task_names=task_names)
     sources = {f"results:{i}": p for i, p in enumerate(paths)} | {"metadata": metadata}
     write_performance(score, out, attrs=_provenance("performance import-lm-eval", score, sources, options))
-    click.echo(f"wrote {out}: {_summary(score)}")
+    click.echo(f"wrote {as_location(out)}: {_summary(score)}")
 
 
 @performance.command("show")
-@click.argument("path", type=click.Path(exists=True))
-@click.option("--metadata", type=click.Path(exists=True, dir_okay=False), default=None, help="Benchmark metadata CSV.")
-@click.option("--store", type=click.Path(exists=True, file_okay=False), default=None,
+@click.argument("path", type=Where(exists=True))
+@click.option("--metadata", type=Where(exists=True, dir_okay=False), default=None, help="Benchmark metadata CSV.")
+@click.option("--store", type=Where(exists=True, file_okay=False), default=None,
               help="Also check the models against this perplexity store.")
 def show(path: str, metadata: str | None, store: str | None) -> None:
     """Print a performance matrix's benchmarks with metadata and score range, check it, and warn.
@@ -163,8 +173,10 @@ def show(path: str, metadata: str | None, store: str | None) -> None:
     Warnings (one line each, on stderr): benchmarks without metadata, zero or below-chance scores,
     duplicated benchmarks or models, scores that look like percent.
     """
-    score = load_performance(path, metadata=metadata)
-    table = Table(title=f"{path}: {_summary(score)}")
+    with local_copy(metadata) as meta:
+        score = load_performance(path, metadata=meta)
+        warnings = performance_warnings(score, meta)
+    table = Table(title=f"{as_location(path)}: {_summary(score)}")
     for heading in ("benchmark", *METADATA_COLUMNS, "min", "max", "distinct"):
         table.add_column(heading, justify="right" if heading in ("min", "max", "distinct") else "left")
     for j, name in enumerate(score["benchmark"].values):
@@ -185,20 +197,20 @@ def show(path: str, metadata: str | None, store: str | None) -> None:
     else:
         check_scores(score)
         checked = "scores are complete and every benchmark varies"
-    warnings = performance_warnings(score, metadata)
     _warn(warnings)
     count = f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
     click.echo(f"{count} (see above); {checked}" if warnings else f"ok: {checked}")
 
 
 @performance.command("convert")
-@click.argument("src", type=click.Path(exists=True))
-@click.argument("dst", type=click.Path())
-@click.option("--metadata", type=click.Path(exists=True, dir_okay=False), default=None, help="Benchmark metadata CSV.")
+@click.argument("src", type=Where(exists=True))
+@click.argument("dst", type=Where())
+@click.option("--metadata", type=Where(exists=True, dir_okay=False), default=None, help="Benchmark metadata CSV.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing DST.")
 def convert(src: str, dst: str, metadata: str | None, overwrite: bool) -> None:
     """Convert a performance matrix between CSV/Parquet/NetCDF/Zarr (NetCDF/Zarr keep the metadata)."""
     check_new_output(dst, overwrite=overwrite, what="performance output", kind=PERFORMANCE, inputs=[src, metadata])
-    score = load_performance(src, metadata=metadata)
+    with local_copy(metadata) as meta:
+        score = load_performance(src, metadata=meta)
     write_performance(score, dst, attrs=_provenance("performance convert", score, {"source": src, "metadata": metadata}, {}))
-    click.echo(f"wrote {dst}: {_summary(score)}")
+    click.echo(f"wrote {as_location(dst)}: {_summary(score)}")

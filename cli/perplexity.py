@@ -6,13 +6,14 @@ from pathlib import Path
 
 import click
 
+from bsig_array.cli.storage import Where
 from bsig_array.models.backends.base import BACKENDS
 from bsig_array.schema import TARGETS
 
 
 @click.command("perplexity")
-@click.option("--corpus", "corpus_path", required=True, type=click.Path(exists=True, file_okay=False), help="corpus.zarr from bsig corpus.")
-@click.option("--store", required=True, type=click.Path(), help="Perplexity store to create or fill.")
+@click.option("--corpus", "corpus_path", required=True, type=Where(exists=True, file_okay=False), help="corpus.zarr from bsig corpus.")
+@click.option("--store", required=True, type=Where(), help="Perplexity store to create or fill.")
 @click.option("--model", required=True, help="Local folder, .gguf file, alias (smollm2-135m, gemma3-270m) or zoo name.")
 @click.option("--name", default=None, help="Model name in the store (default: from --model).")
 @click.option("--gguf-file", default=None, help="GGUF file inside the --model folder.")
@@ -33,11 +34,13 @@ def perplexity(corpus_path: str, store: str, model: str, name: str | None, gguf_
                store_dtype: str, threads: int | None, trust_remote_code: bool) -> None:
     """Score every corpus feature with one model and write its row of the store (resumable).
 
-    Only one bsig perplexity run may write a store at a time (lock file STORE.lock).
+    Only one bsig perplexity run may write a store at a time (lock file STORE.lock; for a store on
+    an object store, a lock file in TMPDIR: runs on other machines must not fill it at the same time).
     """
     from bsig_array.cli.progress import rich_progress
     from bsig_array.io.atomic import PERPLEXITY_STORE, check_new_output
     from bsig_array.io.corpus_store import Corpus
+    from bsig_array.io.location import as_location
     from bsig_array.options import check_optional_count
     from bsig_array.stages.perplexity import extract_perplexity
 
@@ -46,7 +49,8 @@ def perplexity(corpus_path: str, store: str, model: str, name: str | None, gguf_
         import torch
 
         torch.set_num_threads(threads)
-    # The store is created or filled (never replaced): it may exist, but only as a perplexity store.
+    # The store is created or filled (never replaced): it may exist, but only as a perplexity store
+    # (or, on an object store, as the leftovers of a killed creation, which the run replaces).
     check_new_output(store, overwrite=True, what="store", kind=PERPLEXITY_STORE,
                      inputs=[corpus_path, model if Path(model).exists() else None])
     corpus = Corpus(corpus_path)
@@ -56,6 +60,6 @@ def perplexity(corpus_path: str, store: str, model: str, name: str | None, gguf_
         store_dtype=store_dtype, progress=rich_progress, trust_remote_code=trust_remote_code,
     )
     click.echo(
-        f"{store}: model {result.model!r} (row {result.row}): {result.chunks_done} of {result.chunks_total} chunks "
+        f"{as_location(store)}: model {result.model!r} (row {result.row}): {result.chunks_done} of {result.chunks_total} chunks "
         f"written now, {result.tokens:,} tokens in {result.seconds:.1f} s ({result.tokens_per_second:,.0f} tokens/s)"
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from bsig_array.cli.storage import Where
 from bsig_array.runtime.defaults import DEFAULTS
 
 #: Width of the printed tables and wrapped notes.
@@ -27,7 +28,7 @@ WIDTH = 116
 @click.option("--workers", type=int, help="N: cores of the run (default: this machine's CPU count).")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="gpu: also project each screen pass on one GPU from stated H200 figures.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the projection as JSON.")
+@click.option("--json", "json_path", type=Where(dir_okay=False), help="Also write the projection as JSON.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
 def plan(
     tokens: float, models: int, benchmarks: int, alpha: float, methods: str, memory_limit: str,
@@ -43,6 +44,7 @@ def plan(
     and as the two-pass fallback.
     """
     from bsig_array.io.atomic import FILE, atomic_output, check_new_output
+    from bsig_array.io.location import as_location
     from bsig_array.options import check_count
     from bsig_array.runtime.memory import parse_memory
     from bsig_array.runtime.projection import calibrate, check_run, project
@@ -64,7 +66,7 @@ def plan(
 
         with atomic_output(json_path) as tmp:
             tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        click.echo(f"wrote {json_path}")
+        click.echo(f"wrote {as_location(json_path)}")  # a URL without credentials
 
 
 def read_probe(models: int, tokens: int) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from bsig_array.cli.storage import Where
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.schema import TIES
 
@@ -15,7 +16,7 @@ from bsig_array.schema import TIES
 @click.option("--models", type=int, default=32, show_default=True, help="Models (rows of the chunk).")
 @click.option("--benchmarks", type=int, default=88, show_default=True, help="Benchmarks (rows of the score table).")
 @click.option("--ties", type=click.Choice(TIES), default=DEFAULTS.ties, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the profile as JSON.")
+@click.option("--json", "json_path", type=Where(dir_okay=False), help="Also write the profile as JSON.")
 def profile(device: str, tokens: int, models: int, benchmarks: int, ties: str, json_path: str | None) -> None:
     """Time read + decode, ranks, Thrush, Pre-select, histograms, the tail test and a selection step.
 
@@ -25,16 +26,17 @@ def profile(device: str, tokens: int, models: int, benchmarks: int, ties: str, j
     throughput (a measured vectorized loop), whichever the kernel is closer to.  CPU: wall and CPU
     time on all numba threads; GPU: CUDA events.
     """
-    from bsig_array.stages.profile import profile_kernels
+    from bsig_array.io.location import as_location
+    from bsig_array.stages.profile import check_report_paths, profile_kernels, write_report_text
 
+    check_report_paths([json_path], [])  # before the work: a missing bucket or directory is one line
     result = profile_kernels(device=device, tokens=tokens, models=models, benchmarks=benchmarks, ties=ties)
     _print(result)
     if json_path:
         import json
-        from pathlib import Path
 
-        Path(json_path).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        click.echo(f"wrote {json_path}")
+        write_report_text(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
+        click.echo(f"wrote {as_location(json_path)}")  # a URL without credentials
 
 
 def _print(result: object) -> None:

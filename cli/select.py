@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import click
 
+from bsig_array.cli.storage import Where
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.schema import COEFFICIENTS, COVARIATES, DEVICES, SELECTION_METHODS
 
 
 @click.command()
-@click.option("--screen", "screen_path", required=True, type=click.Path(), help="screen.zarr from bsig screen")
-@click.option("--performance", "performance_path", required=True, type=click.Path(),
+@click.option("--screen", "screen_path", required=True, type=Where(), help="screen.zarr from bsig screen")
+@click.option("--performance", "performance_path", required=True, type=Where(),
               help="scores the screen was run with: CSV/Parquet/NetCDF/Zarr")
-@click.option("--out", required=True, type=click.Path(), help="output signatures.zarr")
+@click.option("--out", required=True, type=Where(), help="output signatures.zarr")
 @click.option("--method", type=click.Choice(SELECTION_METHODS), default="aic", show_default=True,
               help="AIC forward selection, or the paper repo's Lasso (for the AIC-vs-Lasso comparison)")
 @click.option("--screen-method", type=click.Choice(COEFFICIENTS), default="thrush", show_default=True,
@@ -24,7 +25,7 @@ from bsig_array.schema import COEFFICIENTS, COVARIATES, DEVICES, SELECTION_METHO
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, help="seed of the candidate shuffle that breaks exact ties")
 @click.option("--lasso-alpha", type=float, default=DEFAULTS.lasso_alpha, show_default=True,
               help="Lasso penalty on standardized columns")
-@click.option("--corpus", "corpus_path", type=click.Path(), default=None,
+@click.option("--corpus", "corpus_path", type=Where(), default=None,
               help="corpus.zarr: add each token's context and target text")
 @click.option("--memory-limit", default=DEFAULTS.memory_limit, show_default=True, help="peak memory promise, e.g. 2GiB")
 @click.option("--scheduler", default=DEFAULTS.scheduler, show_default=True,
@@ -37,30 +38,38 @@ from bsig_array.schema import COEFFICIENTS, COVARIATES, DEVICES, SELECTION_METHO
 @click.option("--overwrite", is_flag=True, help="replace --out if it exists")
 @click.option("--allow-mismatch", is_flag=True,
               help="use a --performance that is not the matrix the screen was made with (warns instead of refusing)")
+@click.option("--performance-report", type=Where(dir_okay=False),
+              help="write Dask's performance report (HTML, a path or URL); needs a dask.distributed --scheduler")
 def select(screen_path, performance_path, out, method, screen_method, delta, max_features, covariate, seed,
-           lasso_alpha, corpus_path, memory_limit, scheduler, workers, loocv, device, overwrite, allow_mismatch):
+           lasso_alpha, corpus_path, memory_limit, scheduler, workers, loocv, device, overwrite, allow_mismatch,
+           performance_report):
     """Pick each benchmark's signature tokens from its screened candidates.
 
     AIC forward selection (OLS with intercept, statsmodels' AIC) adds the best candidate while the AIC
     drops by more than --delta; --no-loocv skips the leave-one-model-out R2 (m reruns per benchmark).
+    --screen, --performance and --out may be URLs (s3://…, with --storage-options); on a
+    dask.distributed --scheduler the workers read the screen's candidate columns themselves.
     """
     from bsig_array.cli.progress import rich_progress
     from bsig_array.io.atomic import SIGNATURES, check_new_output
     from bsig_array.io.scores import load_performance
     from bsig_array.io.screen_output import open_screen
     from bsig_array.io.signatures import attach_contexts, write_signatures
+    from bsig_array.stages.profile import check_report_paths, dask_performance_report
     from bsig_array.stages.select import select_signatures
 
     # Before the work: never over an input, another kind of artifact, or without --overwrite.
     check_new_output(out, overwrite=overwrite, what="signatures", kind=SIGNATURES, inputs=[screen_path, performance_path, corpus_path])
+    check_report_paths([performance_report], [screen_path, performance_path, corpus_path, out])
     screen = open_screen(screen_path)
     score = load_performance(performance_path)
-    ds = select_signatures(
-        screen, score, method=method, screen_method=screen_method, delta=delta, max_features=max_features,
-        covariate=covariate, seed=seed, loocv=loocv, memory_limit=memory_limit, lasso_alpha=lasso_alpha,
-        workers=workers, scheduler=scheduler, progress=rich_progress, allow_mismatch=allow_mismatch,
-        input_paths={"screen": screen_path, "performance": performance_path, "corpus": corpus_path}, device=device,
-    )
+    with dask_performance_report(scheduler, performance_report) as scheduler:
+        ds = select_signatures(
+            screen, score, method=method, screen_method=screen_method, delta=delta, max_features=max_features,
+            covariate=covariate, seed=seed, loocv=loocv, memory_limit=memory_limit, lasso_alpha=lasso_alpha,
+            workers=workers, scheduler=scheduler, progress=rich_progress, allow_mismatch=allow_mismatch,
+            input_paths={"screen": screen_path, "performance": performance_path, "corpus": corpus_path}, device=device,
+        )
     if corpus_path is not None:
         ds = attach_contexts(ds, corpus_path)
     path = write_signatures(ds, out, overwrite=overwrite)

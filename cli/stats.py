@@ -9,6 +9,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bsig_array.cli.storage import Where
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.schema import LEVELS, STATS_TABLES
 
@@ -17,8 +18,8 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.option("--overlap", "overlap_path", required=True, type=click.Path(), help="overlap file from bsig overlap")
-@click.option("--metadata", type=click.Path(), default=None,
+@click.option("--overlap", "overlap_path", required=True, type=Where(), help="overlap file from bsig overlap")
+@click.option("--metadata", type=Where(), default=None,
               help="benchmark metadata CSV (benchmark,family,format,category,function); default: the overlap's own")
 @click.option("--level", "levels", multiple=True, type=click.Choice(LEVELS),
               help="overlap level(s) to analyse (repeatable; default: every level the overlap file holds)")
@@ -26,11 +27,12 @@ if TYPE_CHECKING:
 @click.option("--permutations", "--bootstrap", "resamples", type=int, default=DEFAULTS.resamples, show_default=True,
               help="benchmark-label permutations of the tests (all of them, exactly, when n! is not larger)")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
-@click.option("--out", required=True, type=click.Path(), help="directory for the CSV tables")
+@click.option("--out", required=True, type=Where(), help="directory for the CSV tables")
 @click.option("--overwrite", is_flag=True, help="Replace tables of these levels already in --out.")
 def stats(overlap_path, metadata, levels, threshold, resamples, seed, out, overwrite):
     """Statistics of the overlap matrices (paper Table 5, Figure 5, Figure 1, max clique)."""
     from bsig_array.io.atomic import check_output_files
+    from bsig_array.io.location import as_location
     from bsig_array.io.overlap_file import load_overlap, present_levels
     from bsig_array.io.provenance import derived_record, write_record_file
     from bsig_array.io.stats_tables import write_stats
@@ -53,7 +55,7 @@ def stats(overlap_path, metadata, levels, threshold, resamples, seed, out, overw
     options = {"levels": chosen, "threshold": threshold, "resamples": resamples, "seed": seed}
     write_record_file(out, derived_record("stats", {"overlap": overlap}, {"overlap": overlap_path, "metadata": metadata},
                                           options=options))
-    click.echo(f"wrote tables to {out}")
+    click.echo(f"wrote tables to {as_location(out)}")  # a URL without credentials
 
 
 def print_stats(tables: dict[str, pd.DataFrame], level: str, console: Console | None = None) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from bsig_array.cli.storage import Where
 from bsig_array.runtime.defaults import DEFAULTS
 
 
 @click.command("synth")
-@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("out", type=Where(file_okay=False))
 @click.option("--models", default=32, show_default=True, help="Number of models (>= 3).")
 @click.option("--benchmarks", default=88, show_default=True, help="Number of benchmarks (named after the paper's).")
 @click.option("--tokens", default=1_000_000, show_default=True, help="Number of tokens (features).")
@@ -38,6 +39,9 @@ def synth(
     OUT/metadata.csv        benchmark, family, format, category, function
     OUT/truth.json          planted tokens per benchmark and cluster (= category)
     OUT/questions/*.jsonl   generated question sets for the semantic overlap
+
+    OUT may be an object-store URL (s3://bucket/pool, with --storage-options): the store's chunks
+    and progress marks go straight to it, so re-running the same command after a kill resumes there.
     """
     from bsig_array.cli.progress import rich_progress
     from bsig_array.pipelines.synth import synthesize

@@ -15,6 +15,12 @@ killed run leaves the old output intact and a reader never sees half an artifact
 directories (:func:`scratch_dir`) and temporaries carry the writer's pid; the next writer in that
 directory removes those of dead processes and says so (:class:`~bsig_array.errors.BsigWarning`).
 
+Outputs on object storage (``s3://…``; see :mod:`bsig_array.io.location`) have no rename: they are
+written to a local staging directory and then published (:func:`publish`): every object but the
+``zarr.json`` metadata first, then the metadata deepest first and the root ``zarr.json`` last.  The
+root metadata is the commit: until it exists readers refuse the store as incomplete, and the next
+writer replaces such leftovers without ``--overwrite``.
+
 ``BSIG_FAULT_KILL_AT=n`` (a test hook, see ``tests/test_faults.py``) makes the n-th
 :func:`fault_point` of the process kill it with SIGKILL.
 """
@@ -37,8 +43,10 @@ import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from bsig_array.errors import BsigWarning, InputError
+from bsig_array.io.location import Location, as_location
 
 PERPLEXITY_STORE = "perplexity store"
 CORPUS_STORE = "corpus store"
@@ -50,6 +58,8 @@ SYNTH_POOL = "synthetic pool"
 DEMO_OUTPUT = "demo output"
 QUESTIONS = "question set"
 FILE = "file"
+#: Kinds that are always Zarr stores (their root ``zarr.json`` commits them on object storage).
+ZARR_KINDS = (PERPLEXITY_STORE, CORPUS_STORE, SCREEN_OUTPUT, SIGNATURES)
 #: Kinds that are always directories (the others are directories only when named ``*.zarr``).
 DIRECTORY_KINDS = (PERPLEXITY_STORE, CORPUS_STORE, SCREEN_OUTPUT, SIGNATURES, SYNTH_POOL, DEMO_OUTPUT, QUESTIONS)
 # A store is recognized by the arrays (child directories) only it has.
@@ -82,10 +92,20 @@ def remove_path(path: Path) -> None:
         path.unlink()
 
 
-def artifact_kind(path: str | os.PathLike) -> str | None:
+def artifact_kind(path: str | os.PathLike | Location) -> str | None:
     """What exists at ``path``: ``None`` (nothing), a kind constant of this module, ``"file"``,
     ``"empty directory"``, ``"zarr store"`` (unrecognized) or ``"directory"`` (anything else)."""
-    path = Path(path)
+    loc = as_location(path)
+    if loc.is_remote:
+        # An object store has no empty directories: a prefix with objects below it is a directory.
+        if loc.is_dir():
+            names = loc.names()
+        elif loc.exists():
+            return FILE
+        else:
+            return None
+        return _kind_of(names)
+    path = loc.path
     if not path.exists():
         return None
     if not path.is_dir():
@@ -95,6 +115,10 @@ def artifact_kind(path: str | os.PathLike) -> str | None:
         names = {p.name for p in path.iterdir() if not (_TEMPORARY.match(p.name) or p.name.startswith(".bsig-"))}
     except OSError:
         return "directory"
+    return _kind_of(names)
+
+
+def _kind_of(names: set[str]) -> str:
     if not names:
         return "empty directory"
     for kind, marker in _MARKERS:
@@ -109,36 +133,61 @@ def _article(kind: str) -> str:
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
-def is_directory_output(path: str | os.PathLike, kind: str) -> bool:
+def is_directory_output(path: str | os.PathLike | Location, kind: str) -> bool:
     """Whether an output of ``kind`` at ``path`` is a directory."""
-    return kind in DIRECTORY_KINDS or Path(path).suffix.lower() == ".zarr"
+    return kind in DIRECTORY_KINDS or as_location(path).suffix.lower() == ".zarr"
 
 
 def _resolved(path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(os.path.expanduser(path))).resolve()
 
 
-def check_not_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], what: str = "output") -> None:
-    """Refuse an output that is, contains or lies inside one of ``inputs`` (symlinks resolved)."""
-    out = _resolved(path)
+def check_not_input(
+    path: str | os.PathLike | Location, inputs: Iterable[str | os.PathLike | Location | None], what: str = "output"
+) -> None:
+    """Refuse an output that is, contains or lies inside one of ``inputs`` (symlinks resolved; URLs
+    compared without credentials)."""
+    out = as_location(path).key().rstrip("/")
     for item in inputs:
         if item is None:
             continue
-        inp = _resolved(item)
+        inp = as_location(item).key().rstrip("/")
         if out == inp:
             relation = "is"
-        elif inp in out.parents:
+        elif out.startswith(inp + "/"):
             relation = "lies inside"
-        elif out in inp.parents:
+        elif inp.startswith(out + "/"):
             relation = "contains"
         else:
             continue
-        raise InputError(f"{what} {path} {relation} the input {item}; bsig never writes over its inputs, pick another path")
+        raise InputError(f"{what} {as_location(path)} {relation} the input {as_location(item)}; bsig never writes over "
+                         "its inputs, pick another path")
 
 
-def check_writable(path: str | os.PathLike, what: str = "output") -> None:
-    """Refuse ``path`` when its nearest existing ancestor is not a writable directory."""
-    parent = Path(os.path.abspath(path)).parent
+#: Object stores whose first path component is a bucket (container) that must exist.
+_BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl")
+
+
+def _bucket_exists(loc: Location, bucket: str) -> bool:
+    # ls, not exists: fsspec's exists() answers False for an unreachable endpoint too.
+    try:
+        loc._remote(loc.fs.ls, bucket, detail=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def check_writable(path: str | os.PathLike | Location, what: str = "output") -> None:
+    """Refuse ``path`` when its nearest existing ancestor is not a writable directory (on an
+    object store: when its bucket does not exist or cannot be reached)."""
+    loc = as_location(path)
+    if loc.is_remote:
+        bucket = loc.fs_path.strip("/").split("/", 1)[0]
+        if loc.protocol in _BUCKET_PROTOCOLS and not _bucket_exists(loc, bucket):
+            raise InputError(f"cannot write {what} {loc}: bucket {bucket!r} does not exist or is not visible with these "
+                             "credentials; create it or fix the URL or --storage-options")
+        return
+    parent = Path(os.path.abspath(loc.path)).parent
     while not parent.exists() and parent != parent.parent:
         if parent.is_symlink():  # a dangling link: mkdir would fail on it
             raise InputError(f"cannot write {what} {path}: {parent} is a broken symbolic link; pick another path")
@@ -149,13 +198,26 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> None:
         raise InputError(f"cannot write {what} {path}: directory {parent} is not writable; pick another path")
 
 
+#: Keys below a Zarr store's root that only its arrays have: array metadata and chunks (``nll/c/0/3``).
+_ZARR_KEY = re.compile(r"^[^/]+/(zarr\.json|c(/\d+)+)$")
+
+
+def uncommitted_zarr(loc: Location) -> bool:
+    """Whether the object-store prefix ``loc`` holds only what a killed :func:`publish` of a Zarr
+    store leaves: array objects (metadata, chunks) and no root ``zarr.json`` (the commit)."""
+    if loc.is_local or loc.child("zarr.json").exists():
+        return False
+    keys = list(loc.walk_files())
+    return bool(keys) and all(_ZARR_KEY.match(k) for k in keys)
+
+
 def check_new_output(
-    path: str | os.PathLike,
+    path: str | os.PathLike | Location,
     *,
     overwrite: bool,
     what: str = "output",
     kind: str | None = None,
-    inputs: Iterable[str | os.PathLike | None] = (),
+    inputs: Iterable[str | os.PathLike | Location | None] = (),
 ) -> Path:
     """Refuse an output that would lose data; call it before doing the work (see the module docstring).
 
@@ -177,31 +239,44 @@ def check_new_output(
     ------
     InputError
         One line naming the path and the fix.
+
+    Returns
+    -------
+    Path
+        The output as a path; for a URL, the :class:`~bsig_array.io.location.Location` (typed as a
+        path: every consumer passes it on to :func:`atomic_output` or the writers, which take both).
     """
-    path = Path(path)
-    check_not_input(path, inputs, what)
-    check_writable(path, what)
-    found = artifact_kind(path)
-    if found is None and not path.is_symlink():
-        return path
+    loc = as_location(path)
+    check_not_input(loc, inputs, what)
+    check_writable(loc, what)
+    found = artifact_kind(loc)
+    # A URL is handed on as its Location (see Returns), a local output as its Path.
+    out: Any = loc if loc.is_remote else loc.path
+    if loc.is_remote and found is not None and kind is not None and (kind in ZARR_KINDS or loc.suffix.lower() == ".zarr"):
+        if (found == kind and not loc.child("zarr.json").exists()) or uncommitted_zarr(loc):
+            # Never committed, never opened: replaced without --overwrite (publish removes it first).
+            _note(f"replacing {loc}: an incomplete {kind} without its root zarr.json, left by an interrupted bsig run")
+            return out
+    if found is None and (loc.is_remote or not loc.path.is_symlink()):
+        return out
     if found is None:
-        raise InputError(f"{what} {path} is a broken symbolic link; remove it or pick another path")
+        raise InputError(f"{what} {out} is a broken symbolic link; remove it or pick another path")
     if kind is not None:
-        directory = is_directory_output(path, kind)
+        directory = is_directory_output(out, kind)
         if directory and found == FILE:
-            raise InputError(f"{what} {path} is a file, but {_article(kind)} is a directory; pick another path")
+            raise InputError(f"{what} {out} is a file, but {_article(kind)} is a directory; pick another path")
         if not directory and found != FILE:
-            raise InputError(f"{what} {path} is a directory, but {_article(kind)} is a file; pick another path")
+            raise InputError(f"{what} {out} is a directory, but {_article(kind)} is a file; pick another path")
         if directory and found == "empty directory":
-            return path  # nothing to lose
+            return out  # nothing to lose
         if found not in (kind, FILE):
             raise InputError(
-                f"{what} {path} is {_article(found)}, not {_article(kind)}; bsig does not replace another kind of "
+                f"{what} {out} is {_article(found)}, not {_article(kind)}; bsig does not replace another kind of "
                 "data even with --overwrite; pick another path"
             )
     if not overwrite:
-        raise InputError(f"{what} {path} already exists; pass --overwrite to replace it or pick another path")
-    return path
+        raise InputError(f"{what} {out} already exists; pass --overwrite to replace it or pick another path")
+    return out
 
 
 # ------------------------------------------------------------------------------------- debris
@@ -313,15 +388,64 @@ def _swap_in(tmp: Path, path: Path) -> None:
     os.replace(aside, tmp)
 
 
+def publish(staged: Path, loc: Location) -> None:
+    """Upload the complete local file or directory ``staged`` to ``loc`` on an object store.
+
+    A file is one PUT (atomic on object stores).  A directory replaces whatever is at ``loc``: the
+    old root ``zarr.json`` is deleted first (the old store stops being complete), then the rest of
+    it; the new objects are uploaded with every ``zarr.json`` last, deepest first, the root's very
+    last, so a reader never opens a store whose root metadata exists before all of its data does.
+    """
+    fs = loc.fs
+    if not staged.is_dir():
+        loc._remote(fs.put_file, str(staged), loc.fs_path)
+        return
+    if loc.exists():
+        loc.child("zarr.json").remove()  # uncommit the old store first
+        fault_point()
+        loc.remove()
+    files = sorted(p for p in staged.rglob("*") if p.is_file())
+    data = [p for p in files if p.name != "zarr.json"]
+    metadata = sorted((p for p in files if p.name == "zarr.json"), key=lambda p: -len(p.relative_to(staged).parts))
+
+    def remote(p: Path) -> str:
+        return loc.child(*p.relative_to(staged).parts).fs_path
+
+    if data:
+        loc._remote(fs.put, [str(p) for p in data], [remote(p) for p in data])  # concurrent uploads
+    fault_point()
+    for p in metadata:  # deepest first; the root zarr.json commits the store
+        loc._remote(fs.put_file, str(p), remote(p))
+
+
 @contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+def _staged(loc: Location) -> Iterator[Path]:
+    """A local staging path for ``loc`` (in ``TMPDIR``), published there on success."""
+    scratch = scratch_dir(tempfile.gettempdir(), ".bsig-stage-")
+    try:
+        yield scratch / (loc.name or "output")
+        fault_point()
+        publish(scratch / (loc.name or "output"), loc)
+        fault_point()
+    finally:
+        remove_path(scratch)
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike | Location) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` to write; on success it replaces ``path``.
 
     Works for files and for directory stores (Zarr).  On an exception (or a kill) ``path`` is left as
     it was; the temporary is removed now (or by the next writer in that directory).  Call
-    :func:`check_new_output` first: this replaces whatever is at ``path``.
+    :func:`check_new_output` first: this replaces whatever is at ``path``.  On an object store the
+    temporary is a local staging path, published when complete (:func:`publish`).
     """
-    path = Path(path)
+    loc = as_location(path)
+    if loc.is_remote:
+        with _staged(loc) as tmp:
+            yield tmp
+        return
+    path = loc.path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -364,45 +488,51 @@ def fault_point() -> None:
 
 
 def check_output_files(
-    directory: str | os.PathLike,
+    directory: str | os.PathLike | Location,
     names: Iterable[str],
     *,
     overwrite: bool,
     what: str = "output",
-    inputs: Iterable[str | os.PathLike | None] = (),
+    inputs: Iterable[str | os.PathLike | Location | None] = (),
 ) -> list[Path]:
     """:func:`check_new_output` for outputs that are entries ``names`` of a shared ``directory``
     (``bsig stats`` tables, ``bsig report``'s page and figures): the directory may hold other files,
     but must not be a file, a store or one of the inputs."""
-    directory = Path(directory)
+    loc = as_location(directory)
     inputs = list(inputs)
-    where = _resolved(directory)
+    where = loc.key().rstrip("/")
     for item in inputs:
-        if item is not None and (where == _resolved(item) or _resolved(item) in where.parents):
-            raise InputError(f"{what} directory {directory} is or lies inside the input {item}; pick another directory")
-    check_writable(directory, what)
-    found = artifact_kind(directory)
+        if item is None:
+            continue
+        inp = as_location(item).key().rstrip("/")
+        if where == inp or where.startswith(inp + "/"):
+            raise InputError(f"{what} directory {loc} is or lies inside the input {as_location(item)}; pick another directory")
+    check_writable(loc, what)
+    found = artifact_kind(loc)
     if found == FILE:
         raise InputError(f"{what} directory {directory} is a file; pick a directory")
     if found not in (None, "empty directory", "directory"):
         raise InputError(f"{what} directory {directory} is {_article(found)}; pick another directory")
-    return [check_new_output(directory / name, overwrite=overwrite, what=what, inputs=inputs) for name in names]
+    return [check_new_output(loc.child(name), overwrite=overwrite, what=what, inputs=inputs) for name in names]
 
 
 @contextmanager
-def atomic_entries(directory: str | os.PathLike, names: Iterable[str]) -> Iterator[Path]:
+def atomic_entries(directory: str | os.PathLike | Location, names: Iterable[str]) -> Iterator[Path]:
     """Yield a scratch directory in ``directory``; on success its entries ``names`` replace those of
     ``directory`` (each swapped in whole, as :func:`atomic_output` does), on failure nothing changes.
 
     For outputs that are several entries of a shared directory (``bsig report``'s page and figures).
     """
-    directory = Path(directory)
-    scratch = scratch_dir(directory, ".bsig-out-")
+    loc = as_location(directory)
+    scratch = scratch_dir(loc.path if loc.is_local else tempfile.gettempdir(), ".bsig-out-")
     try:
         yield scratch
         fault_point()
         for name in names:
             if (scratch / name).exists():
-                _swap_in(scratch / name, directory / name)
+                if loc.is_remote:
+                    publish(scratch / name, loc.child(name))
+                else:
+                    _swap_in(scratch / name, loc.path / name)
     finally:
         remove_path(scratch)

@@ -77,6 +77,7 @@ import xarray as xr
 
 from bsig_array.errors import InputError
 from bsig_array.io.atomic import atomic_output
+from bsig_array.io.location import Location, as_location
 from bsig_array.options import duplicates
 from bsig_array.schema import METADATA_COLUMNS, UNKNOWN
 
@@ -125,14 +126,17 @@ def _read_table(path: str | os.PathLike | None) -> pd.DataFrame:
             table = pd.read_csv(fh, dtype=str, keep_default_na=False)
         source = "the shipped benchmarks.csv"
     else:
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"metadata file {path} does not exist; pass a CSV with benchmark,family,format,category,function")
+        loc = as_location(path)
+        if not (loc.exists() and not loc.is_dir()):
+            raise InputError(f"metadata file {loc} does not exist; pass a CSV with benchmark,family,format,category,function")
         try:
-            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+            with loc.open("rb") as fh:
+                table = pd.read_csv(fh, dtype=str, keep_default_na=False)
+        except InputError:
+            raise
         except Exception as exc:
-            raise InputError(f"cannot read metadata CSV {path} ({type(exc).__name__}: {exc})") from None
-        source = str(path)
+            raise InputError(f"cannot read metadata CSV {loc} ({type(exc).__name__}: {exc})") from None
+        source = str(loc)
     if "benchmark" not in table.columns:
         raise InputError(f"metadata {source} has no 'benchmark' column (found {list(table.columns)}); add one")
     dup = duplicates(table["benchmark"])
@@ -145,12 +149,16 @@ def _read_table(path: str | os.PathLike | None) -> pd.DataFrame:
     return table.set_index("benchmark")
 
 
-def write_metadata(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a metadata table (indexed by ``benchmark``) as CSV, atomically; :func:`load_metadata` reads it."""
-    path = Path(path)
-    with atomic_output(path) as tmp:
+def write_metadata(table: pd.DataFrame, path: str | os.PathLike | Location) -> Path:
+    """Write a metadata table (indexed by ``benchmark``) as CSV, atomically; :func:`load_metadata` reads it.
+
+    ``path`` may be an object-store URL: the CSV is then written locally and published in one PUT.
+    Returns the local path (for a URL, its :class:`~bsig_array.io.location.Location`).
+    """
+    loc = as_location(path)
+    with atomic_output(loc) as tmp:
         table.reset_index().to_csv(tmp, index=False)
-    return path
+    return loc.path if loc.is_local else loc  # type: ignore[return-value]  # a Location: every reader takes both
 
 
 @lru_cache(maxsize=1)

@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
 from bsig_array.errors import InputError
+from bsig_array.io.location import Location, as_location
 from bsig_array.io.zarr_format import (
     ALL_CHUNKS_ATTR,
+    open_group,
     quiet_zarr,
     read_checked,
     require_zarr_v3,
@@ -76,8 +77,8 @@ class CorpusWriter:
     rename it when done (:func:`bsig_array.io.atomic.atomic_output`).
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.group = zarr.open_group(Path(path), mode="w", zarr_format=3)
+    def __init__(self, path: str | os.PathLike | Location) -> None:
+        self.group = open_group(path, mode="w")
         self.text = _Appender(self._array("text", "uint8", _TEXT_CHUNK, "byte"), _TEXT_CHUNK)
         self.offsets = _Appender(self._array("doc_offset", "int64", _INDEX_CHUNK, "doc_edge"), _INDEX_CHUNK)
         self.source = _Appender(self._array("doc_source", "int64", _INDEX_CHUNK, "doc"), _INDEX_CHUNK)
@@ -125,12 +126,15 @@ class Corpus:
         A store written by :func:`build_corpus`.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike | Location) -> None:
+        self.path = as_location(path)  # prints as the URL without credentials
+        if not self.path.exists():
+            raise InputError(f"corpus store {self.path} does not exist; build one with bsig corpus")
         require_zarr_v3(self.path, "corpus store")
         try:
-            with quiet_zarr():
-                self.group = zarr.open_group(self.path, mode="r", zarr_format=3)
+            self.group = open_group(self.path)
+        except InputError:
+            raise
         except Exception:
             raise InputError(f"{self.path} is not a corpus store; build one with bsig corpus") from None
         attrs: dict[str, Any] = dict(self.group.attrs)
@@ -206,20 +210,20 @@ class Corpus:
         return contexts, targets
 
 
-def open_corpus(path: str | os.PathLike) -> Corpus:
-    """Open a corpus store for reading."""
+def open_corpus(path: str | os.PathLike | Location) -> Corpus:
+    """Open a corpus store (a local path or a URL) for reading."""
     return Corpus(path)
 
 
 def feature_context(
-    corpus: Corpus | str | os.PathLike, token_ids: Sequence[int] | np.ndarray
+    corpus: Corpus | str | os.PathLike | Location, token_ids: Sequence[int] | np.ndarray
 ) -> tuple[list[str], list[str]]:
     """Rebuild the context (≤ ``context_pieces`` preceding pieces) and target piece of each feature.
 
     Parameters
     ----------
     corpus
-        A :class:`Corpus` or the path of ``corpus.zarr``.
+        A :class:`Corpus` or the path (or URL) of ``corpus.zarr``.
     token_ids
         Feature ids (the perplexity store's ``token`` coordinate); -1 gives empty strings (padding).
     """

@@ -49,6 +49,7 @@ import numpy as np
 from bsig_array import __version__
 from bsig_array.errors import BsigWarning, InputError
 from bsig_array.io.atomic import atomic_output
+from bsig_array.io.location import Location, as_location
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -65,9 +66,13 @@ FINGERPRINT_TOKENS = 4096
 ROLES = {"performance": "performance matrix", "perplexity": "perplexity store"}
 
 
-def redact(location: str | os.PathLike) -> str:
-    """``location`` as it may be recorded: a URL without user, password, query or fragment; a path absolute."""
-    text = os.fspath(location)
+def redact(location: str | os.PathLike | Location) -> str:
+    """``location`` as it may be recorded: a URL without user, password, query or fragment; a path absolute.
+
+    A :class:`~bsig_array.io.location.Location` is recorded by its URL only: its storage options
+    (endpoint, keys) never reach a record.
+    """
+    text = location.url if isinstance(location, Location) else os.fspath(location)
     if "://" in text:
         parts = urlsplit(text)
         host = parts.hostname or ""
@@ -149,7 +154,7 @@ def _jsonable(value: Any) -> Any:
 def make_record(
     artifact: str,
     *,
-    inputs: Mapping[str, str | os.PathLike | None] | None = None,
+    inputs: Mapping[str, str | os.PathLike | Location | None] | None = None,
     fingerprints: Mapping[str, str | None] | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -193,23 +198,29 @@ def read_record(attrs: Mapping[str, Any], what: str = "output") -> dict[str, Any
     return record
 
 
-def write_record_file(directory: str | os.PathLike, record: Mapping[str, Any]) -> Path:
-    """Write ``record`` as ``DIRECTORY/provenance.json`` (atomically)."""
-    path = Path(directory) / PROVENANCE_FILE
-    with atomic_output(path) as tmp:
+def write_record_file(directory: str | os.PathLike | Location, record: Mapping[str, Any]) -> Path:
+    """Write ``record`` as ``DIRECTORY/provenance.json`` (atomically; on an object store one PUT).
+
+    Returns the local path (for a URL, its :class:`~bsig_array.io.location.Location`).
+    """
+    loc = as_location(directory).child(PROVENANCE_FILE)
+    with atomic_output(loc) as tmp:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    return path
+    return loc.path if loc.is_local else loc  # type: ignore[return-value]  # a Location: every reader takes both
 
 
-def read_record_file(directory: str | os.PathLike) -> dict[str, Any] | None:
-    """The record of a directory output, or ``None`` when it has none."""
-    path = Path(directory) / PROVENANCE_FILE
-    if not path.is_file():
+def read_record_file(directory: str | os.PathLike | Location) -> dict[str, Any] | None:
+    """The record of a directory output (a local path or a URL), or ``None`` when it has none."""
+    loc = as_location(directory).child(PROVENANCE_FILE)
+    if loc.is_local:
+        if not loc.path.is_file():
+            return None
+    elif not loc.exists() or loc.is_dir():
         return None
     try:
-        return read_record({PROVENANCE_ATTR: path.read_text(encoding="utf-8")}, str(path))
+        return read_record({PROVENANCE_ATTR: loc.read_bytes().decode("utf-8")}, str(loc))
     except UnicodeDecodeError:
-        raise InputError(f"{path} is not UTF-8 text; recreate it (or delete it)") from None
+        raise InputError(f"{loc} is not UTF-8 text; recreate it (or delete it)") from None
 
 
 def fingerprints_of(record: Mapping[str, Any] | None) -> dict[str, str]:

@@ -13,12 +13,13 @@ from pathlib import Path
 
 from bsig_array.errors import InputError, OptionError
 from bsig_array.io.atomic import atomic_output
+from bsig_array.io.location import Location, as_location
 from bsig_array.options import check_path_name
 
 QUESTION_SUFFIXES = (".jsonl", ".txt")
 
 
-def read_questions(directory: str | os.PathLike, benchmarks: Sequence[str]) -> dict[str, list[str]]:
+def read_questions(directory: str | os.PathLike | Location, benchmarks: Sequence[str]) -> dict[str, list[str]]:
     """Read one question file per benchmark: ``<benchmark>.jsonl`` or ``<benchmark>.txt``.
 
     JSONL lines hold ``{"question": ...}`` (or ``{"text": ...}``); TXT files hold one question per
@@ -29,16 +30,19 @@ def read_questions(directory: str | os.PathLike, benchmarks: Sequence[str]) -> d
     InputError
         When the directory is missing, a file is malformed or holds no question.
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise InputError(f"questions directory {directory} does not exist; pass --questions DIR with <benchmark>.jsonl files")
+    loc = as_location(directory)
+    if not loc.is_dir():
+        raise InputError(f"questions directory {loc} does not exist; pass --questions DIR with <benchmark>.jsonl files")
+    present = loc.names()  # one listing (on an object store: one request, not one per benchmark)
     out: dict[str, list[str]] = {}
     for name in benchmarks:
         if not _is_file_name(name):
             continue  # a name like '../x' or '/etc/x' never reads outside DIR: it has no question file
-        path = next((directory / f"{name}{s}" for s in QUESTION_SUFFIXES if (directory / f"{name}{s}").is_file()), None)
-        if path is None:
+        file = next((f"{name}{s}" for s in QUESTION_SUFFIXES if f"{name}{s}" in present and _is_file(loc.child(f"{name}{s}"))),
+                    None)
+        if file is None:
             continue
+        path = loc.child(file)
         questions = _read_question_file(path)
         if not questions:
             raise InputError(f"{path} holds no question; write one question per line or remove the file")
@@ -46,9 +50,13 @@ def read_questions(directory: str | os.PathLike, benchmarks: Sequence[str]) -> d
     return out
 
 
-def _read_question_file(path: Path) -> list[str]:
+def _is_file(loc: Location) -> bool:
+    return loc.path.is_file() if loc.is_local else not loc.is_dir()
+
+
+def _read_question_file(path: Location) -> list[str]:
     try:
-        content = path.read_text(encoding="utf-8")
+        content = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path} is not UTF-8 text (offset {exc.start}); save the questions as UTF-8") from None
     except OSError as exc:
@@ -82,10 +90,11 @@ def question_path(directory: str | os.PathLike, benchmark: str) -> Path:
     return Path(directory) / f"{check_path_name(benchmark, 'benchmark name')}.jsonl"
 
 
-def write_question_file(path: str | os.PathLike, questions: Sequence[str]) -> Path:
-    """Write ``questions`` as JSONL (one ``{"question": ...}`` per line), atomically."""
-    path = Path(path)
+def write_question_file(path: str | os.PathLike | Location, questions: Sequence[str]) -> Path:
+    """Write ``questions`` as JSONL (one ``{"question": ...}`` per line), atomically (on an object
+    store: one PUT of the whole file).  Returns the local path (for a URL, its Location)."""
+    loc = as_location(path)
     lines = [json.dumps({"question": q}) for q in questions]
-    with atomic_output(path) as tmp:
+    with atomic_output(loc) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return loc.path if loc.is_local else loc  # type: ignore[return-value]  # a Location: every reader takes both

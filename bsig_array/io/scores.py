@@ -13,9 +13,12 @@ three models (:func:`check_scores`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +28,8 @@ import xarray as xr
 from bsig_array.errors import InputError
 from bsig_array.io.atomic import atomic_output
 from bsig_array.io.benchmark_metadata import with_metadata
-from bsig_array.io.zarr_format import quiet_zarr, strings
+from bsig_array.io.location import Location, as_location
+from bsig_array.io.zarr_format import quiet_zarr, strings, write_zarr
 from bsig_array.options import duplicates
 from bsig_array.schema import METADATA_COLUMNS, MIN_MODELS
 
@@ -66,47 +70,53 @@ def _all_numeric(column: pd.Series) -> bool:
     return bool(pd.to_numeric(present, errors="coerce").notna().all())
 
 
-def _duplicate_header(path: Path) -> list[str]:
+def _duplicate_header(data: bytes) -> list[str]:
     # pandas silently renames repeated CSV columns to "x.1"; read the raw header to refuse them.
-    with path.open(newline="", encoding="utf-8") as fh:
-        header = next(csv.reader(fh), [])
+    header = next(csv.reader(io.StringIO(data.decode("utf-8"), newline="")), [])
     return sorted({h for h in header if header.count(h) > 1})
 
 
-def _check_text_file(path: Path) -> None:
-    """Refuse what cannot be a CSV before pandas guesses: a folder, an empty file, binary or non-UTF-8 bytes."""
-    if path.is_dir():
-        raise InputError(f"performance file {path} is a directory; pass a CSV file (or a .zarr performance store)")
-    data = path.read_bytes()
+def _check_text_file(loc: Location) -> bytes:
+    """The file's bytes; refuse what cannot be a CSV before pandas guesses: a folder, an empty file,
+    binary or non-UTF-8 bytes."""
+    if loc.is_dir():
+        raise InputError(f"performance file {loc} is a directory; pass a CSV file (or a .zarr performance store)")
+    data = loc.read_bytes()
     if not data.strip():
-        raise InputError(f"performance file {path} is empty; write a 'model' column and one column per benchmark")
+        raise InputError(f"performance file {loc} is empty; write a 'model' column and one column per benchmark")
     if b"\0" in data:
-        raise InputError(f"performance file {path} is binary, not a CSV; pass a text CSV (or .parquet/.nc/.zarr)")
+        raise InputError(f"performance file {loc} is binary, not a CSV; pass a text CSV (or .parquet/.nc/.zarr)")
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(
-            f"performance file {path} is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
+            f"performance file {loc} is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
             "save it as UTF-8 CSV"
         ) from None
+    return data
 
 
-def _from_dataset(path: Path) -> xr.DataArray:
+def _from_dataset(loc: Location, is_dir: bool) -> xr.DataArray:
     try:
-        if path.suffix == ".zarr" or path.is_dir():
-            ds = xr.open_zarr(path, consolidated=False).load()
-        else:
-            ds = xr.open_dataset(path).load()
+        if loc.suffix == ".zarr" or is_dir:
+            with quiet_zarr():
+                ds = xr.open_zarr(loc.zarr_store(read_only=True), consolidated=False).load()
+        elif loc.is_local:
+            ds = xr.open_dataset(loc.path).load()
+        else:  # a small file: read it whole (xarray picks the engine from the bytes)
+            ds = xr.open_dataset(io.BytesIO(loc.read_bytes())).load()
+    except InputError:
+        raise
     except Exception as exc:
-        raise InputError(f"cannot read performance file {path} ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"cannot read performance file {loc} ({type(exc).__name__}: {exc})") from None
     if "score" in ds.data_vars:
         score = ds["score"]
     elif len(ds.data_vars) == 1:
         score = ds[next(iter(ds.data_vars))]
     else:
-        raise InputError(f"{path} holds {sorted(ds.data_vars)}; name the performance variable 'score'")
+        raise InputError(f"{loc} holds {sorted(ds.data_vars)}; name the performance variable 'score'")
     if set(score.dims) != {"model", "benchmark"}:
-        raise InputError(f"{path}: score has dims {score.dims}, expected (model, benchmark); rename the dims")
+        raise InputError(f"{loc}: score has dims {score.dims}, expected (model, benchmark); rename the dims")
     score = score.transpose("model", "benchmark").astype(np.float64)
     score = score.assign_coords(
         model=("model", np.array([str(m) for m in score["model"].values], dtype=object)),
@@ -115,14 +125,17 @@ def _from_dataset(path: Path) -> xr.DataArray:
     return score.rename("score")
 
 
-def load_performance(path: str | os.PathLike, *, metadata: str | os.PathLike | pd.DataFrame | None = None) -> xr.DataArray:
+def load_performance(
+    path: str | os.PathLike | Location, *, metadata: str | os.PathLike | pd.DataFrame | None = None
+) -> xr.DataArray:
     """Read a performance matrix as ``score (model, benchmark)`` float64 with benchmark metadata.
 
     Parameters
     ----------
     path
         ``.csv`` / ``.parquet`` (wide: ``model`` column + one column per benchmark; or long: columns
-        ``model``, ``benchmark``, ``score``), or ``.nc`` / ``.zarr`` holding ``score``.
+        ``model``, ``benchmark``, ``score``), or ``.nc`` / ``.zarr`` holding ``score``; a local path
+        or a URL (``s3://…``, :mod:`bsig_array.io.location`).
     metadata
         Metadata CSV (or DataFrame).  Without it, coordinates already in a NetCDF/Zarr file are kept
         and anything else comes from the shipped default table, else ``"unknown"``.
@@ -132,17 +145,17 @@ def load_performance(path: str | os.PathLike, *, metadata: str | os.PathLike | p
     xarray.DataArray
         Named ``score``; NaN marks a missing score (refused later by :func:`align_performance`).
     """
-    path = Path(path)
+    path = as_location(path)  # str(path): the URL without credentials
     if not path.exists():
         raise InputError(f"performance file {path} does not exist; check the path (bsig performance import-lm-eval writes one)")
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
-        _check_text_file(path)
-        dup = _duplicate_header(path)
+        data = _check_text_file(path)
+        dup = _duplicate_header(data)
         if dup:
             raise InputError(f"{path} repeats columns {dup}; keep one column per benchmark")
         try:
-            table = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+            table = pd.read_csv(io.BytesIO(data), sep="\t" if suffix == ".tsv" else ",")
         except Exception as exc:
             raise InputError(f"cannot read CSV {path} ({type(exc).__name__}: {exc})") from None
         score = _from_wide(table, str(path))
@@ -150,12 +163,12 @@ def load_performance(path: str | os.PathLike, *, metadata: str | os.PathLike | p
         if path.is_dir():
             raise InputError(f"performance file {path} is a directory; pass a Parquet file")
         try:
-            table = pd.read_parquet(path)
+            table = pd.read_parquet(io.BytesIO(path.read_bytes()))
         except Exception as exc:
             raise InputError(f"cannot read Parquet {path} ({type(exc).__name__}: {exc})") from None
         score = _from_wide(table, str(path))
     elif suffix in (".nc", ".zarr", ".h5", ".netcdf") or path.is_dir():
-        score = _from_dataset(path)
+        score = _from_dataset(path, suffix == ".zarr" or path.is_dir())
         has_meta = all(col in score.coords for col in METADATA_COLUMNS)
         if has_meta and metadata is None:
             return score
@@ -170,18 +183,23 @@ def load_performance(path: str | os.PathLike, *, metadata: str | os.PathLike | p
     return with_metadata(score, metadata)
 
 
-def write_performance(score: xr.DataArray, path: str | os.PathLike, *, attrs: Mapping[str, str] | None = None) -> Path:
+def write_performance(
+    score: xr.DataArray, path: str | os.PathLike | Location, *, attrs: Mapping[str, str] | None = None
+) -> Path:
     """Write ``score`` as wide CSV (``.csv``), NetCDF (``.nc``) or Zarr (``.zarr``), atomically.
 
     CSV keeps only the numbers (pass the metadata CSV again when reading); NetCDF/Zarr keep the
     benchmark coordinates and ``attrs`` (file attributes, e.g. the provenance record; CSV drops them).
+    ``path`` may be a URL: the file is staged locally and published whole
+    (:func:`~bsig_array.io.atomic.atomic_output`).  Returns the local path, or for a URL its
+    :class:`~bsig_array.io.location.Location` (printable, without credentials).
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
+    loc = as_location(path)
+    suffix = loc.suffix.lower()
     if suffix not in (".csv", ".nc", ".zarr"):
-        raise InputError(f"cannot write performance as {path.suffix!r}; use a .csv, .nc or .zarr path")
+        raise InputError(f"cannot write performance as {loc.suffix!r}; use a .csv, .nc or .zarr path")
     score = score.rename("score")
-    with atomic_output(path) as tmp:
+    with atomic_output(loc) as tmp:
         if suffix == ".csv":
             table = score.transpose("model", "benchmark").to_pandas()
             table.index.name = "model"
@@ -196,9 +214,34 @@ def write_performance(score: xr.DataArray, path: str | os.PathLike, *, attrs: Ma
             if suffix == ".nc":
                 ds.to_netcdf(tmp)
             else:
-                with quiet_zarr():
-                    ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
-    return path
+                write_zarr(ds, tmp)  # consolidated + crc32c, like every bsig store
+    return loc.path if loc.is_local else loc  # type: ignore[return-value]  # printed or reopened by callers
+
+
+@contextlib.contextmanager
+def local_copy(where: str | os.PathLike | Location | None) -> Iterator[str | None]:
+    """A local path holding ``where``: itself when local, else a temporary download (file or folder).
+
+    For readers of small inputs that only take local paths (leaderboard tables, lm-eval results,
+    metadata CSVs).  An :class:`~bsig_array.errors.InputError` raised inside names the URL, not the
+    temporary copy.  ``None`` passes through.
+    """
+    if where is None:
+        yield None
+        return
+    loc = as_location(where)
+    if loc.is_local:
+        yield str(loc.path)
+        return
+    if not loc.exists():
+        raise InputError(f"{loc} does not exist; check the URL and --storage-options")
+    with tempfile.TemporaryDirectory(prefix="bsig-fetch-") as tmp:
+        dest = Path(tmp) / (loc.name or "input")
+        loc._remote(loc.fs.get, loc.fs_path, str(dest), recursive=loc.is_dir())
+        try:
+            yield str(dest)
+        except InputError as exc:
+            raise InputError(str(exc).replace(str(dest), str(loc))) from None
 
 
 def _models_of(models: Sequence[str] | xr.Dataset | xr.DataArray) -> list[str]:
@@ -283,13 +326,14 @@ def align_performance(score: xr.DataArray, models: Sequence[str] | xr.Dataset | 
     return aligned.rename("score")
 
 
-def check_model_row(path: str | os.PathLike, model: str, *, overwrite: bool) -> None:
-    """Refuse, before the work, to replace ``model``'s existing row of the CSV at ``path`` without ``overwrite``."""
-    path = Path(path)
-    if overwrite or not path.is_file():
+def check_model_row(path: str | os.PathLike | Location, model: str, *, overwrite: bool) -> None:
+    """Refuse, before the work, to replace ``model``'s existing row of the CSV at ``path`` (a path or
+    URL) without ``overwrite``."""
+    path = as_location(path)
+    if overwrite or not path.exists() or path.is_dir():
         return
     try:
-        models = pd.read_csv(path, usecols=["model"])["model"].astype(str)
+        models = pd.read_csv(io.BytesIO(path.read_bytes()), usecols=["model"])["model"].astype(str)
     except Exception as exc:
         raise InputError(f"{path} is not a performance CSV with a 'model' column ({type(exc).__name__}); "
                          "pick another --out") from None
@@ -297,14 +341,15 @@ def check_model_row(path: str | os.PathLike, model: str, *, overwrite: bool) -> 
         raise InputError(f"{path} already has a row for model {model!r}; pass --overwrite to replace it")
 
 
-def set_model_scores(path: str | os.PathLike, model: str, scores: dict[str, float]) -> pd.DataFrame:
-    """Add or replace ``model``'s row of the wide performance CSV at ``path`` (written atomically).
+def set_model_scores(path: str | os.PathLike | Location, model: str, scores: dict[str, float]) -> pd.DataFrame:
+    """Add or replace ``model``'s row of the wide performance CSV at ``path`` (a path or URL; written
+    atomically).
 
     Benchmarks new to the table get a column (NaN for the other models).  Returns the table.
     """
-    path = Path(path)
+    path = as_location(path)
     if path.exists():
-        table = pd.read_csv(path)
+        table = pd.read_csv(io.BytesIO(path.read_bytes()))
         if "model" not in table.columns:
             raise InputError(f"{path} has no 'model' column; it is not a performance CSV")
         table = table.set_index("model")

@@ -35,6 +35,7 @@ import xarray as xr
 
 from bsig_array.errors import InputError
 from bsig_array.io.atomic import SCREEN_OUTPUT, atomic_output, check_new_output
+from bsig_array.io.location import Location, as_location
 from bsig_array.io.zarr_format import open_artifact, quiet_zarr, strings, write_zarr, zarr_array
 from bsig_array.kernels.unique import sorted_unique
 from bsig_array.runtime.memory import CANDIDATE_CHUNK, TAIL_JOB_BYTES
@@ -330,26 +331,27 @@ class ScreenStoreWriter:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _open(path: str | os.PathLike) -> xr.Dataset:
+def _open(path: str | os.PathLike | Location) -> xr.Dataset:
     return open_artifact(
         path, what="screen store", command="bsig screen", index_except=(CANDIDATE,), complete=("candidate_nll",)
     )
 
 
-def open_screen(path: str | os.PathLike) -> xr.Dataset:
-    """Open a screen output store (lazy), or raise :class:`~bsig_array.errors.InputError` naming the problem."""
+def open_screen(path: str | os.PathLike | Location) -> xr.Dataset:
+    """Open a screen output store (lazy; a path or URL), or raise :class:`~bsig_array.errors.InputError`
+    naming the problem."""
     ds = _open(path)
     for var in ("candidate_token", "candidate_nll"):
         if var not in ds:
-            raise InputError(f"{path} has no {var!r}; pass the output of bsig screen")
+            raise InputError(f"{as_location(path)} has no {var!r}; pass the output of bsig screen")
     return ds
 
 
-def load_screen_summary(path: str | os.PathLike) -> xr.Dataset:
+def load_screen_summary(path: str | os.PathLike | Location) -> xr.Dataset:
     """The screen output without ``candidate_nll``, loaded into memory (thresholds, histograms, tails)."""
     ds = _open(path)
     if not any(histogram_name(c) in ds for c in COEFFICIENTS):
-        raise InputError(f"{path} has no coefficient histograms; pass the output of bsig screen")
+        raise InputError(f"{as_location(path)} has no coefficient histograms; pass the output of bsig screen")
     return ds.drop_vars("candidate_nll", errors="ignore").load()
 
 

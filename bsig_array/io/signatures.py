@@ -27,6 +27,7 @@ import xarray as xr
 from bsig_array.errors import InputError
 from bsig_array.io.atomic import SIGNATURES, atomic_output, check_new_output
 from bsig_array.io.corpus_store import Corpus, feature_context
+from bsig_array.io.location import Location, as_location
 from bsig_array.io.zarr_format import open_artifact, write_zarr
 from bsig_array.schema import BENCHMARK, STEP
 
@@ -91,8 +92,10 @@ def build_signatures(
     return ds
 
 
-def write_signatures(ds: xr.Dataset, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write signatures to ``out`` (Zarr v3) atomically: a temporary directory renamed at the end."""
+def write_signatures(ds: xr.Dataset, out: str | os.PathLike | Location, *, overwrite: bool = False) -> Path:
+    """Write signatures to ``out`` (Zarr v3) atomically: a temporary directory renamed at the end, or
+    for a URL a local staging directory published with its root ``zarr.json`` last.  Returns the
+    path (for a URL its :class:`~bsig_array.io.location.Location`, printable without credentials)."""
     out = check_new_output(out, overwrite=overwrite, what="signatures", kind=SIGNATURES)
     with atomic_output(out) as tmp:
         write_zarr(ds, tmp, all_chunks=True)
@@ -126,11 +129,11 @@ def attach_contexts(signatures: xr.Dataset, corpus: Corpus | str | os.PathLike) 
     return out
 
 
-def load_signatures(path: str | os.PathLike) -> xr.Dataset:
-    """Open a signatures store (``bsig select`` output) with its small variables loaded."""
+def load_signatures(path: str | os.PathLike | Location) -> xr.Dataset:
+    """Open a signatures store (``bsig select`` output; a path or URL) with its small variables loaded."""
     ds = open_artifact(path, what="signatures store", command="bsig select", load=True)
     if "signature_token" not in ds:
-        raise InputError(f"{path} has no signature_token variable; pass the output of bsig select")
+        raise InputError(f"{as_location(path)} has no signature_token variable; pass the output of bsig select")
     return ds
 
 

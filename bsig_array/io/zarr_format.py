@@ -1,8 +1,9 @@
 """How bsig writes and opens Zarr v3 stores: one place for the format choices all artifacts share.
 
-- Zarr format 3 with consolidated metadata (one read to open a store).  zarr warns that
-  consolidated metadata is not yet part of the v3 specification; bsig relies on it knowingly, so
-  :func:`quiet_zarr` silences exactly that warning around bsig's own reads and writes.
+- Zarr format 3 with consolidated metadata (one read to open a store), refreshed after any change
+  of shapes or attributes, so plain ``xr.open_zarr(path)`` opens every bsig store without a warning
+  (``tests/test_open_warnings.py``).  zarr warns that consolidated metadata is not yet part of the v3
+  specification; bsig relies on it knowingly, so :func:`quiet_zarr` silences exactly that notice.
 - Text as variable-length strings (object dtype): Zarr v3 has a spec for those, not for numpy's
   fixed-width unicode.
 - Every chunk ends in a crc32c checksum (zarr's ``crc32c`` codec after the compressor), so a flipped
@@ -25,6 +26,7 @@ import numpy as np
 import xarray as xr
 
 from bsig_array.errors import InputError
+from bsig_array.io.location import Location, as_location
 
 if TYPE_CHECKING:
     import zarr
@@ -34,10 +36,35 @@ _CONSOLIDATED_WARNING = "Consolidated metadata is currently not part"
 
 @contextmanager
 def quiet_zarr() -> Iterator[None]:
-    """Silence zarr's notice that consolidated metadata is not in the v3 spec (relied on knowingly)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
-        yield
+    """Silence zarr's notice that consolidated metadata is not in the v3 spec (relied on knowingly).
+
+    The filter is installed once and stays: :func:`warnings.catch_warnings` is not thread-safe, and
+    bsig consolidates from several threads (dask workers, the screen's write pool, zarr's I/O loop),
+    where one context's exit restores the filters under another's feet and lets the notice through
+    on stderr.  Only this exact message is ignored; every other warning is untouched.
+    """
+    # Re-added on every use (idempotent: the same filter is moved to the front, not duplicated), so a
+    # caller's own catch_warnings (pytest wraps every test in one) cannot drop it for good.
+    warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
+    yield
+
+
+def zarr_store(where: str | os.PathLike | Location, *, read_only: bool = True) -> Any:
+    """What zarr and xarray open for ``where``: a local path, or an fsspec-backed store for a URL."""
+    return as_location(where).zarr_store(read_only=read_only)
+
+
+def open_group(where: str | os.PathLike | Location, mode: str = "r") -> zarr.Group:
+    """The Zarr v3 group at ``where`` (a local path or a URL), opened with ``mode``."""
+    import zarr
+
+    with quiet_zarr():
+        return zarr.open_group(zarr_store(where, read_only=mode == "r"), mode=mode, zarr_format=3)  # type: ignore[arg-type]
+
+
+def array_stamp(where: str | os.PathLike | Location, name: str) -> str:
+    """A token that changes when array ``name`` of the store at ``where`` is rewritten (for dask names)."""
+    return as_location(where).child(name, "zarr.json").stamp()
 
 
 def zarr_array(group: zarr.Group, name: str) -> zarr.Array:
@@ -50,10 +77,10 @@ def zarr_array(group: zarr.Group, name: str) -> zarr.Array:
     return member
 
 
-def zarr_v2_message(path: str | os.PathLike, what: str) -> str | None:
+def zarr_v2_message(path: str | os.PathLike | Location, what: str) -> str | None:
     """The one-line refusal of a Zarr v2 store at ``path`` (``None`` if it is not one)."""
-    path = Path(path)
-    if (path / "zarr.json").exists() or not any((path / f).exists() for f in (".zgroup", ".zarray", ".zmetadata")):
+    path = as_location(path)
+    if path.child("zarr.json").exists() or not any(path.child(f).exists() for f in (".zgroup", ".zarray", ".zmetadata")):
         return None
     return (
         f"{what} {path} is a Zarr v2 store; bsig reads Zarr v3 stores; convert it with "
@@ -62,11 +89,18 @@ def zarr_v2_message(path: str | os.PathLike, what: str) -> str | None:
     )
 
 
-def require_zarr_v3(path: str | os.PathLike, what: str) -> None:
-    """Raise :class:`InputError` when ``path`` is a Zarr v2 store (zarr would open it, then fail later)."""
+def require_zarr_v3(path: str | os.PathLike | Location, what: str) -> None:
+    """Raise :class:`InputError` when ``path`` is a Zarr v2 store (zarr would open it, then fail later),
+    or an object-store prefix without its root ``zarr.json`` (the commit of a bsig upload)."""
     message = zarr_v2_message(path, what)
     if message:
         raise InputError(message)
+    loc = as_location(path)
+    if loc.is_remote and not loc.child("zarr.json").exists() and loc.is_dir():
+        raise InputError(
+            f"{what} {loc} has no root zarr.json: it is incomplete (an interrupted bsig write publishes that "
+            "file last) or not a Zarr v3 store; write it again (bsig replaces an incomplete output)"
+        )
 
 
 def checksum_codec() -> Any:
@@ -102,11 +136,14 @@ def local_root(array: zarr.Array) -> Path | None:
 
 
 def missing_chunks(array: zarr.Array, region: tuple[slice, ...]) -> list[tuple[str, tuple[slice, ...]]]:
-    """Chunk files of a local ``array`` in ``region`` that do not exist (zarr reads them as fill)."""
+    """Chunk files of ``array`` in ``region`` that do not exist (zarr reads them as fill)."""
     root = local_root(array)
-    if root is None:
-        return []
-    return [(key, part) for key, part in chunk_files(array, region) if not (root / key).exists()]
+    if root is not None:
+        return [(key, part) for key, part in chunk_files(array, region) if not (root / key).exists()]
+    from zarr.core.sync import sync
+
+    store = array.store  # an object store: ask it (one HEAD request per chunk, negligible next to a chunk's bytes)
+    return [(key, part) for key, part in chunk_files(array, region) if not sync(store.exists(key))]
 
 
 def normalize_region(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...]:
@@ -214,17 +251,15 @@ def _raw(var: xr.Variable, array: zarr.Array) -> bool:
 
 
 def guard_reads(
-    ds: xr.Dataset, path: str | os.PathLike, *, what: str, fix: str, complete: Sequence[str] = ()
+    ds: xr.Dataset, path: str | os.PathLike | Location, *, what: str, fix: str, complete: Sequence[str] = ()
 ) -> xr.Dataset:
     """``ds`` (opened lazily from the store at ``path``) with every dask-backed variable read through
     :func:`read_checked`, so a damaged chunk surfaces as one :class:`InputError` whenever it is computed;
     a missing chunk file of the arrays named in ``complete`` (always written whole) too."""
     import dask.array as da
-    import zarr
     from dask.base import tokenize
 
-    with quiet_zarr():
-        group = zarr.open_group(path, mode="r", zarr_format=3)
+    group = open_group(path)
     guarded = {}
     for name, var in ds.variables.items():
         if not isinstance(var.data, da.Array) or str(name) not in group:
@@ -232,7 +267,7 @@ def guard_reads(
         array = zarr_array(group, str(name))
         if not _raw(var, array):
             continue
-        token = tokenize(str(Path(path).resolve()), str(name), var.data.chunks, os.stat(Path(path) / str(name) / "zarr.json").st_mtime_ns)
+        token = tokenize(as_location(path).key(), str(name), var.data.chunks, array_stamp(path, str(name)))
         data = da.from_array(
             CheckedArray(array, what, fix, str(name) in complete), chunks=var.data.chunks, name=f"bsig-checked-{name}-{token}",
             lock=False, fancy=False, asarray=False, meta=np.empty((0,) * array.ndim, dtype=array.dtype),
@@ -264,7 +299,7 @@ ALL_CHUNKS_ATTR = "bsig_all_chunks"
 
 
 def write_zarr(
-    ds: xr.Dataset, path: str | os.PathLike, *, encoding: Mapping[str, Any] | None = None, compute: bool = True,
+    ds: xr.Dataset, path: str | os.PathLike | Location, *, encoding: Mapping[str, Any] | None = None, compute: bool = True,
     all_chunks: bool = False,
 ) -> Any:
     """``ds.to_zarr`` as every bsig store is written: Zarr v3, consolidated, text as object strings.
@@ -287,12 +322,13 @@ def write_zarr(
         ds = ds.assign_attrs({ALL_CHUNKS_ATTR: 1})
     with quiet_zarr():
         return with_object_strings(ds).to_zarr(  # type: ignore[call-overload]  # xarray overloads only literal compute
-            path, mode="w", zarr_format=3, consolidated=True, encoding=checked, compute=compute
+            zarr_store(path, read_only=False), mode="w", zarr_format=3, consolidated=True, encoding=checked,
+            compute=compute,
         )
 
 
 def open_artifact(
-    path: str | os.PathLike, *, what: str, command: str, load: bool = False, index_except: tuple[str, ...] = (),
+    path: str | os.PathLike | Location, *, what: str, command: str, load: bool = False, index_except: tuple[str, ...] = (),
     complete: tuple[str, ...] = (),
 ) -> xr.Dataset:
     """Open a Zarr artifact that bsig wrote (lazily, or loaded); a missing or unreadable one is one
@@ -301,14 +337,14 @@ def open_artifact(
     Dimension coordinates become indexes as usual, except those named in ``index_except``: an index
     is loaded whole at open, and some axes (the screen's candidate axis) can be as long as the pool.
     """
-    path = Path(path)
+    path = as_location(path)
     if not path.exists():
         raise InputError(f"{what} {path} does not exist; create it with {command}")
     require_zarr_v3(path, what)
     where, fix = f"{what} {path}", f"the file is truncated or corrupt: re-create it with {command}"
     try:
         with quiet_zarr():
-            ds = xr.open_zarr(path, create_default_indexes=not index_except)
+            ds = xr.open_zarr(path.zarr_store(read_only=True), create_default_indexes=not index_except)
             if index_except:
                 for name in ds.dims:
                     if name in ds.coords and name not in index_except and ds[name].dims == (name,):
@@ -326,15 +362,14 @@ def open_artifact(
         ) from None
 
 
-def check_all_chunks(path: str | os.PathLike, *, what: str, fix: str, max_bytes: int | None = None) -> None:
+def check_all_chunks(path: str | os.PathLike | Location, *, what: str, fix: str, max_bytes: int | None = None) -> None:
     """Read every array of the store at ``path`` (those of at most ``max_bytes``) through
     :func:`read_checked`, smallest first (error paths only): raises the :class:`InputError` naming
     the first damaged chunk file, if any."""
-    import zarr
 
     try:
         with quiet_zarr():
-            group = zarr.open_group(path, mode="r", zarr_format=3)
+            group = open_group(path)
             arrays = sorted(group.arrays(), key=lambda item: (item[1].nbytes, item[0]))
     except Exception:  # not even the metadata opens: nothing chunk-level to name
         return

@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +56,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bsig_array.errors import InputError, OptionError
-from bsig_array.io.atomic import SYNTH_POOL, artifact_kind, atomic_output, check_new_output
+from bsig_array.errors import BsigWarning, InputError, OptionError
+from bsig_array.io.atomic import PERPLEXITY_STORE, SYNTH_POOL, artifact_kind, atomic_output, check_new_output
 from bsig_array.io.benchmark_metadata import load_metadata, write_metadata
+from bsig_array.io.location import Location, as_location
 from bsig_array.io.perplexity_store.schema import WRITE_DTYPES, default_chunk_tokens
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
 from bsig_array.io.provenance import (
@@ -99,7 +102,11 @@ POOL_FILES = ("perplexity.zarr", "performance.csv", "metadata.csv", "truth.json"
 
 @dataclass(frozen=True)
 class SynthPaths:
-    """Where :func:`synthesize` wrote each output."""
+    """Where :func:`synthesize` wrote each output.
+
+    Local paths for a local pool; for a pool on an object store each field is a
+    :class:`~bsig_array.io.location.Location` (every reader takes both).
+    """
 
     perplexity: Path
     performance: Path
@@ -367,23 +374,37 @@ def _record(spec: SynthSpec, params: dict[str, Any], chunk_tokens: int) -> dict[
     return make_record("synth", fingerprints=prints, options=params | {"chunk_tokens": chunk_tokens})
 
 
-def _pool_paths(out: Path) -> SynthPaths:
+def _pool_paths(out: Location) -> SynthPaths:
+    def at(name: str) -> Path:
+        child = out.child(name)
+        return child.path if child.is_local else child  # type: ignore[return-value]  # a Location: see SynthPaths
+
     return SynthPaths(
-        perplexity=out / "perplexity.zarr",
-        performance=out / "performance.csv",
-        truth=out / "truth.json",
-        metadata=out / "metadata.csv",
-        questions=out / "questions",
+        perplexity=at("perplexity.zarr"),
+        performance=at("performance.csv"),
+        truth=at("truth.json"),
+        metadata=at("metadata.csv"),
+        questions=at("questions"),
     )
 
 
-def _write_text(path: Path, text: str) -> None:
+def _write_text(path: str | os.PathLike | Location, text: str) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
+def _write_small(target: Location, write: Callable[[Path], object]) -> None:
+    """``write(path)`` at ``target``: directly when local (the writers there are atomic themselves);
+    on an object store into a local staging path that :func:`atomic_output` publishes when whole."""
+    if target.is_local:
+        write(target.path)
+        return
+    with atomic_output(target) as tmp:
+        write(tmp)
+
+
 def synthesize(
-    out: str | os.PathLike,
+    out: str | os.PathLike | Location,
     *,
     models: int = 32,
     benchmarks: int = 88,
@@ -401,8 +422,10 @@ def synthesize(
     Parameters
     ----------
     out
-        Output directory; receives ``perplexity.zarr``, ``performance.csv``, ``metadata.csv``,
-        ``truth.json`` and ``questions/<benchmark>.jsonl``.
+        Output directory or object-store URL (``s3://bucket/pool``); receives ``perplexity.zarr``,
+        ``performance.csv``, ``metadata.csv``, ``truth.json`` and ``questions/<benchmark>.jsonl``.
+        On an object store the store's chunks and progress marks go straight to it (so a killed run
+        resumes there) and the small files are staged locally and published whole.
     models, benchmarks, tokens
         Pool size (m ≥ 3; ``tokens`` ≥ ``benchmarks * planted_per_benchmark``).
     seed
@@ -426,28 +449,35 @@ def synthesize(
     -------
     SynthPaths
     """
-    out = Path(out)
+    loc = as_location(out)
     spec = make_spec(models=models, benchmarks=benchmarks, tokens=tokens, seed=seed, planted_per_benchmark=planted_per_benchmark)
     chunk = default_chunk_tokens(tokens, chunk_tokens)  # a bad --chunk-tokens fails before anything is written
     if dtype not in WRITE_DTYPES:
         raise OptionError(f"unsupported store dtype {dtype!r}; use float32 or float16")
     params = _spec_attrs(spec, planted_per_benchmark) | {"dtype": dtype}
-    store_path = out / "perplexity.zarr"
-    found = artifact_kind(out)
+    store_path = loc.child("perplexity.zarr")
+    found = artifact_kind(loc)
     if found not in ("empty directory", SYNTH_POOL):  # nothing there yet, a file, another kind
-        check_new_output(out, overwrite=overwrite, what="synth output", kind=SYNTH_POOL)
+        check_new_output(loc, overwrite=overwrite, what="synth output", kind=SYNTH_POOL)
     if found == SYNTH_POOL and overwrite:
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in POOL_FILES)
+        foreign = sorted(name for name in loc.names() if name not in POOL_FILES)
         if foreign:
-            raise InputError(f"{out} also holds {foreign[:3]}, which are not part of a pool; move them or pick another directory")
-        # Write the new pool aside and swap it in whole: the old pool stays until the new one is complete.
-        with atomic_output(out) as tmp:
+            raise InputError(f"{loc} also holds {foreign[:3]}, which are not part of a pool; move them or pick another directory")
+        # Write the new pool aside and swap it in whole: the old pool stays until the new one is
+        # complete.  On an object store (no rename) the new pool is staged locally and published:
+        # the old pool's objects go first, the new store's root zarr.json comes last.
+        with atomic_output(loc) as tmp:
             synthesize(tmp, models=models, benchmarks=benchmarks, tokens=tokens, seed=seed, dtype=dtype,
                        chunk_tokens=chunk_tokens, planted_per_benchmark=planted_per_benchmark, questions=questions,
                        progress=progress)
-        return _pool_paths(out)
+        return _pool_paths(loc)
     writer = None
-    if found == SYNTH_POOL:
+    if found == SYNTH_POOL and store_path.is_remote and not store_path.child("zarr.json").exists():
+        # The pool's store whose publication was cut short (no root zarr.json: never complete, nothing
+        # of it marked; its leftovers need not even look like a store yet): made again below.
+        warnings.warn(f"replacing {store_path}: an incomplete {PERPLEXITY_STORE} without its root zarr.json, "
+                      "left by an interrupted bsig run", BsigWarning, stacklevel=2)
+    elif found == SYNTH_POOL:
         try:
             writer = StoreWriter(store_path)
         except InputError:
@@ -460,10 +490,13 @@ def synthesize(
         if writer is not None and PROVENANCE_ATTR not in writer.attrs:  # begun by a bsig without records
             writer.update_attrs(**record_attrs(_record(spec, params, writer.chunk_tokens)))
     if writer is None:
-        out.mkdir(parents=True, exist_ok=True)
+        if loc.is_local:
+            loc.path.mkdir(parents=True, exist_ok=True)
         attrs = {"source": "bsig synth", "synth": params, "seed": int(seed), "target": "last-token",
                  **record_attrs(_record(spec, params, chunk))}
-        with atomic_output(store_path) as tmp:  # a kill while creating leaves no half-made store to resume
+        # A kill while creating leaves no half-made store to resume (on an object store: one without
+        # its root zarr.json, which the next run replaces).
+        with atomic_output(store_path) as tmp:
             create_store(tmp, spec.models, tokens, chunk_tokens=chunk_tokens, dtype=dtype, with_doc_piece=False, attrs=attrs)
         writer = StoreWriter(store_path)
     pending = writer.pending()
@@ -482,12 +515,15 @@ def synthesize(
             del nll
             bar.advance(sl.stop - sl.start)
 
-    paths = _pool_paths(out)
-    write_performance(spec.score_array(), paths.performance)
-    write_metadata(spec.metadata, paths.metadata)
-    _write_text(paths.truth, json.dumps(spec.truth() | {"params": params}, indent=1))
+    # The small files come after the store is complete; on an object store each is staged locally
+    # and published whole (one PUT per file; the question set as one directory).
+    paths = _pool_paths(loc)
+    _write_small(loc.child("performance.csv"), lambda p: write_performance(spec.score_array(), p))
+    write_metadata(spec.metadata, loc.child("metadata.csv"))
+    _write_text(loc.child("truth.json"), json.dumps(spec.truth() | {"params": params}, indent=1))
     if questions:
-        write_questions(paths.questions, spec.benchmarks, list(spec.metadata["category"]), seed=seed)
+        _write_small(loc.child("questions"), lambda p: write_questions(
+            p, spec.benchmarks, list(spec.metadata["category"]), seed=seed))
     return paths
 
 

@@ -3,7 +3,8 @@
 Stages and CLI options take their defaults from :data:`DEFAULTS` (read once, when this module is
 first imported), so a default is written in exactly one place.  ``BSIG_MEMORY_LIMIT=8GiB bsig
 screen …`` changes the default of ``--memory-limit`` (an explicit option still wins); ``bsig
-defaults`` lists the table with the values in effect.  A malformed override is a one-line
+defaults`` lists the table with the values in effect.  Dask's own ``DASK_SCHEDULER_ADDRESS``
+(``tcp://host:port``) is the default ``--scheduler`` when ``BSIG_SCHEDULER`` is not set.  A malformed override is a one-line
 :class:`~bsig_array.errors.OptionError` naming the variable.
 """
 
@@ -44,8 +45,14 @@ class Defaults:
     demo_memory_limit: str = _setting("1GiB", "memory limit of bsig demo")
     alpha: float = _setting(0.01, "fraction of tokens kept per tail by the screen (--alpha)")
     ties: str = _setting("average", "ranking of tied NLLs for Thrush (--ties)")
-    scheduler: str = _setting("threads", "where stage tasks run (--scheduler)")
+    scheduler: str = _setting(
+        "threads", "where stage tasks run (--scheduler; default DASK_SCHEDULER_ADDRESS when that is set)"
+    )
     device: str = _setting("auto", "screening device (--device)")
+    spill_dir: str = _setting(
+        "", "directory of the screen's spill (empty: next to a local --out, else TMPDIR); on a multi-host "
+        "dask cluster, a directory every worker mounts"
+    )
     chunk_tokens: int = _setting(1 << 20, "tokens per chunk of a new perplexity store (--chunk-tokens)")
     context_pieces: int = _setting(30, "preceding pieces of context per corpus feature")
     sample_rate: float = _setting(0.02, "fraction of corpus pieces kept as features (paper: 1/50)")
@@ -82,11 +89,19 @@ class Defaults:
                     f"environment variable {var}={text!r} is not a valid {kind}; unset it or give e.g. "
                     f"{var}={f.default!r}"
                 ) from None
+        dask_address = environ.get(DASK_SCHEDULER_ADDRESS, "").strip()
+        if "scheduler" not in values and dask_address:  # Dask's own variable: a cluster to run on
+            values["scheduler"] = dask_address
         return cls(**values)
 
     def rows(self) -> list[tuple[str, str, Any, str]]:
         """``(setting, environment variable, value in effect, help)`` for every setting."""
         return [(f.name, env_name(f.name), getattr(self, f.name), f.metadata["help"]) for f in dataclasses.fields(self)]
+
+
+#: Dask's environment variable naming a running scheduler (the default ``--scheduler`` unless
+#: ``BSIG_SCHEDULER`` is set).
+DASK_SCHEDULER_ADDRESS = "DASK_SCHEDULER_ADDRESS"
 
 
 def env_name(setting: str) -> str:

@@ -12,8 +12,11 @@ runs them through :func:`task_runner`, so ``--scheduler`` means the same for all
 ``synchronous``
     Everything in the calling thread (debugging, profiling).
 ``tcp://host:port`` (or any dask.distributed address)
-    A running dask.distributed scheduler; the files the tasks read must be reachable from its
-    workers.  Tests and notebooks may pass a ``distributed.Client`` object instead of a string.
+    A running dask.distributed scheduler; the stores the tasks read must be reachable from its
+    workers (a shared file system, or object storage: a store URL's storage options travel with
+    each task, see :mod:`bsig_array.io.location`).  Tests and notebooks may pass a
+    ``distributed.Client`` object instead of a string.  The dashboard's address is printed to
+    stderr once per scheduler (``bsig: dask dashboard at http://…``).
 
 Whatever the scheduler, at most ``workers`` tasks are in flight and their results come back to the
 caller one by one, so the caller can fold them into small accumulators and memory stays within the
@@ -24,6 +27,7 @@ order-independently.
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -109,21 +113,12 @@ class TaskRunner:
         elif self.scheduler == "threads":
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bsig-task")
         elif isinstance(self.scheduler, str) and "://" in self.scheduler:
-            from distributed import Client
-
-            try:
-                with _quiet_distributed():
-                    self._client = Client(self.scheduler, timeout=f"{CONNECT_TIMEOUT_S}s", set_as_default=False)
-            except (OSError, TimeoutError, ValueError) as exc:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise PlanError(
-                    f"cannot reach dask scheduler at {describe_scheduler(self.scheduler)} within {CONNECT_TIMEOUT_S} s "
-                    f"({reason.replace(self.scheduler, describe_scheduler(self.scheduler))}); "
-                    "start it with `dask scheduler` or pick --scheduler threads"
-                ) from None
+            self._client = open_client(self.scheduler)
             self._own_client = True
         elif not isinstance(self.scheduler, str):
             self._client = self.scheduler
+        if self._client is not None:
+            announce_dashboard(self._client)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -191,6 +186,63 @@ class TaskRunner:
             if nxt is not None:
                 window.add(client.submit(fn, *nxt, pure=False))
             yield result
+
+
+def open_client(address: str) -> Any:
+    """A ``distributed.Client`` of the scheduler at ``address`` (not made the default client).
+
+    Raises
+    ------
+    PlanError
+        One line when the scheduler cannot be reached within :data:`CONNECT_TIMEOUT_S`.
+    """
+    from distributed import Client
+
+    try:
+        with _quiet_distributed():
+            return Client(address, timeout=f"{CONNECT_TIMEOUT_S}s", set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PlanError(
+            f"cannot reach dask scheduler at {describe_scheduler(address)} within {CONNECT_TIMEOUT_S} s "
+            f"({reason.replace(address, describe_scheduler(address))}); "
+            "start it with `dask scheduler` or pick --scheduler threads"
+        ) from None
+
+
+@contextmanager
+def connect(address: str) -> Iterator[Any]:
+    """:func:`open_client` as a context manager: the client is closed on exit."""
+    client = open_client(address)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+_announced: set[str] = set()  # scheduler addresses whose dashboard this process has printed
+
+
+def dashboard_link(client: Any) -> str | None:
+    """The dashboard URL of ``client``'s scheduler, or ``None`` when it serves none."""
+    try:
+        info = client.scheduler_info()
+        if "dashboard" not in info.get("services", {}):
+            return None
+        return str(client.dashboard_link)
+    except Exception:  # an old or unusual scheduler: the dashboard line is a courtesy
+        return None
+
+
+def announce_dashboard(client: Any) -> None:
+    """Print ``bsig: dask dashboard at URL`` to stderr, once per scheduler address and process."""
+    address = describe_scheduler(client)
+    if address in _announced:
+        return
+    _announced.add(address)
+    link = dashboard_link(client)
+    if link is not None:
+        print(f"bsig: dask dashboard at {link}", file=sys.stderr, flush=True)
 
 
 WORKER_DIED = (

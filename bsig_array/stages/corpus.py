@@ -27,6 +27,7 @@ import numpy as np
 from bsig_array.errors import InputError, OptionError
 from bsig_array.io.atomic import CORPUS_STORE, atomic_output, check_new_output
 from bsig_array.io.corpus_store import CorpusWriter
+from bsig_array.io.location import Location, as_location, redact_url
 from bsig_array.options import check_count, check_optional_count, check_seed
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.progress import Progress, no_progress
@@ -76,7 +77,7 @@ def _decode(raw: bytes, stats: CorpusStats) -> str:
         return raw.decode("utf-8", "replace")
 
 
-def _jsonl_documents(path: Path, stats: CorpusStats) -> Iterator[str | None]:
+def _jsonl_documents(path: Location, stats: CorpusStats) -> Iterator[str | None]:
     """Records of one JSONL(.gz) file; a file without a single readable record is refused (it is not a corpus)."""
     good = bad = 0
     try:
@@ -98,9 +99,9 @@ def _jsonl_documents(path: Path, stats: CorpusStats) -> Iterator[str | None]:
         )
 
 
-def _jsonl_records(path: Path, stats: CorpusStats) -> Iterator[str | None]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as fh:
+def _jsonl_records(path: Location, stats: CorpusStats) -> Iterator[str | None]:
+    # Streamed line by line (an object store's file reads ahead in blocks): memory stays O(line).
+    with path.open("rb") as raw, (gzip.GzipFile(fileobj=raw, mode="rb") if path.name.lower().endswith(".gz") else raw) as fh:
         for line in fh:
             if not line.strip():
                 continue
@@ -123,12 +124,21 @@ def _jsonl_records(path: Path, stats: CorpusStats) -> Iterator[str | None]:
                 yield _valid_utf8(text, stats)
 
 
-def _parquet_documents(path: Path, stats: CorpusStats) -> Iterator[str | None]:
+def _parquet_documents(path: Location, stats: CorpusStats) -> Iterator[str | None]:
+    if path.is_local:
+        yield from _parquet_records(path, path.path, stats)
+        return
+    # A URL is read through its fsspec file: ranged reads of the footer, then of each row group.
+    with path.open("rb") as fh:
+        yield from _parquet_records(path, fh, stats)
+
+
+def _parquet_records(path: Location, source: Any, stats: CorpusStats) -> Iterator[str | None]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(source)
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"corpus input {path} is not a readable Parquet file ({str(exc).splitlines()[0]})") from None
     if "text" not in pf.schema_arrow.names:
@@ -148,15 +158,15 @@ def _parquet_documents(path: Path, stats: CorpusStats) -> Iterator[str | None]:
                 yield _valid_utf8(value, stats)
 
 
-def iter_documents(paths: Sequence[str | os.PathLike], stats: CorpusStats) -> Iterator[str | None]:
-    """Stream the ``text`` of every record of JSONL(.gz) or Parquet files, in order.
+def iter_documents(paths: Sequence[str | os.PathLike | Location], stats: CorpusStats) -> Iterator[str | None]:
+    """Stream the ``text`` of every record of JSONL(.gz) or Parquet files (local paths or URLs), in order.
 
     Yields None for a record that cannot be read (counted in ``stats.bad_records``) so record
     numbers stay aligned with the input.
     """
     for p in paths:
-        path = Path(p)
-        if not path.is_file():
+        path = as_location(p)
+        if path.is_dir() or not path.exists():
             what = "is a directory" if path.is_dir() else "does not exist"
             raise InputError(f"corpus input {path} {what}; pass JSONL or Parquet files with a 'text' field")
         name = path.name.lower()
@@ -202,7 +212,7 @@ def sample_pieces(n_pieces: int, record: int, sample_rate: float, seed: int) -> 
 
 def build_corpus(
     documents: Iterable[str | None],
-    out: str | os.PathLike,
+    out: str | os.PathLike | Location,
     *,
     sample_rate: float = DEFAULTS.sample_rate,
     seed: int = DEFAULTS.seed,
@@ -222,7 +232,8 @@ def build_corpus(
     documents
         Document texts in input order (None for an unreadable record: it keeps its record number).
     out
-        Path of the corpus store; written under a temporary name and renamed when complete.
+        Path or URL of the corpus store; written under a temporary name and renamed when complete
+        (for a URL: staged locally and uploaded, root metadata last).
     sample_rate
         Probability that a piece becomes a feature (the paper used 1/50).
     seed
@@ -284,7 +295,7 @@ def build_corpus(
                 "seed": int(seed),
                 "context_pieces": int(context_pieces),
                 "max_doc_chars": int(max_doc_chars),
-                "inputs": [str(i) for i in inputs],
+                "inputs": [redact_url(str(i)) for i in inputs],  # a URL may carry credentials
                 "counts": {k: v for k, v in dataclasses.asdict(stats).items() if k != "extra"},
             }
         )

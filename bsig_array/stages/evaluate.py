@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from bsig_array.errors import InputError, OptionError
+from bsig_array.io.location import Location, as_location
 from bsig_array.io.scores import set_model_scores
 from bsig_array.options import check_model_name, check_model_options, check_optional_count
 from bsig_array.runtime.defaults import DEFAULTS, progress_enabled
@@ -166,16 +167,22 @@ def _absolute_data_files(yaml_text: str, folder: Path) -> str:
 
 
 @contextmanager
-def prepared_include_path(dirs: Sequence[str | os.PathLike]) -> Iterator[list[str]]:
-    """Copies of the task folders ``dirs`` whose relative data paths are made absolute."""
+def prepared_include_path(dirs: Sequence[str | os.PathLike | Location]) -> Iterator[list[str]]:
+    """Copies of the task folders ``dirs`` (local or URLs) whose relative data paths are made absolute."""
     with tempfile.TemporaryDirectory(prefix="bsig-tasks-") as tmp:
         out = []
         for i, d in enumerate(dirs):
-            src = Path(d)
+            src = as_location(d)
             if not src.is_dir():
                 raise InputError(f"task folder {src} does not exist; pass --include-path DIR with task YAMLs")
             dst = Path(tmp) / str(i)
-            shutil.copytree(src, dst)
+            if src.is_local:
+                shutil.copytree(src.path, dst)
+            else:  # lm-eval reads local files only: download the folder (it is copied anyway)
+                for key in src.walk_files():
+                    target = dst.joinpath(*key.split("/"))
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(src.child(*key.split("/")).read_bytes())
             for y in list(dst.rglob("*.yaml")) + list(dst.rglob("*.yml")):
                 y.write_text(_absolute_data_files(y.read_text(), y.parent))
             out.append(str(dst))
@@ -217,7 +224,7 @@ def evaluate_model(
     model: str,
     tasks: Sequence[str],
     *,
-    include_path: Sequence[str | os.PathLike] = (TASKS_DIR,),
+    include_path: Sequence[str | os.PathLike | Location] = (TASKS_DIR,),
     gguf_file: str | None = None,
     batch_size: int = 16,
     device: str = "cpu",
@@ -236,7 +243,7 @@ def evaluate_model(
         Task (or group) names defined in ``include_path`` (lm-eval's built-in tasks are not indexed:
         they would need hub downloads, and indexing them takes tens of seconds).
     include_path
-        Folders with task YAMLs (default: the project's shipped tasks).
+        Folders with task YAMLs, local or URLs (default: the project's shipped tasks).
     limit
         Evaluate only the first ``limit`` items of each task.
     metric
@@ -281,7 +288,7 @@ def evaluate_model(
     return scores
 
 
-def update_performance(path: str | os.PathLike, model: str, scores: dict[str, float]) -> pd.DataFrame:
+def update_performance(path: str | os.PathLike | Location, model: str, scores: dict[str, float]) -> pd.DataFrame:
     """Add or replace ``model``'s row of the wide performance CSV at ``path`` (written atomically).
 
     The CSV belongs to :mod:`bsig_array.io.scores` (:func:`~bsig_array.io.scores.set_model_scores`).

@@ -32,6 +32,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,7 @@ import pyarrow.parquet as pq
 
 from bsig_array.errors import InputError
 from bsig_array.io.atomic import PERPLEXITY_STORE, atomic_output, check_new_output, scratch_dir
+from bsig_array.io.location import Location, as_location
 from bsig_array.io.perplexity_store.schema import check_block
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
 from bsig_array.io.provenance import FINGERPRINT_TOKENS, make_record, record_attrs, store_fingerprint_of
@@ -49,6 +51,8 @@ from bsig_array.io.zarr_format import zarr_array
 from bsig_array.options import check_choice, check_count, duplicates
 from bsig_array.runtime.progress import Bar, Progress, no_progress
 
+#: An input file: a local path, or a :class:`~bsig_array.io.location.Location` on an object store.
+Source = Path | Location
 PAPER_COLUMNS = ("text_id", "chunk_id", "logprobs")
 COORD_COLUMNS = ("token", "doc", "piece")
 BATCH_ROWS = 1 << 16
@@ -57,13 +61,34 @@ BATCH_ROWS = 1 << 16
 # --------------------------------------------------------------------------------------------- entry
 
 
-def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Files named by ``inputs``; a directory stands for the ``*.parquet`` files in it (sorted)."""
-    files: list[Path] = []
+def _source(item: str | os.PathLike | Location) -> Source:
+    """``item`` as a local :class:`~pathlib.Path`, or a :class:`Location` when it is remote."""
+    loc = as_location(item)
+    return loc.path if loc.is_local else loc
+
+
+def _stem(source: Source) -> str:
+    return source.stem if isinstance(source, Path) else Path(source.name).stem
+
+
+def _readable(source: Source) -> Any:
+    """What pyarrow reads: the local path, or a seekable fsspec file (``.gz``/``.bz2`` decompressed)."""
+    if isinstance(source, Path):
+        return source
+    return source.open("rb", compression="infer")
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike | Location]) -> list[Source]:
+    """Files named by ``inputs``; a directory (or object-store prefix) stands for the ``*.parquet``
+    files in it (sorted)."""
+    files: list[Source] = []
     for item in inputs:
-        p = Path(item)
+        p = _source(item)
         if p.is_dir():
-            found = sorted(p.glob("*.parquet"))
+            if isinstance(p, Path):
+                found: list[Source] = list(sorted(p.glob("*.parquet")))
+            else:
+                found = [p.child(n) for n in sorted(p.names()) if n.endswith(".parquet")]
             if not found:
                 raise InputError(f"directory {p} holds no *.parquet files; pass the per-model Parquet files")
             files += found
@@ -76,7 +101,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def detect_format(files: Sequence[Path]) -> str:
+def detect_format(files: Sequence[Source]) -> str:
     """``"paper"`` when every file is Parquet with ``text_id``, ``chunk_id``, ``logprobs``; else ``"wide"``."""
     if all(f.suffix == ".parquet" for f in files):
         names = [set(_parquet_file(f).schema_arrow.names) for f in files]
@@ -91,8 +116,8 @@ def detect_format(files: Sequence[Path]) -> str:
 
 
 def ingest(
-    inputs: Sequence[str | os.PathLike],
-    out: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike | Location],
+    out: str | os.PathLike | Location,
     *,
     format: str = "auto",
     model_names: Sequence[str] | None = None,
@@ -108,9 +133,12 @@ def ingest(
     ----------
     inputs
         Paper layout: one Parquet file per model (or a directory of them).  Wide layout: one
-        Parquet/CSV file.
+        Parquet/CSV file.  Local paths or object-store URLs (read as streams of byte ranges).
     out
-        Store directory to create.
+        Store directory (or object-store URL) to create.  On an object store the store is built in a
+        local staging directory and published when complete (root ``zarr.json`` last), so, as on
+        disk, a killed ingest leaves nothing that opens and ``--overwrite`` keeps the old store
+        until the new one is whole.
     format
         ``"paper"``, ``"wide"`` or ``"auto"`` (detected from the Parquet columns).
     model_names
@@ -132,6 +160,7 @@ def ingest(
     check_choice(format, ("auto", "paper", "wide"), "input format")
     if format == "wide" and len(files) != 1:
         raise InputError(f"the wide layout takes one table, got {len(files)} files; merge them or use --format paper")
+    # Leftovers of an ingest killed while publishing to an object store are replaced (check_new_output).
     out = check_new_output(out, overwrite=overwrite, what="store", kind=PERPLEXITY_STORE, inputs=[*inputs, *files])
     # Build next to the target and rename at the end: a failed or killed ingest never leaves a
     # store at `out`, and --overwrite keeps the old store until the new one is complete.  A killed
@@ -164,10 +193,10 @@ def _fingerprint(writer: StoreWriter) -> str:
     return store_fingerprint_of(writer.models, d, (token[head], writer.nll[:, head]), (token[tail], writer.nll[:, tail]))
 
 
-def _parquet_file(path: Path) -> pq.ParquetFile:
+def _parquet_file(path: Source) -> pq.ParquetFile:
     try:
         # pre_buffer would read every column chunk of the file ahead (memory ~ file size).
-        return pq.ParquetFile(path, pre_buffer=False)
+        return pq.ParquetFile(_readable(path), pre_buffer=False)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"cannot read {path} as Parquet ({exc}); check the file") from None
 
@@ -244,7 +273,7 @@ def _int_like(values: pa.Array) -> np.ndarray:
     return np.array([int(s) for s in strings], dtype=np.int64)  # ValueError on a non-integer string
 
 
-def _batches(path: Path, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _batches(path: Source, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
     pf = _parquet_file(path)
     missing = [c for c in columns if c not in pf.schema_arrow.names]
     if missing:
@@ -255,7 +284,7 @@ def _batches(path: Path, columns: Sequence[str], batch_rows: int) -> Iterator[pa
         raise InputError(f"cannot read {path} ({exc}); the file is truncated or corrupt") from None
 
 
-def _chunk_ids(batch: pa.RecordBatch, path: Path) -> np.ndarray:
+def _chunk_ids(batch: pa.RecordBatch, path: Source) -> np.ndarray:
     col = batch.column("chunk_id")
     if col.null_count:
         raise InputError(f"{path}: chunk_id has {col.null_count} empty values; every row needs an integer chunk_id")
@@ -265,7 +294,7 @@ def _chunk_ids(batch: pa.RecordBatch, path: Path) -> np.ndarray:
         raise InputError(f"{path}: chunk_id must be integers (got {col.type}); fix the file") from None
 
 
-def _key_index(path: Path, batch_rows: int) -> _KeyIndex:
+def _key_index(path: Source, batch_rows: int) -> _KeyIndex:
     """Pass 1: the key set of one file, sorted, with duplicates refused.
 
     Two streaming reads of the key columns only: the first finds the distinct text ids and the
@@ -328,7 +357,7 @@ def _distinct(distinct: pa.Array | None, pending: list[pa.Array]) -> pa.Array:
     return pa.concat_arrays(parts).unique()
 
 
-def _last_logprob(batch: pa.RecordBatch, path: Path) -> np.ndarray:
+def _last_logprob(batch: pa.RecordBatch, path: Source) -> np.ndarray:
     """The last entry of each row's ``logprobs`` list (float64)."""
     lists = batch.column("logprobs")
     if not (pa.types.is_list(lists.type) or pa.types.is_large_list(lists.type)):
@@ -345,7 +374,7 @@ def _last_logprob(batch: pa.RecordBatch, path: Path) -> np.ndarray:
     return pc.fill_null(last.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
 
 
-def _fill_model(path: Path, name: str, reference: str, index: _KeyIndex, batch_rows: int, bar: Bar) -> np.ndarray:
+def _fill_model(path: Source, name: str, reference: str, index: _KeyIndex, batch_rows: int, bar: Bar) -> np.ndarray:
     """Pass 2 for one model: its NLL per token position, with every row matched to the key set."""
     nll = np.full(index.n, np.nan, dtype=np.float32)
     seen = np.zeros(index.n, dtype=bool)
@@ -381,7 +410,7 @@ def _fill_model(path: Path, name: str, reference: str, index: _KeyIndex, batch_r
 
 
 def ingest_paper(
-    files: Sequence[Path],
+    files: Sequence[Source],
     out: Path,
     *,
     model_names: Sequence[str] | None = None,
@@ -392,8 +421,8 @@ def ingest_paper(
     progress: Progress = no_progress,
 ) -> Path:
     """Ingest the paper repository's per-model Parquet files (see the module docstring)."""
-    files = [Path(f) for f in files]
-    names = [f.stem for f in files] if model_names is None else [str(n) for n in model_names]
+    files = [_source(f) for f in files]
+    names = [_stem(f) for f in files] if model_names is None else [str(n) for n in model_names]
     if len(names) != len(files):
         raise InputError(f"got {len(names)} model names for {len(files)} files; give one name per file")
     dup = duplicates(names)
@@ -440,7 +469,7 @@ def _write_from_spills(writer: StoreWriter, spills: Sequence[Path], index: _KeyI
 
 
 def _wide_reader(
-    path: Path, batch_rows: int, column_types: dict | None = None
+    path: Source, batch_rows: int, column_types: dict | None = None
 ) -> tuple[pa.Schema, Callable[[list[str]], Iterator[pa.RecordBatch]]]:
     """Record batches of a wide Parquet/CSV table and its column names."""
     if path.suffix == ".parquet":
@@ -451,7 +480,7 @@ def _wide_reader(
     parse = pacsv.ParseOptions(delimiter="\t" if path.suffix == ".tsv" else ",")
     read = pacsv.ReadOptions(block_size=1 << 22)
     try:
-        with pacsv.open_csv(path, read_options=read, parse_options=parse) as reader:
+        with pacsv.open_csv(_readable(path), read_options=read, parse_options=parse) as reader:
             schema = reader.schema
     except pa.ArrowException as exc:
         raise InputError(f"cannot read {path} as CSV ({exc}); check the file") from None
@@ -459,14 +488,14 @@ def _wide_reader(
     def batches(cols: list[str]) -> Iterator[pa.RecordBatch]:
         types = {c: (pa.int64() if c in COORD_COLUMNS else pa.float64()) for c in cols}
         convert = pacsv.ConvertOptions(include_columns=cols, column_types=types)
-        with pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert) as reader:
+        with pacsv.open_csv(_readable(path), read_options=read, parse_options=parse, convert_options=convert) as reader:
             yield from reader
 
     return schema, batches
 
 
 def ingest_wide(
-    path: Path,
+    path: Source,
     out: Path,
     *,
     models: Sequence[str] | None = None,
@@ -477,7 +506,7 @@ def ingest_wide(
     progress: Progress = no_progress,
 ) -> Path:
     """Ingest one wide table (token rows x model columns, optional ``token``/``doc``/``piece``)."""
-    path = Path(path)
+    path = _source(path)
     schema, batches = _wide_reader(path, batch_rows)
     columns = list(schema.names)
     coords = [c for c in COORD_COLUMNS if c in columns]
@@ -546,7 +575,7 @@ def ingest_wide(
 
 
 def _write_wide_chunk(writer: StoreWriter, j: int, block: np.ndarray, cbuf: dict, coords: list[str],
-                      width: int, path: Path, names: list[str]) -> None:
+                      width: int, path: Source, names: list[str]) -> None:
     sl = writer.chunk_slice(j)
     check_block(block, names, sl.start, label=f"input {path}")
     token = cbuf["token"][:width].copy() if "token" in coords else np.arange(sl.start, sl.stop, dtype=np.int64)

@@ -59,6 +59,7 @@ import scipy.stats
 import xarray as xr
 
 from bsig_array.errors import InputError, OptionError
+from bsig_array.io.location import Location
 from bsig_array.io.provenance import (
     check_fingerprint,
     make_record,
@@ -348,7 +349,7 @@ def compute_overlaps(
     nll: xr.DataArray | None = None,
     score: xr.DataArray | None = None,
     *,
-    questions: str | os.PathLike | Mapping[str, Sequence[str]] | None = None,
+    questions: str | os.PathLike | Location | Mapping[str, Sequence[str]] | None = None,
     population: str = "signatures",
     bootstrap: int = DEFAULTS.bootstrap,
     encoder: Any = None,
@@ -373,8 +374,8 @@ def compute_overlaps(
     score
         ``score (model, benchmark)`` (required); models are matched to ``nll`` by name.
     questions
-        A directory of ``<benchmark>.jsonl|.txt`` files or a mapping benchmark → questions: gives the
-        semantic level.
+        A directory of ``<benchmark>.jsonl|.txt`` files (a local path or a URL) or a mapping benchmark →
+        questions: gives the semantic level.
     population
         ``"signatures"`` (union of signature tokens) or ``"pool"`` (the whole store).
     bootstrap
@@ -457,7 +458,7 @@ def compute_overlaps(
         from bsig_array.io import questions as question_files
         from bsig_array.stages import semantic
 
-        qs = question_files.read_questions(questions, benchmarks) if isinstance(questions, (str, os.PathLike)) else dict(questions)
+        qs = question_files.read_questions(questions, benchmarks) if isinstance(questions, (str, os.PathLike, Location)) else dict(questions)
         semantic_attrs: dict[str, Any] = {}
         missing = [b for b in benchmarks if b not in qs]
         if missing:

@@ -16,13 +16,21 @@ when the process dies, so a killed run never blocks the next); a second concurre
 store fails at once with a one-line error.  The lock file is removed when the run ends, however it
 ends; one left by a killed run is taken over (and removed) by the next run.  A run that creates the
 store and fails before writing any chunk removes the store again.
+
+A store on an object store (``--store s3://…``) is filled the same way: chunks and progress marks
+are PUT straight to it, so a killed run resumes there.  Object stores have no locks, so the lock
+file is local (in ``TMPDIR``, named after the store's URL): it keeps two runs on this machine apart,
+and runs on different machines must not fill one store at the same time.  A new store is created
+complete-but-empty by publishing its metadata with the root ``zarr.json`` last; the corpus stays local.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -36,6 +44,7 @@ import numpy as np
 from bsig_array.errors import BsigWarning, InputError
 from bsig_array.io.atomic import atomic_output, remove_path
 from bsig_array.io.corpus_store import Corpus
+from bsig_array.io.location import Location, as_location
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
 from bsig_array.io.provenance import MODEL_PROVENANCE_ATTR, make_record
 from bsig_array.io.zarr_format import zarr_array
@@ -49,7 +58,7 @@ _FINGERPRINT = ("sample_rate", "seed", "context_pieces")
 
 @dataclass
 class PerplexityResult:
-    """What one :func:`extract_perplexity` run did."""
+    """What one :func:`extract_perplexity` run did (``store``: a Location for a store on an object store)."""
 
     store: Path
     model: str
@@ -64,10 +73,22 @@ class PerplexityResult:
         return self.tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
+def lock_path(store: str | os.PathLike | Location) -> Path:
+    """The writer lock of ``store``: ``<store>.lock`` beside a local store; for a store on an object
+    store (which has no locks) a local file in ``TMPDIR`` named after its URL."""
+    loc = as_location(store)
+    if loc.is_local:
+        return loc.path.with_name(loc.path.name + ".lock")
+    digest = hashlib.sha256(loc.key().encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"bsig-store-{digest}.lock"
+
+
 @contextmanager
-def store_lock(store: Path) -> Iterator[None]:
-    """Hold the exclusive writer lock ``<store>.lock`` (non-blocking: fail if another run holds it)."""
-    lock = store.with_name(store.name + ".lock")
+def store_lock(store: str | os.PathLike | Location) -> Iterator[None]:
+    """Hold the exclusive writer lock of ``store`` (:func:`lock_path`; non-blocking: fail if another
+    run holds it)."""
+    store = as_location(store)
+    lock = lock_path(store)
     lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fh = open(lock, "a+")
@@ -103,9 +124,9 @@ def store_lock(store: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _remove_if_unwritten(store: Path) -> Iterator[None]:
+def _remove_if_unwritten(store: Location) -> Iterator[None]:
     """Remove ``store`` when this run creates it and fails before any chunk is written (nothing to resume)."""
-    existed = store.exists()
+    existed = _store_exists(store)
     try:
         yield
     except BaseException:
@@ -115,8 +136,17 @@ def _remove_if_unwritten(store: Path) -> Iterator[None]:
             except Exception:  # half-created metadata: nothing written either
                 written = False
             if not written:
-                remove_path(store)
+                if store.is_local:
+                    remove_path(store.path)
+                else:
+                    store.remove()
         raise
+
+
+def _store_exists(store: Location) -> bool:
+    """Whether a store is at ``store``; on an object store only a committed one (root ``zarr.json``):
+    objects without it are what a killed creation left, and creating the store replaces them."""
+    return store.exists() if store.is_local else store.child("zarr.json").exists()
 
 
 def default_model_name(model: str | Any) -> str:
@@ -133,14 +163,14 @@ def _corpus_attrs(corpus: Corpus) -> dict[str, Any]:
         "sample_rate": corpus.attrs["sample_rate"],
         "seed": corpus.attrs["seed"],
         "context_pieces": corpus.context_pieces,
-        "corpus": str(corpus.path.resolve()),
+        "corpus": as_location(corpus.path).key(),  # resolved path, or URL without credentials
         "corpus_docs": corpus.n_docs,
         "corpus_text_bytes": int(counts.get("text_bytes", -1)),
     }
 
 
 def open_or_create_store(
-    store: str | os.PathLike,
+    store: str | os.PathLike | Location,
     corpus: Corpus,
     *,
     target: str,
@@ -153,10 +183,10 @@ def open_or_create_store(
     created (atomically, via a temporary sibling) with a placeholder row that the first caller's
     model takes over.
     """
-    store = Path(store)
+    store = as_location(store)
     expected = {"target": target, **_corpus_attrs(corpus)}
-    if not store.exists():
-        with atomic_output(store) as tmp:
+    if not _store_exists(store):
+        with atomic_output(store) as tmp:  # on an object store: replaces a killed creation's leftovers
             create_store(tmp, ["_unassigned"], corpus.n_features, chunk_tokens=chunk_tokens, dtype=dtype, attrs=expected)
         return StoreWriter(store)
     writer = StoreWriter(store)
@@ -212,7 +242,7 @@ def chunk_nll(backend: Backend, corpus: Corpus, start: int, stop: int, target: s
 
 def extract_perplexity(
     corpus: str | os.PathLike | Corpus,
-    store: str | os.PathLike,
+    store: str | os.PathLike | Location,
     model: str | Any,
     *,
     name: str | None = None,
@@ -237,7 +267,7 @@ def extract_perplexity(
     corpus
         ``corpus.zarr`` (path or :class:`~bsig_array.io.corpus_store.Corpus`); it defines the token axis.
     store
-        Perplexity store; created from the corpus if missing.
+        Perplexity store (a local directory or an object-store URL); created from the corpus if missing.
     model
         Model name/path/alias/zoo name, or a loaded transformers model (with ``tokenizer``).
     name
@@ -266,18 +296,18 @@ def extract_perplexity(
     if chunk_tokens is not None:
         check_count(chunk_tokens, "--chunk-tokens", minimum=1)
     corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
-    store = Path(store)
+    loc = as_location(store)
     name = check_model_name(name if name is not None else default_model_name(model))
     source = source or (model if isinstance(model, str) else default_model_name(model))
     t0 = time.perf_counter()
-    with store_lock(store), _remove_if_unwritten(store):
+    with store_lock(loc), _remove_if_unwritten(loc):
         writer = None
-        if store.exists():
-            writer = open_or_create_store(store, corpus, target=target)
+        if _store_exists(loc):
+            writer = open_or_create_store(loc, corpus, target=target)
             known = dict(writer.attrs.get("model_info", {})).get(name)
             if name in writer.models and known is not None and known.get("source") != str(source):
                 raise InputError(
-                    f"model name {name!r} is already in {store} from {known['source']!r}; pass another --name"
+                    f"model name {name!r} is already in {loc} from {known['source']!r}; pass another --name"
                 )
         if writer is not None and name in writer.models:
             row = writer.model_index([name])[0]
@@ -297,7 +327,7 @@ def extract_perplexity(
             scorer = get_backend(backend, model=model, **kwargs)
             if writer is None:
                 writer = open_or_create_store(
-                    store, corpus, target=target, chunk_tokens=chunk_tokens, dtype=store_dtype
+                    loc, corpus, target=target, chunk_tokens=chunk_tokens, dtype=store_dtype
                 )
             local = isinstance(model, str) and Path(model).exists()
             record = make_record(
@@ -324,4 +354,6 @@ def extract_perplexity(
                     tokens += sl.stop - sl.start
                     bar.advance(sl.stop - sl.start)
     assert writer is not None  # pending is a list only once a writer exists
-    return PerplexityResult(store, name, row, len(pending), writer.n_chunks, tokens, time.perf_counter() - t0)
+    result_store = loc.path if loc.is_local else loc  # a Location on an object store (see PerplexityResult)
+    return PerplexityResult(result_store, name, row, len(pending), writer.n_chunks, tokens,  # type: ignore[arg-type]
+                            time.perf_counter() - t0)

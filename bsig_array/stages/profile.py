@@ -404,18 +404,42 @@ def screen_breakdown(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_report_paths(reports: Sequence[str | os.PathLike | None], run: Sequence[str | os.PathLike | None]) -> None:
-    """Refuse a report path that is an input or output of the run, or given twice (it would be overwritten)."""
-    taken = {Path(p).resolve() for p in run if p}
+    """Refuse a report path that is an input or output of the run, given twice (it would be
+    overwritten), or not writable (a missing bucket, a read-only directory): before any work.
+
+    Paths may be URLs (``s3://…``): reports are then staged locally and uploaded whole
+    (:func:`write_report_text`, :func:`dask_performance_report`).
+    """
+    from bsig_array.io.atomic import check_writable
+    from bsig_array.io.location import as_location
+
+    taken = {as_location(p).key().rstrip("/") for p in run if p}
     for p in reports:
-        if p and Path(p).resolve() in taken:
-            raise OptionError(f"{p} is an input or output of this run (or another report); write the report elsewhere")
-        if p:
-            taken.add(Path(p).resolve())
+        if not p:
+            continue
+        key = as_location(p).key().rstrip("/")
+        if key in taken:
+            raise OptionError(f"{as_location(p)} is an input or output of this run (or another report); "
+                              "write the report elsewhere")
+        check_writable(p, "report")
+        taken.add(key)
+
+
+def write_report_text(path: str | os.PathLike, text: str) -> None:
+    """Write a report (JSON, HTML) to ``path``, a local path or a URL, atomically."""
+    from bsig_array.io.atomic import atomic_output
+
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(text)
 
 
 @contextlib.contextmanager
 def dask_performance_report(scheduler: Any, path: str | os.PathLike | None) -> Iterator[Any]:
-    """The scheduler to run with, inside Dask's performance report to ``path`` (a dask.distributed run only)."""
+    """The scheduler to run with, inside Dask's performance report to ``path`` (a dask.distributed run only).
+
+    ``path`` may be a URL: Dask writes the report to a local staging file, uploaded when the run
+    succeeds (:func:`~bsig_array.io.atomic.atomic_output`).
+    """
     if path is None:
         yield scheduler
         return
@@ -425,7 +449,12 @@ def dask_performance_report(scheduler: Any, path: str | os.PathLike | None) -> I
         import bokeh  # noqa: F401  (Dask renders the report with it)
     except ImportError:
         raise OptionError("--performance-report needs bokeh (pip install bokeh)") from None
-    from distributed import Client, performance_report
+    from distributed import performance_report
 
-    with Client(scheduler) as client, performance_report(filename=str(path)):
+    from bsig_array.io.atomic import atomic_output
+    from bsig_array.runtime.tasks import connect
+
+    # as_current: performance_report finds the client through distributed.get_client()
+    with atomic_output(path) as tmp, connect(scheduler) as client, client.as_current(), \
+            performance_report(filename=str(tmp)):
         yield client

@@ -38,7 +38,8 @@ import xarray as xr  # noqa: E402
 from matplotlib.transforms import ScaledTranslation  # noqa: E402
 
 from bsig_array.errors import BsigError, InputError, OptionError  # noqa: E402
-from bsig_array.io.atomic import atomic_output  # noqa: E402
+from bsig_array.io.atomic import atomic_entries, atomic_output  # noqa: E402
+from bsig_array.io.location import Location, as_location  # noqa: E402
 from bsig_array.io.overlap_file import load_overlap, present_levels  # noqa: E402
 from bsig_array.io.provenance import check_consistent, read_record, read_record_file  # noqa: E402
 from bsig_array.io.screen_output import histogram_name, load_screen_summary  # noqa: E402
@@ -380,7 +381,7 @@ def _signatures_html(signatures: xr.Dataset, screen: xr.Dataset | None = None) -
 
 
 def write_report(
-    out: str | os.PathLike,
+    out: str | os.PathLike | Location,
     *,
     overlap: xr.Dataset | None = None,
     screen: xr.Dataset | None = None,
@@ -394,7 +395,8 @@ def write_report(
     Parameters
     ----------
     out
-        Output directory.
+        Output directory (a local path, or a URL: the page and figures are then uploaded when complete
+        and the page's :class:`~bsig_array.io.location.Location` is returned).
     overlap
         Output of :func:`bsig_array.stages.overlap.compute_overlaps`.
     screen
@@ -411,7 +413,13 @@ def write_report(
     """
     if overlap is None and screen is None and signatures is None and not stats:
         raise OptionError("nothing to report; pass at least one of --overlap, --screen, --signatures, --stats")
-    out = Path(out)
+    target = as_location(out)
+    if target.is_remote:  # made in a local scratch directory, uploaded when complete
+        with atomic_entries(target, ["report.html", "figures"]) as scratch:
+            write_report(scratch, overlap=overlap, screen=screen, signatures=signatures, stats=stats, title=title,
+                         extra_html=extra_html)
+        return target.child("report.html")  # type: ignore[return-value]  # a Location: callers print or pass it on
+    out = target.path
     figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     sections: list[str] = []
@@ -487,7 +495,7 @@ def load_inputs(
     metadata: str | os.PathLike | None = None,
     allow_mismatch: bool = False,
 ) -> dict:
-    """Open the report's inputs from paths (keyword arguments of :func:`write_report`).
+    """Open the report's inputs from paths or URLs (keyword arguments of :func:`write_report`).
 
     Without ``stats``, statistics are computed from ``overlap`` for every level that has data.
     With ``corpus``, contexts are attached to signatures that lack them.  Inputs made from
@@ -503,15 +511,17 @@ def load_inputs(
         out["signatures"] = load_signatures(signatures)
         if corpus is not None and "context" not in out["signatures"]:
             out["signatures"] = attach_contexts(out["signatures"], corpus)
-    records = {f"{kind} {path}": read_record(out[kind].attrs, f"{kind} {path}")
-               for kind, path in (("overlap", overlap), ("screen", screen), ("signatures", signatures)) if path is not None}
-    if stats is not None and Path(stats).is_dir():
-        records[f"stats {stats}"] = read_record_file(stats)
+    named = {kind: as_location(path) for kind, path in (("overlap", overlap), ("screen", screen), ("signatures", signatures))
+             if path is not None}  # a Location prints as the URL without credentials
+    records = {f"{kind} {where}": read_record(out[kind].attrs, f"{kind} {where}") for kind, where in named.items()}
+    stats_dir = None if stats is None else as_location(stats)
+    if stats_dir is not None and stats_dir.is_dir():
+        records[f"stats {stats_dir}"] = read_record_file(stats_dir)
     check_consistent(records, allow_mismatch=allow_mismatch)
-    if stats is not None:
-        if not Path(stats).is_dir():
-            raise InputError(f"stats directory {stats} does not exist; create it with bsig stats")
-        out["stats"] = read_stats(stats)
+    if stats_dir is not None:
+        if not stats_dir.is_dir():
+            raise InputError(f"stats directory {stats_dir} does not exist; create it with bsig stats")
+        out["stats"] = read_stats(stats_dir)
     elif out["overlap"] is not None:
         ov = out["overlap"]
         levels, _ = overlap_levels(ov)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from bsig_array.errors import InputError, OptionError
+from bsig_array.io.location import as_location
 from bsig_array.runtime.progress import Progress, no_progress
 
 SEPARATOR = " "
@@ -58,6 +59,10 @@ def load_encoder(encoder: Any = None, *, device: str | None = None) -> Any:
     """
     if encoder is not None and not isinstance(encoder, (str, os.PathLike)):
         return encoder
+    if encoder is not None and as_location(encoder).is_remote:
+        # sentence-transformers loads local directories only; copying a model out of a bucket is the user's call
+        raise InputError(f"encoder {as_location(encoder)} is a URL; --encoder takes a local sentence-transformers "
+                         "directory: download it first (e.g. aws s3 cp --recursive URL DIR) and pass DIR")
     path = default_encoder_path() if encoder is None else Path(encoder)
     if not path.exists():
         raise InputError(f"encoder {path} does not exist; pass a local sentence-transformers directory to --encoder")

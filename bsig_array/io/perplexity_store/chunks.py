@@ -14,11 +14,11 @@ from typing import Any
 import dask
 import numpy as np
 import xarray as xr
-import zarr
 
+from bsig_array.io.location import Location, as_location
 from bsig_array.io.perplexity_store.reader import read_block
 from bsig_array.io.perplexity_store.schema import NLL
-from bsig_array.io.zarr_format import quiet_zarr, zarr_array
+from bsig_array.io.zarr_format import open_group, zarr_array
 from bsig_array.runtime.defaults import DEFAULTS
 
 
@@ -52,29 +52,28 @@ class StoreSlice:
 
     Reading through xarray decodes the NaN ``_FillValue`` (one more pass and copy per chunk); the
     screen validates every block itself, so the raw read is equivalent and ~3x faster.  A slice
-    that is exactly one chunk of a local Blosc store is decoded straight into its array
-    (:func:`~bsig_array.io.perplexity_store.reader.decode_whole_chunk`).
+    that is exactly one chunk of a Blosc store (local or object storage) is decoded straight into
+    its array (:func:`~bsig_array.io.perplexity_store.reader.decode_whole_chunk`).  Picklable: the
+    :class:`~bsig_array.io.location.Location` carries the storage options to the worker.
     """
 
     __slots__ = ("path", "name", "start", "stop")
 
-    def __init__(self, path: str, name: str, start: int, stop: int) -> None:
+    def __init__(self, path: Location, name: str, start: int, stop: int) -> None:
         self.path, self.name, self.start, self.stop = path, name, start, stop
 
     def compute(self, scheduler: str | None = None) -> np.ndarray:
         """The columns as numpy (``scheduler`` is accepted for symmetry with dask arrays)."""
-        with quiet_zarr():
-            arr = zarr.open_array(self.path, path=self.name, mode="r")
-        return read_block(arr, (slice(None), slice(self.start, self.stop)), path=self.path, check_values=False)
+        arr = zarr_array(open_group(self.path), self.name)
+        return read_block(arr, (slice(None), slice(self.start, self.stop)), path=str(self.path), check_values=False)
 
 
-def _direct_store(nll: xr.DataArray, store: str | os.PathLike | None) -> str | None:
+def _direct_store(nll: xr.DataArray, store: str | os.PathLike | Location | None) -> Location | None:
     """``store`` if ``nll`` is that store's unmodified ``nll`` array (same shape, models and dtype)."""
     if store is None:
         return None
     try:
-        with quiet_zarr():
-            group = zarr.open_group(str(store), mode="r")
+        group = open_group(store)
         arr = zarr_array(group, str(nll.name or NLL))
         models = [str(v) for v in np.asarray(zarr_array(group, "model")[:])]
     except Exception:  # not a readable zarr group: fall back to reading through xarray
@@ -82,7 +81,7 @@ def _direct_store(nll: xr.DataArray, store: str | os.PathLike | None) -> str | N
     same = (
         arr.shape == nll.shape and arr.dtype == nll.dtype and models == [str(v) for v in nll["model"].values]
     )
-    return str(store) if same else None
+    return as_location(store) if same else None
 
 
 def _materialize(x: Any) -> np.ndarray:
@@ -92,7 +91,7 @@ def _materialize(x: Any) -> np.ndarray:
 
 
 def chunk_sources(
-    nll: xr.DataArray, chunk_tokens: int | None = None, *, store: str | os.PathLike | None = None,
+    nll: xr.DataArray, chunk_tokens: int | None = None, *, store: str | os.PathLike | Location | None = None,
 ) -> list[ChunkSource]:
     """One :class:`ChunkSource` per token chunk of ``nll`` (its dask chunks, else ``chunk_tokens``).
 

@@ -27,6 +27,7 @@ import zarr
 from dask.base import tokenize
 
 from bsig_array.errors import BsigError, InputError
+from bsig_array.io.location import Location, as_location
 from bsig_array.io.perplexity_store.schema import (
     NLL,
     PROGRESS,
@@ -36,10 +37,12 @@ from bsig_array.io.perplexity_store.schema import (
     check_token_ids,
 )
 from bsig_array.io.zarr_format import (
+    array_stamp,
     check_all_chunks,
     chunk_files,
     missing_chunks,
     normalize_region,
+    open_group,
     quiet_zarr,
     read_checked,
     read_plain,
@@ -51,7 +54,7 @@ __all__ = ["GuardedArray", "chunk_files", "decode_whole_chunk", "open_store", "r
 
 
 def open_store(
-    path: str | os.PathLike, *, require_complete: bool = True, check_values: bool | None = None
+    path: str | os.PathLike | Location, *, require_complete: bool = True, check_values: bool | None = None
 ) -> xr.Dataset:
     """Open a perplexity store as a dask-backed :class:`xarray.Dataset` and check its structure.
 
@@ -65,14 +68,14 @@ def open_store(
     Parameters
     ----------
     path
-        Store directory (bsig-written or plain ``xarray.Dataset.to_zarr``).
+        Store directory or URL (``s3://bucket/pool.zarr``; bsig-written or plain ``xarray.Dataset.to_zarr``).
     require_complete
         Refuse a bsig store with unwritten (model, chunk) blocks.
     check_values
         Raise on NaN/inf in any block read (default: same as ``require_complete``; unwritten blocks
         of an incomplete store read as NaN).
     """
-    path = Path(path)
+    path = as_location(path)
     if not path.exists():
         raise InputError(f"perplexity store {path} does not exist; check the path or create it with bsig synth/ingest")
     require_zarr_v3(path, "perplexity store")
@@ -80,12 +83,12 @@ def open_store(
         with quiet_zarr():
             # Plain xarray stores may lack consolidated metadata; reading them directly is fine.
             warnings.simplefilter("ignore", RuntimeWarning)
-            ds = xr.open_zarr(path, consolidated=None, create_default_indexes=False, chunks={})
-            group = zarr.open_group(path, mode="r", zarr_format=3)
+            ds = xr.open_zarr(path.zarr_store(read_only=True), consolidated=None, create_default_indexes=False, chunks={})
+            group = open_group(path)
         if "model" in group:  # names are never the fill value '': a missing chunk is damage
             read_checked(zarr_array(group, "model"), (slice(None),), what=f"store {path}",
                          fix="the model names are damaged: re-create the store", require_chunks=True)
-        check_store_structure(ds, path)
+        check_store_structure(ds, str(path))
         # Small axis: load it and index it, so stages can .sel(model=...); the token axis stays lazy.
         ds = ds.assign_coords(model=("model", np.array([str(m) for m in ds["model"].values], dtype=object)))
     except BsigError:
@@ -122,11 +125,10 @@ def _completion_hint(attrs: Mapping[str, Any]) -> str:
     return "run bsig perplexity again for each unfinished model: it writes only the missing chunks"
 
 
-def _guard(ds: xr.Dataset, path: Path, check_values: bool) -> xr.Dataset:
+def _guard(ds: xr.Dataset, path: Location, check_values: bool) -> xr.Dataset:
     """Replace the dask graphs behind ``nll`` and the per-token coordinates by reads through
     :func:`read_block` (value checks on ``nll`` only)."""
-    with quiet_zarr():
-        group = zarr.open_group(path, mode="r", zarr_format=3)
+    group = open_group(path)
     models = [str(m) for m in ds["model"].values]
     guarded = {}
     for name in (NLL, *TOKEN_COORDS):
@@ -135,8 +137,8 @@ def _guard(ds: xr.Dataset, path: Path, check_values: bool) -> xr.Dataset:
         array = zarr_array(group, name)
         view = GuardedArray(array, str(path), models, check_values and name == NLL, require_chunks=check_values)
         chunks = ds[name].data.chunks
-        stamp = os.stat(path / name / "zarr.json").st_mtime_ns
-        token = tokenize(str(path.resolve()), name, array.shape, str(array.dtype), chunks, view.check_values, stamp)
+        stamp = array_stamp(path, name)
+        token = tokenize(path.key(), name, array.shape, str(array.dtype), chunks, view.check_values, stamp)
         data = da.from_array(
             view, chunks=chunks, name=f"bsig-{name}-{token}", lock=False, fancy=False, asarray=False,
             meta=np.empty((0,) * array.ndim, dtype=array.dtype),
@@ -260,10 +262,9 @@ def _read(array: zarr.Array, region: tuple[slice, ...]) -> np.ndarray:
     block = decode_whole_chunk(array, region)
     if block is None:
         layout = _blosc_chunks(array)
-        for file, nbytes in _blosc_files(array, region):
-            with open(file, "rb") as f:
-                size = os.fstat(f.fileno()).st_size - _CRC_BYTES * bool(layout and layout[1])
-                check_blosc_frame(f.read(_BLOSC_HEADER), nbytes, size=size)
+        for key, nbytes in _blosc_files(array, region):
+            header, size = _chunk_head(array, key)
+            check_blosc_frame(header, nbytes, size=size - _CRC_BYTES * bool(layout and layout[1]))
         block = read_plain(array, region)  # a chunk replaced by a directory is an error, not fill
     return block
 
@@ -347,18 +348,32 @@ def check_blosc_frame(header: bytes | np.ndarray, nbytes: int, *, size: int | No
         raise ValueError(f"the Blosc header says {decoded} decoded bytes but the chunk holds {nbytes}")
 
 
+#: Bytes per ranged GET when a chunk is fetched from an object store: one chunk's ranges are read
+#: concurrently, so a single large chunk is not bound by one connection's throughput.
+RANGE_BYTES = 8 << 20
+
+
+def _is_object_store(store: Any) -> bool:
+    from zarr.storage import FsspecStore
+
+    return isinstance(store, FsspecStore)
+
+
 def _blosc_chunks(array: zarr.Array) -> tuple[tuple[int, ...], bool] | None:
     """Chunk shape of ``array`` and whether its chunks end in a crc32c checksum, if it is stored as
-    bytes + Blosc (+ crc32c) in a local store, readable as native little-endian numpy (the perplexity
-    store's layout; stores written before the checksum lack it); ``None`` for any other codec chain
-    (zstd, gzip, no compression, sharding, ...), which zarr decodes and checks itself."""
+    bytes + Blosc (+ crc32c) in a local directory or an object store, readable as native
+    little-endian numpy (the perplexity store's layout; stores written before the checksum lack it);
+    ``None`` for any other codec chain (zstd, gzip, no compression, sharding, ...), which zarr
+    decodes and checks itself."""
     from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
     from zarr.storage import LocalStore
 
     codecs: Sequence[Any] = getattr(array.metadata, "codecs", ())
     crc = len(codecs) == 3 and isinstance(codecs[-1], Crc32cCodec)
     if not (
-        isinstance(array.store, LocalStore) and len(codecs) == 2 + crc and isinstance(codecs[0], BytesCodec)
+        isinstance(array.store, LocalStore) or _is_object_store(array.store)
+    ) or not (
+        len(codecs) == 2 + crc and isinstance(codecs[0], BytesCodec)
         and isinstance(codecs[1], BloscCodec) and sys.byteorder == "little"
         and getattr(codecs[0].endian, "value", None) in (None, "little")
         and isinstance(array.dtype, np.dtype)
@@ -368,36 +383,114 @@ def _blosc_chunks(array: zarr.Array) -> tuple[tuple[int, ...], bool] | None:
     return (tuple(shape), crc) if shape is not None and len(shape) == len(array.shape) else None
 
 
-def _chunk_path(array: zarr.Array, index: tuple[int, ...]) -> Path:
-    """File of chunk ``index`` of an array in a local store (one :func:`_blosc_chunks` accepted)."""
+def _chunk_key(array: zarr.Array, index: tuple[int, ...]) -> str:
+    """Key of chunk ``index`` relative to the store root."""
+    key = array.metadata.encode_chunk_key(index)
+    return f"{array.store_path.path}/{key}" if array.store_path.path else key
+
+
+def _chunk_bytes(array: zarr.Array, key: str) -> bytes | None:
+    """The whole chunk file ``key`` (``None`` when it was never written).
+
+    From an object store the chunk is fetched as byte ranges of :data:`RANGE_BYTES`, concurrently.
+    """
     from zarr.storage import LocalStore
 
     store = array.store
-    assert isinstance(store, LocalStore)
-    return Path(store.root, array.store_path.path, array.metadata.encode_chunk_key(index))
+    if isinstance(store, LocalStore):
+        try:
+            return Path(store.root, key).read_bytes()
+        except FileNotFoundError:
+            return None
+    from zarr.core.sync import sync
+
+    return sync(_fetch(store, key))
 
 
-def _blosc_files(array: zarr.Array, region: tuple[slice, ...]) -> Iterator[tuple[Path, int]]:
-    """Existing chunk files of a local Blosc ``array`` overlapping ``region``, with their decoded size."""
+async def _fetch(store: Any, key: str) -> bytes | None:
+    import asyncio
+
+    from zarr.abc.store import RangeByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+
+    proto = default_buffer_prototype()
+    try:
+        size = int(await store.getsize(key))
+    except FileNotFoundError:
+        return None
+    if size <= RANGE_BYTES:
+        whole = await store.get(key, proto)
+        return None if whole is None else whole.to_bytes()
+    starts = range(0, size, RANGE_BYTES)
+    parts = await asyncio.gather(
+        *(store.get(key, proto, byte_range=RangeByteRequest(a, min(a + RANGE_BYTES, size))) for a in starts)
+    )
+    if any(p is None for p in parts):
+        return None
+    out = bytearray(size)
+    for a, part in zip(starts, parts):
+        chunk = np.ascontiguousarray(part.as_numpy_array())
+        out[a : a + chunk.size] = chunk.view(np.uint8).data
+    return bytes(out)
+
+
+def _chunk_head(array: zarr.Array, key: str) -> tuple[bytes, int]:
+    """The first :data:`_BLOSC_HEADER` bytes of chunk file ``key`` and its size."""
+    from zarr.storage import LocalStore
+
+    store = array.store
+    if isinstance(store, LocalStore):
+        with open(Path(store.root, key), "rb") as f:
+            return f.read(_BLOSC_HEADER), os.fstat(f.fileno()).st_size
+    from zarr.abc.store import RangeByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    size = int(sync(store.getsize(key)))
+    head = sync(store.get(key, default_buffer_prototype(), byte_range=RangeByteRequest(0, min(_BLOSC_HEADER, size))))
+    return (b"" if head is None else head.to_bytes()), size
+
+
+def _blosc_files(array: zarr.Array, region: tuple[slice, ...]) -> Iterator[tuple[str, int]]:
+    """Existing chunk files of a Blosc ``array`` overlapping ``region`` (keys), with their decoded size.
+
+    On an object store only chunks without a crc32c trailer are listed: zarr checks the trailer
+    before Blosc sees the bytes, so a truncated chunk fails there, without a request per chunk here.
+    """
     layout = _blosc_chunks(array)
     if layout is None:
         return
-    shape = layout[0]
+    shape, crc = layout
+    if crc and _is_object_store(array.store):
+        return
     nbytes = int(np.prod(shape)) * array.dtype.itemsize
     ranges = [range(k.start // g, -(-k.stop // g)) for k, g in zip(region, shape)]
     for index in itertools.product(*ranges):
-        file = _chunk_path(array, index)
-        if file.exists():  # never written: zarr fills it
-            yield file, nbytes
+        key = _chunk_key(array, index)
+        if _chunk_exists(array, key):  # never written: zarr fills it
+            yield key, nbytes
+
+
+def _chunk_exists(array: zarr.Array, key: str) -> bool:
+    from zarr.core.sync import sync
+    from zarr.storage import LocalStore
+
+    store = array.store
+    if isinstance(store, LocalStore):
+        return Path(store.root, key).exists()
+    return bool(sync(store.exists(key)))
 
 
 def decode_whole_chunk(array: zarr.Array, region: tuple[slice, ...]) -> np.ndarray | None:
     """``array[region]`` decoded straight from its chunk file when ``region`` is exactly one whole
-    chunk (all rows) of a 2-D array in a local store encoded as bytes + Blosc (the perplexity
-    store's layout, any Blosc compressor and shuffle); ``None`` otherwise (read it with zarr).
+    chunk (all rows) of a 2-D array encoded as bytes + Blosc (the perplexity store's layout, any
+    Blosc compressor and shuffle), in a local directory or an object store; ``None`` otherwise
+    (read it with zarr).
 
     zarr's own read holds the compressed bytes, the decoded chunk and a copy into the output
     (~2.8x the raw chunk); decompressing straight into the output needs ~1.9x, and skips a copy.
+    From an object store the chunk's bytes arrive as concurrent byte ranges (:func:`_chunk_bytes`)
+    and are decoded here, in the task (the worker) that reads them.
     A chunk with a crc32c trailer is checked against it first (:func:`check_crc32c`).
     A damaged file raises :class:`ValueError` (:func:`check_crc32c`, :func:`check_blosc_frame`) or
     whatever Blosc raises; :func:`read_block` names the file.
@@ -416,10 +509,10 @@ def decode_whole_chunk(array: zarr.Array, region: tuple[slice, ...]) -> np.ndarr
         or start % width or stop != min(start + width, array.shape[1])
     ):
         return None
-    try:
-        raw = np.frombuffer(_chunk_path(array, (0, start // width)).read_bytes(), dtype=np.uint8)
-    except FileNotFoundError:  # never written: zarr fills it (read_block names it when it must exist)
+    data = _chunk_bytes(array, _chunk_key(array, (0, start // width)))
+    if data is None:  # never written: zarr fills it (read_block names it when it must exist)
         return None
+    raw = np.frombuffer(data, dtype=np.uint8)
     assert isinstance(array.dtype, np.dtype)  # _blosc_chunks checked it
     out = np.empty((n_rows, width), dtype=array.dtype)  # edge chunks are stored full size
     frame = check_crc32c(raw) if crc else raw

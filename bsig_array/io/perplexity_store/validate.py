@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
 from bsig_array.errors import InputError
+from bsig_array.io.location import Location, as_location
 from bsig_array.io.perplexity_store.reader import chunk_files, open_store, read_block
 from bsig_array.io.perplexity_store.schema import (
     NLL,
@@ -25,12 +25,12 @@ from bsig_array.io.perplexity_store.schema import (
     first_bad,
 )
 from bsig_array.io.perplexity_store.writer import StoreWriter
-from bsig_array.io.zarr_format import missing_chunks, quiet_zarr, zarr_array
+from bsig_array.io.zarr_format import missing_chunks, open_group, zarr_array
 from bsig_array.runtime.progress import Progress, no_progress
 
 
 def _read(
-    array: zarr.Array, region: tuple[slice, ...], path: Path, written: bool, summary: StoreSummary, values: list[str]
+    array: zarr.Array, region: tuple[slice, ...], path: str, written: bool, summary: StoreSummary, values: list[str]
 ) -> np.ndarray | None:
     """``read_block`` of one chunk (no value check); a damaged or missing file is added to
     ``summary.unreadable`` by key, a token-id problem to ``values``; ``None`` then."""
@@ -70,7 +70,7 @@ class TokenIds:
             self.increasing = bool(np.all(ids[1:] > ids[:-1])) and (self.last is None or ids[0] > self.last)
             self.last = int(ids[-1])
 
-    def duplicate(self, token: zarr.Array, path: Path) -> str | None:
+    def duplicate(self, token: zarr.Array, path: str) -> str | None:
         """The screen's message for the first repeated id, or ``None`` (reads ``token`` again unless
         the ids increased throughout)."""
         if self.increasing:
@@ -127,14 +127,14 @@ class StoreSummary:
 
 
 def validate_store(
-    path: str | os.PathLike, *, deep: bool = False, mark_pending: bool = False, progress: Progress = no_progress
+    path: str | os.PathLike | Location, *, deep: bool = False, mark_pending: bool = False, progress: Progress = no_progress
 ) -> StoreSummary:
     """Check a perplexity store; with ``deep`` stream every chunk (one at a time) and check its values.
 
     Parameters
     ----------
     path
-        Store directory.
+        Store directory or object-store URL.
     deep
         Read every chunk of ``nll`` and the token coordinates: count NaN/inf and find unreadable
         (truncated or corrupt) chunk files.  Memory: one token chunk (all models) at a time.
@@ -154,10 +154,10 @@ def validate_store(
         On any structural problem, an incomplete store, or (deep) NaN/inf values or unreadable chunks;
         the message counts all problems found and names the first of each kind.
     """
-    path = Path(path)
-    ds = open_store(path, require_complete=not mark_pending, check_values=False)
-    with quiet_zarr():
-        group = zarr.open_group(path, mode="r", zarr_format=3)
+    loc = as_location(path)
+    path = str(loc)  # how messages name it (a URL without credentials)
+    ds = open_store(loc, require_complete=not mark_pending, check_values=False)
+    group = open_group(loc)
     nll = zarr_array(group, NLL)
     chunk = int(nll.chunks[1])
     n_tokens = int(nll.shape[1])
@@ -235,7 +235,7 @@ def validate_store(
             "rewrite them: 'bsig validate --deep --mark-pending' then re-run the writer, or re-create the store"
         )
         if mark_pending and bsig:
-            StoreWriter(path).invalidate(sorted(set(bad_chunks)))
+            StoreWriter(loc).invalidate(sorted(set(bad_chunks)))
             fix = "they are now marked pending: " + fix
         problems.append(f"{len(summary.unreadable)} unreadable chunk files ({summary.unreadable[0]}{extra}); {fix}")
     if first is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -19,6 +18,7 @@ import zarr
 
 from bsig_array.errors import InputError, OptionError
 from bsig_array.io.atomic import PERPLEXITY_STORE, check_new_output, fault_point
+from bsig_array.io.location import Location, as_location
 from bsig_array.io.perplexity_store.schema import (
     NLL,
     PROGRESS,
@@ -27,12 +27,12 @@ from bsig_array.io.perplexity_store.schema import (
     compressor,
     default_chunk_tokens,
 )
-from bsig_array.io.zarr_format import quiet_zarr, require_zarr_v3, write_zarr, zarr_array
+from bsig_array.io.zarr_format import open_group, quiet_zarr, require_zarr_v3, write_zarr, zarr_array
 from bsig_array.options import check_unique_models
 
 
 def create_store(
-    path: str | os.PathLike,
+    path: str | os.PathLike | Location,
     models: Sequence[str],
     n_tokens: int,
     *,
@@ -49,7 +49,7 @@ def create_store(
     Parameters
     ----------
     path
-        Directory of the Zarr v3 store to create.
+        Directory (or object-store URL) of the Zarr v3 store to create.
     models
         Model names, in store order (unique, at least one).
     n_tokens
@@ -116,21 +116,22 @@ class StoreWriter:
     Parameters
     ----------
     path
-        An existing store created by :func:`create_store`.
+        An existing store created by :func:`create_store` (a local directory or an object-store URL).
 
     Notes
     -----
     Exactly one process may write a given token chunk at a time (a chunk spans all models, so a
     partial-model write is a read-modify-write of that chunk).  Different chunks may be written
-    concurrently by different processes.
+    concurrently by different processes.  On an object store every chunk and every progress mark
+    is one PUT of a whole object, so the same holds there: a killed writer leaves whole chunks, and
+    a chunk counts only once its mark is written.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike | Location) -> None:
+        self.path = as_location(path)
         require_zarr_v3(self.path, "store")
         try:
-            with quiet_zarr():
-                self.group = zarr.open_group(self.path, mode="r+", zarr_format=3)
+            self.group = open_group(self.path, mode="r+")
         except Exception as exc:  # zarr raises several types for a missing/broken group
             raise InputError(f"cannot open store {self.path} for writing ({exc}); create it first") from None
         if NLL not in self.group or PROGRESS not in self.group:
@@ -254,10 +255,9 @@ class StoreWriter:
         return self.model_index(names)
 
 
-def is_complete(path: str | os.PathLike) -> bool:
+def is_complete(path: str | os.PathLike | Location) -> bool:
     """True when every (model, chunk) block of the store is written (or it has no progress record)."""
-    with quiet_zarr():
-        group = zarr.open_group(Path(path), mode="r", zarr_format=3)
+    group = open_group(path)
     if PROGRESS not in group:
         return True
     return bool(np.asarray(zarr_array(group, PROGRESS)[:, :]).all())

@@ -31,19 +31,30 @@ from typing import Any
 import numpy as np
 
 from bsig_array.io.atomic import scratch_dir
+from bsig_array.io.location import Location, as_location
+from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.stages.screen.merge import Members
 
 
 class ChunkSpill:
     """Temporary spill directory, removed when this object is closed or garbage collected.
 
-    Created next to the screen output when there is one (a pool-sized spill belongs on the disk the
-    user chose for the output, not in ``/tmp``), else under ``TMPDIR``.  Copies shipped to tasks in
-    other processes are plain paths and never delete anything.
+    Created in ``BSIG_SPILL_DIR`` when that is set, else next to the screen output when that is a
+    local path (a pool-sized spill belongs on the disk the user chose for the output, not in
+    ``/tmp``), else under ``TMPDIR``: an output on object storage (``s3://…``) has no directory to
+    put it in.  Tasks write the spill themselves, so dask.distributed workers must see it: the
+    workers of a LocalCluster share this machine's ``TMPDIR``; on a multi-host cluster set
+    ``BSIG_SPILL_DIR`` to a shared mount.  Copies shipped to tasks in other processes are plain
+    paths and never delete anything.
     """
 
-    def __init__(self, near: str | os.PathLike | None = None) -> None:
-        parent = None if near is None else Path(near).absolute().parent
+    def __init__(self, near: str | os.PathLike | Location | None = None, spill_dir: str | None = None) -> None:
+        where = None if near is None else as_location(near)
+        chosen = DEFAULTS.spill_dir if spill_dir is None else spill_dir
+        if chosen:
+            parent: Path | None = Path(chosen).expanduser().absolute()
+        else:
+            parent = None if where is None or where.is_remote else where.path.absolute().parent
         # pid in the name: the next screen removes the spill of a killed one (scratch_dir).
         self.path = str(scratch_dir(parent, ".bsig-screen-spill-"))
         self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
