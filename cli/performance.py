@@ -21,13 +21,12 @@ from bsig_array.io.leaderboard import (
     performance_warnings,
 )
 from bsig_array.io.lm_eval_results import import_lm_eval, parse_metric_overrides
-from bsig_array.io.location import as_location
+from bsig_array.io.location import as_location, local_copy
 from bsig_array.io.provenance import make_record, performance_fingerprint, record_attrs
 from bsig_array.io.scores import (
     align_performance,
     check_scores,
     load_performance,
-    local_copy,
     write_performance,
 )
 from bsig_array.schema import METADATA_COLUMNS

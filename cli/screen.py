@@ -77,8 +77,9 @@ def screen(
     """
     from bsig_array.cli.progress import rich_progress
     from bsig_array.io.atomic import SCREEN_OUTPUT, check_new_output
+    from bsig_array.io.location import local_copy
     from bsig_array.io.perplexity_store.reader import open_store
-    from bsig_array.io.scores import load_performance, local_copy
+    from bsig_array.io.scores import load_performance
     from bsig_array.stages.profile import (
         check_report_paths,
         dask_performance_report,

@@ -89,8 +89,9 @@ def test_check_new_output_on_s3(s3, s3_options):
 
 
 def test_unreachable_endpoint_is_one_line(monkeypatch):
-    from bsig_array.io.atomic import SCREEN_OUTPUT, check_new_output
     from s3 import free_port
+
+    from bsig_array.io.atomic import SCREEN_OUTPUT, check_new_output
 
     monkeypatch.setenv("BSIG_STORAGE_OPTIONS", f'{{"endpoint_url": "http://127.0.0.1:{free_port()}", '
                                                f'"key": "k", "secret": "{SECRET}", "config_kwargs": {{"retries": {{"max_attempts": 1}}}}}}')
@@ -183,10 +184,10 @@ def test_damaged_or_missing_chunk_on_s3_is_named(pool_on_s3, s3):
     key = url.removeprefix("s3://") + "/nll/c/0/1"
     fs.pipe_file(key, fs.cat_file(key)[:-7])
     with pytest.raises(InputError, match=r"chunk file nll/c/0/1 \(tokens 1000\.\.1999\) is unreadable"):
-        open_store(url)["nll"].values
+        open_store(url)["nll"].load()
     fs.rm(key)
     with pytest.raises(InputError, match=r"chunk file nll/c/0/1 \(tokens 1000\.\.1999\) is missing"):
-        open_store(url)["nll"].values
+        open_store(url)["nll"].load()
 
 
 def test_cli_storage_option_errors_are_one_line(tmp_path):

@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -330,7 +332,27 @@ def as_location(where: str | os.PathLike | Location) -> Location:
     return Location(text, storage_options(protocol))
 
 
-def local_path(where: str | os.PathLike | Location) -> Path | None:
-    """The local path of ``where``, or ``None`` when it is remote."""
+@contextmanager
+def local_copy(where: str | os.PathLike | Location | None) -> Iterator[str | None]:
+    """A local path holding ``where``: itself when local, else a temporary download (file or folder).
+
+    For readers of small inputs that only take local paths (leaderboard tables, lm-eval results,
+    metadata CSVs).  An :class:`~bsig_array.errors.InputError` raised inside names the URL, not the
+    temporary copy.  ``None`` passes through.
+    """
+    if where is None:
+        yield None
+        return
     loc = as_location(where)
-    return loc.path if loc.is_local else None
+    if loc.is_local:
+        yield str(loc.path)
+        return
+    if not loc.exists():
+        raise InputError(f"{loc} does not exist; check the URL and --storage-options")
+    with tempfile.TemporaryDirectory(prefix="bsig-fetch-") as tmp:
+        dest = Path(tmp) / (loc.name or "input")
+        loc._remote(loc.fs.get, loc.fs_path, str(dest), recursive=loc.is_dir())
+        try:
+            yield str(dest)
+        except InputError as exc:
+            raise InputError(str(exc).replace(str(dest), str(loc))) from None

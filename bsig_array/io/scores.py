@@ -13,12 +13,10 @@ three models (:func:`check_scores`).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -216,32 +214,6 @@ def write_performance(
             else:
                 write_zarr(ds, tmp)  # consolidated + crc32c, like every bsig store
     return loc.path if loc.is_local else loc  # type: ignore[return-value]  # printed or reopened by callers
-
-
-@contextlib.contextmanager
-def local_copy(where: str | os.PathLike | Location | None) -> Iterator[str | None]:
-    """A local path holding ``where``: itself when local, else a temporary download (file or folder).
-
-    For readers of small inputs that only take local paths (leaderboard tables, lm-eval results,
-    metadata CSVs).  An :class:`~bsig_array.errors.InputError` raised inside names the URL, not the
-    temporary copy.  ``None`` passes through.
-    """
-    if where is None:
-        yield None
-        return
-    loc = as_location(where)
-    if loc.is_local:
-        yield str(loc.path)
-        return
-    if not loc.exists():
-        raise InputError(f"{loc} does not exist; check the URL and --storage-options")
-    with tempfile.TemporaryDirectory(prefix="bsig-fetch-") as tmp:
-        dest = Path(tmp) / (loc.name or "input")
-        loc._remote(loc.fs.get, loc.fs_path, str(dest), recursive=loc.is_dir())
-        try:
-            yield str(dest)
-        except InputError as exc:
-            raise InputError(str(exc).replace(str(dest), str(loc))) from None
 
 
 def _models_of(models: Sequence[str] | xr.Dataset | xr.DataArray) -> list[str]:
