@@ -221,3 +221,24 @@ def test_refusal_messages_mask_every_storage_option():
     options = {"key": KEY, "secret": SECRET, "client_kwargs": {"region_name": "eu"}, "config": [SECRET]}
     line = _one_line(ValueError(f"signature for {KEY}\n with {SECRET} does not match"), options)
     assert line == "signature for *** with *** does not match"
+
+
+def test_demo_to_s3_publishes_the_whole_chain(s3, tmp_path):
+    """``bsig demo --out s3://…``: every stage writes through local staging and publishes."""
+    import json
+
+    url = f"s3://{s3.bucket()}/demo"
+    args = [sys.executable, "-m", "bsig_array.cli.main", "demo", "--out", url, "--models", "8",
+            "--benchmarks", "6", "--tokens", "20000", "--semantic-bootstrap", "2"]
+    run = subprocess.run(args, capture_output=True, text=True, env=s3.env())
+    assert run.returncode == 0, run.stderr
+    assert f"report: {url}/report/report.html" in run.stdout and SECRET not in run.stdout + run.stderr
+    fs = s3.fs()
+    root = url.removeprefix("s3://")
+    assert {k.rsplit("/", 1)[-1] for k in fs.ls(root)} >= {"pool", "screen.zarr", "signatures.zarr", "overlap.nc",
+                                                              "stats", "report", "summary.json"}
+    assert json.loads(fs.cat_file(f"{root}/summary.json"))["out"] == url
+    again = subprocess.run(args, capture_output=True, text=True, env=s3.env())
+    assert again.returncode != 0 and again.stderr.startswith("bsig: error: demo output") and "--overwrite" in again.stderr
+    for key in fs.find(root):
+        assert SECRET.encode() not in fs.cat_file(key)

@@ -304,7 +304,8 @@ def test_perplexity_store_on_s3_resumes(s3, s3_options, tmp_path, capsys):
     fs = s3.fs()
     for key in ("_complete/c/0/0", "model/zarr.json"):
         fs.copy(f"{bucket}/p.zarr/{key}", f"{bucket}/left.zarr/{key}")
-    main(["perplexity", "--corpus", str(tmp_path / "c.zarr"), "--store", f"s3://{bucket}/left.zarr",
+    s3.upload(tmp_path / "c.zarr", f"s3://{bucket}/c.zarr")  # and the corpus read from the bucket too
+    main(["perplexity", "--corpus", f"s3://{bucket}/c.zarr", "--store", f"s3://{bucket}/left.zarr",
           "--model", str(tiny), "--name", "tiny", "--chunk-tokens", "8", "--batch-size", "8", "--max-tokens", "64"])
     out, err = capsys.readouterr()
     assert f"s3://{bucket}/left.zarr: model 'tiny'" in out and SECRET not in out + err and KEY not in out + err

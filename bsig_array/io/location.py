@@ -168,6 +168,10 @@ class Location:
             return Location(str(self.path.joinpath(*names)), self.options)
         return Location("/".join([self.url.rstrip("/"), *names]), self.options)
 
+    def __truediv__(self, other: str | os.PathLike) -> Location:
+        """``loc / "a/b"``: like :class:`pathlib.Path`, the location ``a/b`` below this one."""
+        return self.child(*Path(other).parts)
+
     @property
     def parent(self) -> Location:
         if self.is_local:
