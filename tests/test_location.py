@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -242,3 +243,27 @@ def test_demo_to_s3_publishes_the_whole_chain(s3, tmp_path):
     assert again.returncode != 0 and again.stderr.startswith("bsig: error: demo output") and "--overwrite" in again.stderr
     for key in fs.find(root):
         assert SECRET.encode() not in fs.cat_file(key)
+
+
+@pytest.mark.parametrize(("where", "options", "message"), [
+    ("foo://b/p.zarr", None, "unknown URL protocol foo://"),
+    ("s3:///p.zarr", None, "names no bucket; write s3://BUCKET/PATH"),
+    ("s3://b/p.zarr", {"endpoint_url": 5}, "storage options for s3:// are not accepted by the storage client"),
+    ("s3://b/p.zarr", {"bogus_option": 1}, "unexpected keyword argument 'bogus_option'"),
+    ("s3://no-such-bucket/p.zarr", {}, "perplexity store s3://no-such-bucket/p.zarr does not exist"),
+    (f"s3://{KEY}:{SECRET}@b/p.zarr", {}, "put credentials in --storage-options"),
+])
+def test_hostile_urls_and_options_are_one_line(s3, tmp_path, capsys, where, options, message):
+    from bsig_array.cli.main import main
+
+    given = {**s3.options, **options} if options is not None else s3.options
+    perf = tmp_path / "y.csv"
+    perf.write_text("model,a\nm1,0.1\nm2,0.2\nm3,0.3\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["screen", "--perplexity", where, "--performance", str(perf), "--out", str(tmp_path / "s.zarr"),
+              "--storage-options", json.dumps(given)])
+    _, err = capsys.readouterr()
+    assert exit_.value.code != 0 and err.startswith("bsig: error:") and err.count("\n") == 1, err
+    assert message in err and SECRET not in err and "Traceback" not in err
+    assert not (tmp_path / "s.zarr").exists()
+    set_storage_options(None)

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bsig_array.errors import BsigWarning, InputError
-from bsig_array.io.location import Location, as_location
+from bsig_array.io.location import BUCKET_PROTOCOLS, Location, as_location
 
 PERPLEXITY_STORE = "perplexity store"
 CORPUS_STORE = "corpus store"
@@ -164,10 +164,6 @@ def check_not_input(
                          "its inputs, pick another path")
 
 
-#: Object stores whose first path component is a bucket (container) that must exist.
-_BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl")
-
-
 def _bucket_exists(loc: Location, bucket: str) -> bool:
     # ls, not exists: fsspec's exists() answers False for an unreachable endpoint too.
     try:
@@ -183,7 +179,7 @@ def check_writable(path: str | os.PathLike | Location, what: str = "output") -> 
     loc = as_location(path)
     if loc.is_remote:
         bucket = loc.fs_path.strip("/").split("/", 1)[0]
-        if loc.protocol in _BUCKET_PROTOCOLS and not _bucket_exists(loc, bucket):
+        if loc.protocol in BUCKET_PROTOCOLS and not _bucket_exists(loc, bucket):
             raise InputError(f"cannot write {what} {loc}: bucket {bucket!r} does not exist or is not visible with these "
                              "credentials; create it or fix the URL or --storage-options")
         return

@@ -34,6 +34,9 @@ STORAGE_OPTIONS_ENV = "BSIG_STORAGE_OPTIONS"
 #: Protocols fsspec treats as the local file system.
 LOCAL_PROTOCOLS = ("file", "local")
 
+#: Object stores whose URLs start with a bucket (container) name.
+BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl")
+
 _options: dict[str, Any] | None = None  # set by the CLI; None: read the environment when first needed
 
 
@@ -108,6 +111,9 @@ def _is_protocol(name: str) -> bool:
 def _fs(protocol: str, options_json: str) -> Any:
     import fsspec
 
+    if protocol not in fsspec.available_protocols():
+        raise InputError(f"unknown URL protocol {protocol}://; use a local path or a protocol fsspec knows "
+                         "(s3://, gs://, az://, memory://, file://, …)")
     try:
         return fsspec.filesystem(protocol, **json.loads(options_json))
     except ImportError as exc:
@@ -292,10 +298,29 @@ class Location:
         except PermissionError as exc:
             raise InputError(f"{self}: access denied ({exc}); check the credentials in --storage-options") from None
         except Exception as exc:  # botocore/aiohttp raise many types for an unreachable or refusing endpoint
-            if type(exc).__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "adlfs"):
+            if type(exc).__module__.split(".")[0] in _CLIENT_PACKAGES:
                 raise InputError(f"{self}: the object store refused or cannot be reached ({type(exc).__name__}: "
                                  f"{_one_line(exc, self.options)}); check the URL, the endpoint and the credentials") from None
+            if isinstance(exc, (TypeError, ValueError)) and _raised_in_client(exc):
+                # The client is built lazily, at the first request: a bad option value or name surfaces here.
+                raise OptionError(f"storage options for {self.protocol}:// are not accepted by the storage client "
+                                  f"({type(exc).__name__}: {_one_line(exc, self.options)}); fix --storage-options "
+                                  f"or {STORAGE_OPTIONS_ENV}") from None
             raise
+
+
+#: Packages of the storage clients behind fsspec: their exceptions are refusals of the store.
+_CLIENT_PACKAGES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "adlfs", "fsspec")
+
+
+def _raised_in_client(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside a storage client (its innermost frame is in one)."""
+    tb = exc.__traceback__
+    name = ""
+    while tb is not None:
+        name = str(tb.tb_frame.f_globals.get("__name__", ""))
+        tb = tb.tb_next
+    return name.split(".")[0] in _CLIENT_PACKAGES
 
 
 def _one_line(exc: BaseException, options: Mapping[str, Any]) -> str:
@@ -331,6 +356,8 @@ def as_location(where: str | os.PathLike | Location) -> Location:
         raise OptionError(f"{redact_url(text)}: put credentials in --storage-options or BSIG_STORAGE_OPTIONS, "
                           "not in the URL")
     protocol = text.split("://", 1)[0].lower()
+    if protocol in BUCKET_PROTOCOLS and not parts.netloc:
+        raise OptionError(f"{redact_url(text)} names no bucket; write {protocol}://BUCKET/PATH")
     if protocol in LOCAL_PROTOCOLS:
         return Location(text.split("://", 1)[1])
     return Location(text, storage_options(protocol))
