@@ -111,7 +111,7 @@ def _is_protocol(name: str) -> bool:
 def _fs(protocol: str, options_json: str) -> Any:
     import fsspec
 
-    if protocol not in fsspec.available_protocols():
+    if not _is_protocol(protocol):
         raise InputError(f"unknown URL protocol {protocol}://; use a local path or a protocol fsspec knows "
                          "(s3://, gs://, az://, memory://, file://, …)")
     try:
@@ -120,7 +120,8 @@ def _fs(protocol: str, options_json: str) -> Any:
         raise InputError(f"{protocol}:// URLs need an fsspec backend that is not installed ({exc}); "
                          f"pip install the package fsspec names for {protocol} (s3fs for s3://, gcsfs for gs://)") from None
     except (ValueError, TypeError) as exc:
-        raise OptionError(f"storage options for {protocol}:// are not accepted ({exc}); fix --storage-options") from None
+        raise OptionError(f"storage options for {protocol}:// are not accepted ({_one_line(exc, json.loads(options_json))}); "
+                          "fix --storage-options") from None
 
 
 @dataclass(frozen=True)
