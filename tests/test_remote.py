@@ -236,16 +236,21 @@ def test_screen_and_select_on_a_local_cluster_read_s3_in_the_workers(pool, s3, m
     assert_no_credentials(s3, pool["bucket"], screen.stdout, screen.stderr, select.stdout, select.stderr)
 
 
-def test_missing_bucket_is_one_line_before_any_work(pool, s3, s3_options, capsys):
+def test_missing_bucket_is_one_line_before_any_work(pool, s3, s3_options, capsys, tmp_path, monkeypatch):
+    import tempfile
+
+    # A private TMPDIR: other test processes (xdist) create their own scratch in the shared one.
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     before = set(s3.fs().find(pool["bucket"]))
-    scratch = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
+    scratch = set(os.listdir(tmp_path))
     code, out, err = run_cli(capsys, "screen", "--perplexity", pool["perplexity"], "--performance",
                              pool["performance"], "--out", "s3://missing-bucket-bsig/x.zarr")
     assert code == 2 and "Traceback" not in err
     assert err.splitlines() == [err.strip()] and err.startswith("bsig: error: ")
     assert "s3://missing-bucket-bsig/x.zarr" in err and "'missing-bucket-bsig' does not exist" in err
     assert set(s3.fs().find(pool["bucket"])) == before
-    assert not {n for n in set(os.listdir(os.environ.get("TMPDIR", "/tmp"))) - scratch if n.startswith(".bsig-")}
+    assert not {n for n in set(os.listdir(tmp_path)) - scratch if n.startswith(".bsig-")}
     assert SECRET not in out + err
 
 
