@@ -50,18 +50,12 @@ def _s3_helpers() -> Any:
 
 
 def child_read(cfg: dict) -> dict:
-    from concurrent.futures import ThreadPoolExecutor
+    """bench_screen's bare read + decode of the store (the screen's read path), plus peak RSS."""
+    from bench_screen import child_read as read  # this directory is on sys.path when run as a script
 
-    from bsig_array.io.perplexity_store.chunks import chunk_sources
-    from bsig_array.io.perplexity_store.reader import open_store
     from bsig_array.runtime.memory import peak_rss
 
-    ds = open_store(cfg["store"])
-    sources = chunk_sources(ds["nll"], store=cfg["store"])
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(cfg["workers"]) as pool:
-        tokens = sum(pool.map(lambda src: src.load()[0].shape[1], sources))
-    return {"tokens": tokens, "total_s": time.perf_counter() - t0, "peak_rss": peak_rss()}
+    return {**read(cfg), "peak_rss": peak_rss()}
 
 
 def child_screen(cfg: dict) -> dict:

@@ -267,3 +267,17 @@ def test_hostile_urls_and_options_are_one_line(s3, tmp_path, capsys, where, opti
     assert message in err and SECRET not in err and "Traceback" not in err
     assert not (tmp_path / "s.zarr").exists()
     set_storage_options(None)
+
+
+def test_lm_eval_task_folder_from_s3_equals_the_local_copy(s3, s3_options):
+    from pathlib import Path
+
+    from bsig_array.stages.evaluate import TASKS_DIR, prepared_include_path
+
+    url = f"s3://{s3.bucket()}/tasks"
+    s3.upload(Path(TASKS_DIR), url)
+    with prepared_include_path([TASKS_DIR]) as (here,), prepared_include_path([url]) as (there,):
+        files = sorted(p.relative_to(here).as_posix() for p in Path(here).rglob("*") if p.is_file())
+        assert files and files == sorted(p.relative_to(there).as_posix() for p in Path(there).rglob("*") if p.is_file())
+        for name in files:  # YAMLs name their data files by absolute path: compare relative to each copy
+            assert (Path(here) / name).read_text().replace(here, "D") == (Path(there) / name).read_text().replace(there, "D")

@@ -31,7 +31,6 @@ import ctypes
 import errno
 import os
 import re
-import shutil
 import signal
 import socket
 import sys
@@ -46,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from bsig_array.errors import BsigWarning, InputError
-from bsig_array.io.location import BUCKET_PROTOCOLS, Location, as_location
+from bsig_array.io.location import BUCKET_PROTOCOLS, Location, as_location, remove_path
 
 PERPLEXITY_STORE = "perplexity store"
 CORPUS_STORE = "corpus store"
@@ -82,14 +81,6 @@ HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
 def owner() -> str:
     """``PID-HOST`` of this process, as temporaries and scratch directories carry it."""
     return f"{os.getpid()}-{HOST}"
-
-
-def remove_path(path: Path) -> None:
-    """Delete a file or a directory tree if it exists."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 def artifact_kind(path: str | os.PathLike | Location) -> str | None:

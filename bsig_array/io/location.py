@@ -124,6 +124,14 @@ def _fs(protocol: str, options_json: str) -> Any:
                           "fix --storage-options") from None
 
 
+def remove_path(path: Path) -> None:
+    """Delete a file or a directory tree if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
 @dataclass(frozen=True)
 class Location:
     """A local path or a remote URL, with the storage options that reach it.
@@ -256,11 +264,7 @@ class Location:
     def remove(self) -> None:
         """Delete whatever is here (a file or a whole prefix); nothing there is fine."""
         if self.is_local:
-            path = self.path
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
+            remove_path(self.path)
             return
         try:
             self._remote(self.fs.rm, self.fs_path, recursive=True)

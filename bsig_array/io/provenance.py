@@ -42,14 +42,13 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
 from bsig_array import __version__
 from bsig_array.errors import BsigWarning, InputError
 from bsig_array.io.atomic import atomic_output
-from bsig_array.io.location import Location, as_location
+from bsig_array.io.location import Location, as_location, is_url, redact_url
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -73,13 +72,7 @@ def redact(location: str | os.PathLike | Location) -> str:
     (endpoint, keys) never reach a record.
     """
     text = location.url if isinstance(location, Location) else os.fspath(location)
-    if "://" in text:
-        parts = urlsplit(text)
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, "", ""))
-    return os.path.abspath(text)
+    return redact_url(text) if is_url(text) else os.path.abspath(text)
 
 
 def _digest(h: Any) -> str:

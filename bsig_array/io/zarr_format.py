@@ -124,8 +124,23 @@ def chunk_files(array: zarr.Array, region: tuple[slice, ...]) -> Iterator[tuple[
     ranges = [range(k.start // g, -(-k.stop // g)) for k, g in zip(region, grid)]
     for index in itertools.product(*ranges):
         part = tuple(slice(i * g, min((i + 1) * g, n)) for i, g, n in zip(index, grid, array.shape))
-        key = array.metadata.encode_chunk_key(index)
-        yield (f"{array.path}/{key}" if array.path else key), part
+        yield chunk_key(array, index), part
+
+
+def chunk_key(array: zarr.Array, index: tuple[int, ...]) -> str:
+    """Storage key (relative to the store root) of chunk (or shard) ``index`` of ``array``."""
+    key = array.metadata.encode_chunk_key(index)
+    return f"{array.path}/{key}" if array.path else key
+
+
+def chunk_exists(array: zarr.Array, key: str) -> bool:
+    """Whether chunk file ``key`` of ``array`` exists (on an object store: one HEAD request)."""
+    root = local_root(array)
+    if root is not None:
+        return (root / key).exists()
+    from zarr.core.sync import sync
+
+    return bool(sync(array.store.exists(key)))
 
 
 def local_root(array: zarr.Array) -> Path | None:
@@ -136,14 +151,11 @@ def local_root(array: zarr.Array) -> Path | None:
 
 
 def missing_chunks(array: zarr.Array, region: tuple[slice, ...]) -> list[tuple[str, tuple[slice, ...]]]:
-    """Chunk files of ``array`` in ``region`` that do not exist (zarr reads them as fill)."""
-    root = local_root(array)
-    if root is not None:
-        return [(key, part) for key, part in chunk_files(array, region) if not (root / key).exists()]
-    from zarr.core.sync import sync
+    """Chunk files of ``array`` in ``region`` that do not exist (zarr reads them as fill).
 
-    store = array.store  # an object store: ask it (one HEAD request per chunk, negligible next to a chunk's bytes)
-    return [(key, part) for key, part in chunk_files(array, region) if not sync(store.exists(key))]
+    On an object store that is one HEAD request per chunk, negligible next to a chunk's bytes.
+    """
+    return [(key, part) for key, part in chunk_files(array, region) if not chunk_exists(array, key)]
 
 
 def normalize_region(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...]:

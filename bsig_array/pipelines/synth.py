@@ -518,7 +518,7 @@ def synthesize(
     # The small files come after the store is complete; on an object store each is staged locally
     # and published whole (one PUT per file; the question set as one directory).
     paths = _pool_paths(loc)
-    _write_small(loc.child("performance.csv"), lambda p: write_performance(spec.score_array(), p))
+    write_performance(spec.score_array(), loc.child("performance.csv"))
     write_metadata(spec.metadata, loc.child("metadata.csv"))
     _write_text(loc.child("truth.json"), json.dumps(spec.truth() | {"params": params}, indent=1))
     if questions:

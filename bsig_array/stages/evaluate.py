@@ -179,10 +179,7 @@ def prepared_include_path(dirs: Sequence[str | os.PathLike | Location]) -> Itera
             if src.is_local:
                 shutil.copytree(src.path, dst)
             else:  # lm-eval reads local files only: download the folder (it is copied anyway)
-                for key in src.walk_files():
-                    target = dst.joinpath(*key.split("/"))
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(src.child(*key.split("/")).read_bytes())
+                src._remote(src.fs.get, src.fs_path, str(dst), recursive=True)
             for y in list(dst.rglob("*.yaml")) + list(dst.rglob("*.yml")):
                 y.write_text(_absolute_data_files(y.read_text(), y.parent))
             out.append(str(dst))

@@ -39,7 +39,9 @@ from bsig_array.io.perplexity_store.schema import (
 from bsig_array.io.zarr_format import (
     array_stamp,
     check_all_chunks,
+    chunk_exists,
     chunk_files,
+    chunk_key,
     missing_chunks,
     normalize_region,
     open_group,
@@ -383,12 +385,6 @@ def _blosc_chunks(array: zarr.Array) -> tuple[tuple[int, ...], bool] | None:
     return (tuple(shape), crc) if shape is not None and len(shape) == len(array.shape) else None
 
 
-def _chunk_key(array: zarr.Array, index: tuple[int, ...]) -> str:
-    """Key of chunk ``index`` relative to the store root."""
-    key = array.metadata.encode_chunk_key(index)
-    return f"{array.store_path.path}/{key}" if array.store_path.path else key
-
-
 def _chunk_bytes(array: zarr.Array, key: str) -> bytes | None:
     """The whole chunk file ``key`` (``None`` when it was never written).
 
@@ -427,11 +423,7 @@ async def _fetch(store: Any, key: str) -> bytes | None:
     )
     if any(p is None for p in parts):
         return None
-    out = bytearray(size)
-    for a, part in zip(starts, parts):
-        chunk = np.ascontiguousarray(part.as_numpy_array())
-        out[a : a + chunk.size] = chunk.view(np.uint8).data
-    return bytes(out)
+    return b"".join(p.to_bytes() for p in parts)
 
 
 def _chunk_head(array: zarr.Array, key: str) -> tuple[bytes, int]:
@@ -466,19 +458,9 @@ def _blosc_files(array: zarr.Array, region: tuple[slice, ...]) -> Iterator[tuple
     nbytes = int(np.prod(shape)) * array.dtype.itemsize
     ranges = [range(k.start // g, -(-k.stop // g)) for k, g in zip(region, shape)]
     for index in itertools.product(*ranges):
-        key = _chunk_key(array, index)
-        if _chunk_exists(array, key):  # never written: zarr fills it
+        key = chunk_key(array, index)
+        if chunk_exists(array, key):  # never written: zarr fills it
             yield key, nbytes
-
-
-def _chunk_exists(array: zarr.Array, key: str) -> bool:
-    from zarr.core.sync import sync
-    from zarr.storage import LocalStore
-
-    store = array.store
-    if isinstance(store, LocalStore):
-        return Path(store.root, key).exists()
-    return bool(sync(store.exists(key)))
 
 
 def decode_whole_chunk(array: zarr.Array, region: tuple[slice, ...]) -> np.ndarray | None:
@@ -509,7 +491,7 @@ def decode_whole_chunk(array: zarr.Array, region: tuple[slice, ...]) -> np.ndarr
         or start % width or stop != min(start + width, array.shape[1])
     ):
         return None
-    data = _chunk_bytes(array, _chunk_key(array, (0, start // width)))
+    data = _chunk_bytes(array, chunk_key(array, (0, start // width)))
     if data is None:  # never written: zarr fills it (read_block names it when it must exist)
         return None
     raw = np.frombuffer(data, dtype=np.uint8)
