@@ -3,7 +3,9 @@
 Ranks, Thrush and Pre-select codes, histograms and tail counts run as numba.cuda kernels on CuPy
 arrays (through ``__cuda_array_interface__``, on CuPy's current stream); :func:`screen_chunk` forms
 both coefficients and adds the observed rows into device-resident histograms in one launch (the
-screen task uses it).  Tail members use the portable array-API code on the device arrays.
+screen task uses it, and adds each chunk's histograms into the pass's sums on the device:
+:mod:`bsig_array.stages.screen.accumulate`).  The kernels read float16 blocks as int16 keys, never
+widened.  Tail members use the portable array-API code on the device arrays.
 :func:`to_device` stages host blocks through pinned buffers on a per-thread stream, so one worker
 thread's read and decode overlap the others' transfers and kernels.
 

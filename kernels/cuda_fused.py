@@ -5,7 +5,9 @@
 One launch of :func:`screen_chunk` computes, for each token of a chunk ``P`` (m, n):
 
 * the doubled ranks ``2R`` of its m NLLs (both tie rules, the definitions of
-  :func:`~bsig_array.kernels.backend_portable.doubled_ranks`), in registers/local memory;
+  :func:`~bsig_array.kernels.backend_portable.doubled_ranks`), in registers/local memory, from the
+  values read once as ordered integers of their own width (:func:`_keys`): a float16 store stays two
+  bytes a value on the device, and integer compares are exact (-0.0 == +0.0);
 * every row's Thrush code ``2γ = Σ_a C[r, a]·2R_a`` in int32 (exact: small integers);
 * every row's Pre-select code ``Σ_a popcount(GT[a] & AFTER[r, a])`` (``GT[a]`` = models with a
   lower NLL than ``a``, one 32-bit word of models at a time), the inversion count of the CPU path;
@@ -44,12 +46,22 @@ _WORDS = (MAX_MODELS + 31) // 32  # 32-bit words of model bitmasks
 
 
 @cuda.jit(device=True, inline=True)
-def _rank2(P, t, a, m, first):
-    """``2·rank`` of model ``a`` at token ``t`` (average: midranks; first: store order)."""
-    pa = P[a, t]
+def _load_keys(P, t, m, mask, v):
+    """Token ``t``'s m values as ordered integers in ``v``: ``P`` holds the bits of IEEE floats
+    (:func:`_keys`), non-negative patterns keep their order and negative ones are mirrored, so
+    integer order is float order and -0.0 == +0.0 (a sign-magnitude to two's-complement map)."""
+    for a in range(m):
+        x = numba.int64(P[a, t])
+        v[a] = x if x >= 0 else -(x & mask)
+
+
+@cuda.jit(device=True, inline=True)
+def _rank2(v, a, m, first):
+    """``2·rank`` of model ``a`` among the keys ``v`` (average: midranks; first: store order)."""
+    pa = v[a]
     acc = 2 if first else 1
     for b in range(m):
-        pb = P[b, t]
+        pb = v[b]
         lt = 1 if pb < pa else 0
         le = 1 if pb <= pa else 0
         if first:
@@ -85,26 +97,30 @@ def _account(code, r, hist, off, n_hist, low, high, counts, bad):
 
 
 @cuda.jit
-def _ranks_kernel(P, first, out):
+def _ranks_kernel(P, mask, first, out):
     t = cuda.grid(1)
     m = P.shape[0]
     if t < P.shape[1]:
+        v = cuda.local.array(MAX_MODELS, numba.int64)
+        _load_keys(P, t, m, mask, v)
         for a in range(m):
-            out[a, t] = _rank2(P, t, a, m, first)
+            out[a, t] = _rank2(v, a, m, first)
 
 
 @cuda.jit
-def _screen_kernel(P, C, after, first, out_t, out_p, hist_t, off_t, hist_p, off_p, n_hist,
+def _screen_kernel(P, mask, C, after, first, out_t, out_p, hist_t, off_t, hist_p, off_p, n_hist,
                    low_t, high_t, cnt_t, low_p, high_p, cnt_p, bad):
     """Codes of token ``t`` for every row (``out_t``/``out_p`` with 0 rows skip a coefficient)."""
     t = cuda.grid(1)
     m = P.shape[0]
     if t >= P.shape[1]:
         return
+    v = cuda.local.array(MAX_MODELS, numba.int64)  # each value is read from P once, coalesced across threads
+    _load_keys(P, t, m, mask, v)
     if out_t.shape[0]:
         r2 = cuda.local.array(MAX_MODELS, numba.int32)
         for a in range(m):
-            r2[a] = _rank2(P, t, a, m, first)
+            r2[a] = _rank2(v, a, m, first)
         for r in range(out_t.shape[0]):
             g = 0
             for a in range(m):
@@ -117,10 +133,10 @@ def _screen_kernel(P, C, after, first, out_t, out_p, hist_t, off_t, hist_p, off_
             b0 = 32 * w
             b1 = min(m, b0 + 32)
             for a in range(m):
-                pa = P[a, t]
+                pa = v[a]
                 bits = numba.uint32(0)
                 for b in range(b0, b1):
-                    if P[b, t] < pa:
+                    if v[b] < pa:
                         bits |= numba.uint32(1) << numba.uint32(b - b0)
                 gt[a] = bits
             for r in range(out_p.shape[0]):
@@ -183,14 +199,19 @@ def _host(x: Any) -> np.ndarray:
     return x.get() if hasattr(x, "get") else np.asarray(x)
 
 
-def _values(P: Any) -> tuple[Any, Any]:
-    """``P`` as the kernel reads it (float16 widened to float32: exact, order kept, -0.0 == +0.0)."""
+#: Integer type of the same width as each float type, and the mask of its magnitude bits.
+_BITS = {2: (np.int16, 0x7FFF), 4: (np.int32, 0x7FFF_FFFF), 8: (np.int64, 0x7FFF_FFFF_FFFF_FFFF)}
+
+
+def _keys(P: Any) -> tuple[Any, int, Any]:
+    """``P``'s bits as the kernels read them: a same-width integer *view* (no copy, so float16 stays
+    two bytes a value on the device), the magnitude mask, and the namespace.  Integer types are
+    widened to float64 first (exact below 2**53)."""
     xp = array_namespace(P)
-    if P.dtype == xp.float16:
-        P = xp.astype(P, xp.float32)
-    elif P.dtype not in (xp.float32, xp.float64):
+    if P.dtype not in (xp.float16, xp.float32, xp.float64):
         P = xp.astype(P, xp.float64)
-    return P, xp
+    bits, mask = _BITS[P.dtype.itemsize]
+    return P.view(bits), mask, xp
 
 
 def after_masks(pos: Any, m: int) -> np.ndarray:
@@ -208,9 +229,9 @@ def after_masks(pos: Any, m: int) -> np.ndarray:
 def doubled_ranks(P: Any, ties: str = "average") -> Any:
     """``2·rank`` over axis 0 as int32 (m, n), exact; see the portable version for the definition."""
     first = check_ties(ties) == "first"
-    P, xp = _values(P)
+    P, mask, xp = _keys(P)
     out = xp.empty(P.shape, dtype=xp.int32)
-    _launch(_ranks_kernel, P.shape[1], xp, P, first, out)
+    _launch(_ranks_kernel, P.shape[1], xp, P, mask, first, out)
     return out
 
 
@@ -247,7 +268,7 @@ def screen_chunk(
     ``bounds``, ``"thrush_counts"``/``"preselect_counts"`` (rows, 4) int64.
     """
     first = check_ties(ties) == "first"
-    P, xp = _values(P)
+    P, mask, xp = _keys(P)
     m, n = P.shape
     if m > MAX_MODELS:
         raise KernelInputError(f"need 2..{MAX_MODELS} models on axis 0 of P, got {m}")
@@ -268,7 +289,7 @@ def screen_chunk(
     cnt_p = xp.zeros((4, out_p.shape[0]), dtype=i64)
     bad = xp.zeros(1, dtype=i64)
     if n:
-        _launch(_screen_kernel, n, xp, P, Cd, afterd, first, out_t, out_p, h_t, int(offsets[0]), h_p,
+        _launch(_screen_kernel, n, xp, P, mask, Cd, afterd, first, out_t, out_p, h_t, int(offsets[0]), h_p,
                 int(offsets[1]), int(n_hist), lt, ht, cnt_t, lp, hp, cnt_p, bad)
     if n_hist and int(_host(bad)[0]):
         raise KernelInputError("codes outside the lattice: Thrush weights are not those of a score row")

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from bsig_array.kernels.backends import get_backend
 from bsig_array.kernels.errors import KernelInputError
@@ -27,7 +28,8 @@ def tail_bounds(hist: Any, k: int, method: str, m: int) -> TailBounds:
     ----------
     hist : array (B, n_bins) of int64
         Exact counts over the method's lattice (:func:`~bsig_array.kernels.lattice.lattice`), over
-        the whole token axis.
+        the whole token axis, in any array-API namespace (a CuPy histogram is reduced on its device;
+        only the small boundaries come back).
     k : int
         Tokens per tail, ``1 ≤ k ≤ d`` (see :func:`~bsig_array.kernels.lattice.tail_size`).
     method : {"thrush", "preselect"}
@@ -39,27 +41,30 @@ def tail_bounds(hist: Any, k: int, method: str, m: int) -> TailBounds:
     TailBounds
     """
     offset, n_bins = lattice(method, m)
-    h = _to_numpy(hist).astype(np.int64, copy=False)
-    if h.ndim != 2 or h.shape[1] != n_bins:
-        raise KernelInputError(f"histogram must have shape (B, {n_bins}) for {method} with m={m}, got {h.shape}")
-    totals = h.sum(axis=1)
+    xp = array_namespace(hist)  # computed where the histogram lives (a device-resident one stays there)
+    if hist.ndim != 2 or hist.shape[1] != n_bins:
+        raise KernelInputError(f"histogram must have shape (B, {n_bins}) for {method} with m={m}, got {hist.shape}")
+    h = xp.astype(hist, xp.int64, copy=False)
+    totals = xp.sum(h, axis=1)
     k = int(k)
-    if k < 1 or (totals.size and k > int(totals.min())):
-        raise KernelInputError(f"tail size k={k} must be between 1 and the token count {int(totals.min(initial=0))}")
-    cum = np.cumsum(h, axis=1)
-    # low: first bin whose cumulative count reaches k; tokens below it number cum - h < k
-    low_bin = np.argmax(cum >= k, axis=1)
-    rows = np.arange(h.shape[0])
-    low_take = k - (cum[rows, low_bin] - h[rows, low_bin])
-    rcum = np.cumsum(h[:, ::-1], axis=1)
-    high_rbin = np.argmax(rcum >= k, axis=1)
-    high_bin = n_bins - 1 - high_rbin
-    high_take = k - (rcum[rows, high_rbin] - h[rows, high_bin])
+    fewest = int(xp.min(totals)) if totals.shape[0] else 0
+    if k < 1 or (totals.shape[0] and k > fewest):
+        raise KernelInputError(f"tail size k={k} must be between 1 and the token count {fewest}")
+    cum = xp.cumulative_sum(h, axis=1)  # tokens in bins <= j
+    rcum = totals[:, None] - cum + h  # tokens in bins >= j
+    # low: the bins before the boundary are those whose cumulative count is still below k (a prefix);
+    # high: likewise a suffix from the top.  Counting them avoids any gather, on every namespace.
+    before, after = cum < k, rcum < k
+    zero = xp.zeros_like(h)
+    low_bin = xp.sum(xp.astype(before, xp.int64), axis=1)
+    high_bin = (n_bins - 1) - xp.sum(xp.astype(after, xp.int64), axis=1)
+    low_take = k - xp.sum(xp.where(before, h, zero), axis=1)
+    high_take = k - xp.sum(xp.where(after, h, zero), axis=1)
     return TailBounds(
-        low_code=(low_bin - offset).astype(np.int64),
-        low_take=low_take.astype(np.int64),
-        high_code=(high_bin - offset).astype(np.int64),
-        high_take=high_take.astype(np.int64),
+        low_code=_to_numpy(low_bin - offset).astype(np.int64),
+        low_take=_to_numpy(low_take).astype(np.int64),
+        high_code=_to_numpy(high_bin - offset).astype(np.int64),
+        high_take=_to_numpy(high_take).astype(np.int64),
         k=k,
     )
 

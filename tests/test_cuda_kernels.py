@@ -20,7 +20,7 @@ import pytest
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 ROOT = Path(__file__).resolve().parents[1]
-N_SIMULATOR_TESTS = 10  # tests collected in the simulator run (checked, so none silently vanishes)
+N_SIMULATOR_TESTS = 12  # tests collected in the simulator run (checked, so none silently vanishes)
 
 
 def _gpu() -> bool:
@@ -142,6 +142,23 @@ else:
             np.testing.assert_array_equal(got[0], want[0])
             np.testing.assert_array_equal(got[1], want[1])
 
+    @settings(max_examples=30, deadline=None)
+    @given(st.sampled_from([np.float16, np.float32, np.float64]), st.data())
+    def test_values_are_read_narrow_as_ordered_integers(dtype: type, data: st.DataObject) -> None:
+        """The kernels read a same-width integer view of the values (float16 is not widened on the
+        device) whose order is the float order over the whole range: signs, -0.0, subnormals, inf."""
+        info = np.finfo(dtype)
+        special = [0.0, -0.0, float(info.tiny), -float(info.tiny), float(info.smallest_subnormal), float(info.max),
+                   -float(info.max), np.inf, -np.inf, 1.0, -1.0]
+        m, n = data.draw(st.integers(2, 7)), data.draw(st.integers(1, 12))
+        vals = data.draw(st.lists(st.one_of(st.sampled_from(special), st.floats(-4, 4, width=16)),
+                                  min_size=m * n, max_size=m * n))
+        P = np.asarray(vals, dtype=dtype).reshape(m, n)
+        view, _, _ = cuda_fused._keys(P)
+        assert view.dtype.itemsize == P.dtype.itemsize and np.shares_memory(view, P)  # no widened copy
+        for ties in ("average", "first"):
+            np.testing.assert_array_equal(cuda_fused.doubled_ranks(P, ties), backend_portable.doubled_ranks(P, ties))
+
     def test_off_lattice_weights_are_refused() -> None:
         P = np.arange(12, dtype=np.float32).reshape(3, 4)
         C = np.full((1, 3), 50, dtype=np.int32)  # not the weights of any score row: codes leave the lattice
@@ -221,6 +238,18 @@ else:
             np.testing.assert_array_equal(gpu.selected, cpu.selected)
             np.testing.assert_allclose(gpu.aic, cpu.aic, rtol=1e-12)
             np.testing.assert_array_equal(gpu.aic0, cpu.aic0)
+
+    def test_profiled_forward_step_on_the_device_equals_the_host_step() -> None:
+        """``bsig profile --device gpu`` times the selection step as CUDA kernels (numpy arrays stand
+        in for CuPy under the simulator); it selects what the host step selects."""
+        from bsig_array.stages import profile
+
+        n, on_device = profile._forward_step(6, 40, 1, np)
+        _, on_host = profile._forward_step(6, 40, 1)
+        got, want = on_device(), on_host()
+        assert n == 40 and got.selected.shape == (7, 1)
+        np.testing.assert_array_equal(got.selected, want.selected)
+        np.testing.assert_allclose(got.aic, want.aic, rtol=1e-12)
 
     def test_select_stage_gpu_path_equals_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
         """select_benchmark on device "gpu" takes the GPU branch (here numpy arrays under the simulator

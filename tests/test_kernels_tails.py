@@ -76,6 +76,27 @@ def test_histogram_rejects_codes_off_the_lattice(backend):
         K.histogram_codes(np.array([[0, 1, 7, 3, 0, 1, 2, 3, 0]], np.int32), "preselect", 3, backend=backend)
 
 
+@given(case=codes_in_chunks())
+def test_bounds_from_a_histogram_in_another_namespace_are_the_same(case):
+    """A device-resident histogram (array_api_strict stands for CuPy) is reduced where it lives;
+    the boundaries are host arrays equal to those of the numpy histogram, and cut exactly at the
+    k-th code of a full sort."""
+    import array_api_strict as xps
+
+    method, m, codes, _, _, k = case
+    hist = K.histogram_codes(codes, method, m)
+    want = K.tail_bounds(hist, k, method, m)
+    got = K.tail_bounds(xps.asarray(hist), k, method, m)
+    for f in ("low_code", "low_take", "high_code", "high_take"):
+        assert isinstance(getattr(got, f), np.ndarray)
+        np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
+    ordered = np.sort(codes, axis=1)
+    np.testing.assert_array_equal(want.low_code, ordered[:, k - 1])
+    np.testing.assert_array_equal(want.high_code, ordered[:, -k])
+    np.testing.assert_array_equal(want.low_take, (ordered[:, :k] == ordered[:, k - 1:k]).sum(axis=1))
+    np.testing.assert_array_equal(want.high_take, (ordered[:, -k:] == ordered[:, -k:][:, :1]).sum(axis=1))
+
+
 def test_bounds_on_a_known_histogram():
     # preselect, m = 3: codes 0..3 with counts 2, 5, 0, 3
     hist = np.array([[2, 5, 0, 3]])

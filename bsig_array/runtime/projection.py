@@ -521,16 +521,16 @@ def gpu_token_cost(part: str, m: int, B: int) -> tuple[float, float, float]:
     """(HBM bytes, FP64 flops, FP32/INT32 elementwise ops) per token of one part of a screen pass on the GPU.
 
     Estimates of the fused kernels as written (``kernels/cuda_fused.py``, one thread per token): ``P``
-    is widened to float32 once (float16 read, float32 written) and read once by the kernel, its m²
-    re-reads hitting L1; codes are written as int32; histogram and tail-count atomics stay in L2
+    (float16) is read once by the kernel as same-width integer keys, no widened copy, its m compares
+    per model run on registers/L1; codes are written as int32; histogram and tail-count atomics stay in L2
     (the int64 histograms, ~15 MB at 32 models x 88 benchmarks, fit in it).  ``part`` is ``ranks``,
     ``thrush`` (the C·2R product), ``preselect`` (comparison bitmasks, and + popcount per
     benchmark), ``histogram``, ``tail test`` (the fused counts against running boundaries) or
     ``tails`` (one coefficient's members, collected by the portable array-API code on CuPy).
     """
     words = -(-m // 32)
-    if part == "ranks":  # widen (2 + 4 bytes), read (4 bytes); compare + add per model pair
-        return 10.0 * m, 0.0, 2.0 * m * m
+    if part == "ranks":  # read each float16 once (2 bytes); compare + add per model pair
+        return 2.0 * m, 0.0, 2.0 * m * m
     if part == "thrush":  # int32 multiply-add per model and benchmark, int32 code written
         return 4.0 * B, 0.0, 2.0 * B * m
     if part == "preselect":  # compare + or per model pair; and + popcount + add per word, model and benchmark

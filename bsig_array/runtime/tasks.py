@@ -129,6 +129,11 @@ class TaskRunner:
             self._client.close()
         self._client = None
 
+    @property
+    def in_process(self) -> bool:
+        """Whether tasks run in this process (threads or synchronous): they may share its memory."""
+        return self._client is None and self.scheduler in ("threads", "synchronous")
+
     def imap_unordered(self, fn: Callable[..., Any], arguments: Iterable[tuple]) -> Iterator[Any]:
         """Yield ``fn(*args)`` for every argument tuple, as they finish.
 

@@ -9,8 +9,9 @@ of bytes/s over the measured memory bandwidth (a multi-threaded numpy copy) and 
 the measured compare-and-add throughput (a vectorized numba loop on L1-resident data, all threads).
 A share near 1 means the kernel runs at the machine's limit; a small one shows where the next
 optimisation is.  On the CPU each kernel's wall and CPU time are the fastest of a few calls; on a
-GPU (``device="gpu"``) CUDA events time the fused kernels of :mod:`bsig_array.kernels.cuda_fused`
-against the measured device copy bandwidth and the stated H200 FP32 rate.
+GPU (``device="gpu"``) CUDA events time the copy of the chunk from a pinned host buffer and the fused
+kernels of :mod:`bsig_array.kernels.cuda_fused` against the measured device copy bandwidth and the
+stated H200 FP32 rate, and the forward step runs on the device (its CPU time is listed beside it).
 
 :func:`screen_breakdown` turns a screen output's ``timings`` attribute into read / decode check /
 compute / spill per pass, then merge and write.
@@ -66,6 +67,8 @@ def _cost(m: int, B: int, itemsize: int) -> dict[str, tuple[float, float]]:
         "tail test preselect": (4.0 * B + 8.0, 4.0 * B),
         "fused chunk": (nll + 8.0 * B, ranks + t_prod + p_prod + 4.0 * B),
         "forward step": (8.0 * m, 2.0 * m * (m + 1)),  # per candidate column: one dot product per LOO fit
+        "forward step (host)": (8.0 * m, 2.0 * m * (m + 1)),  # on a GPU run: the CPU step, for comparison
+        "host to device": (nll, 0.0),  # a chunk copied from a pinned buffer (only on a GPU)
     }
 
 
@@ -287,13 +290,21 @@ def _codes_and_bounds(P: Any, Y: np.ndarray, ties: str, alpha: float, backend: s
     return codes, hist, bounds
 
 
-def _forward_step(m: int, n: int, seed: int) -> tuple[int, Callable[[], object]]:
-    """One AIC forward-selection step with leave-one-out fits on ``n`` candidate columns."""
+def _forward_step(m: int, n: int, seed: int, xp: Any = None) -> tuple[int, Callable[[], object]]:
+    """One AIC forward-selection step with leave-one-out fits on ``n`` candidate columns.
+
+    With ``xp`` (CuPy) the arrays live on the device and the step's candidate update runs as the
+    CUDA kernels of :mod:`bsig_array.kernels.cuda_forward`, as ``bsig select --device gpu`` runs it.
+    """
     rng = np.random.default_rng(seed)
     X = (rng.gamma(0.8, 2.5, (m, n)) * np.exp(0.3 * rng.standard_normal((m, n)))).astype(np.float32)
     y = rng.integers(0, 500, m) / 500.0
     masks = ~np.eye(m + 1, m, k=-1, dtype=bool)  # row 0: all models; row i: model i - 1 left out
-    return n, lambda: K.forward_select(X, y, row_masks=masks, max_features=1, exponentiate=True)
+    kwargs: dict[str, Any] = {}
+    if xp is not None:
+        X, y, masks = xp.asarray(X), xp.asarray(y), xp.asarray(masks)
+        kwargs = dict(priority=xp.asarray(np.arange(n, dtype=np.int64)), backend="cuda")
+    return n, lambda: K.forward_select(X, y, row_masks=masks, max_features=1, exponentiate=True, **kwargs)
 
 
 def _cpu_times(
@@ -327,7 +338,8 @@ def _cpu_times(
 def _gpu_times(
     P: np.ndarray, Y: np.ndarray, ties: str, alpha: float, repeat: int, read: Callable[[], object],
 ) -> tuple[dict[str, tuple[int, float, float | None]], float, float, tuple[str, str]]:  # pragma: no cover - needs a GPU
-    """CUDA-event times of the fused kernels on CuPy arrays; read + decode and the forward step on the host."""
+    """CUDA-event times of the pinned host-to-device copy and the fused kernels on CuPy arrays; wall
+    times of read + decode and of the forward step (on the device, and on the host for comparison)."""
     import cupy
 
     from bsig_array.kernels import backend_cupy as G
@@ -351,6 +363,7 @@ def _gpu_times(
     codes, hist, bounds = _codes_and_bounds(Pd, Y, ties, alpha, "cupy")
     offsets = (K.lattice("thrush", m)[0], K.lattice("preselect", m)[0])
     calls: dict[str, Callable[[], object]] = {
+        "host to device": lambda: G.to_device(P),
         "ranks": lambda: G.doubled_ranks(Pd, ties),
         "thrush codes": lambda: G.thrush_codes(Pd, C, ties),
         "preselect codes": lambda: G.preselect_codes(Pd, pos),
@@ -364,8 +377,10 @@ def _gpu_times(
         calls[f"tail test {c}"] = partial(G.tail_counts, codes[c], bounds[c].low_code, bounds[c].high_code)
     out: dict[str, tuple[int, float, float | None]] = {"read + decode": (n, *_best(read, repeat))}
     out.update({name: (n, events(fn), None) for name, fn in calls.items()})
+    count, step = _forward_step(m, min(n, 1 << 14), 1, cupy)
+    out["forward step"] = (count, *_best(step, repeat))  # its results come back to the host: synchronized
     count, step = _forward_step(m, min(n, 1 << 14), 1)
-    out["forward step"] = (count, *_best(step, repeat))
+    out["forward step (host)"] = (count, *_best(step, repeat))
     src = cupy.ones(64 * 2**20, dtype=cupy.float32)
     dst = cupy.empty_like(src)
     memory = 2 * src.nbytes / events(lambda: cupy.copyto(dst, src))

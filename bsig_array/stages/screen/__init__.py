@@ -4,7 +4,9 @@
   out-of-core merge, the streamed output);
 - :mod:`.tasks`: what runs on one store chunk (scan) or one segment of chunks (count, finalize);
 - :mod:`.merge`: running and speculative tail boundaries, segments, ties, null estimates;
-- :mod:`.spill`: tail members and NLL columns parked on disk until the output is written.
+- :mod:`.spill`: tail members and NLL columns parked on disk until the output is written;
+- :mod:`.accumulate`: a pass's histograms summed in this process where they are formed (on the GPU:
+  on the device), for tasks on the threaded or synchronous scheduler.
 """
 
 from bsig_array.stages.screen.driver import permuted_scores, screen

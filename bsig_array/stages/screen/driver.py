@@ -64,6 +64,7 @@ from bsig_array.runtime.memory import ScreenPlan, plan_screen
 from bsig_array.runtime.progress import Progress, no_progress
 from bsig_array.runtime.tasks import TaskRunner, check_scheduler, describe_scheduler, task_runner
 from bsig_array.schema import BENCHMARK, COEFFICIENT, COEFFICIENTS, MODEL, TAIL, TAILS, TIES, TOKEN
+from bsig_array.stages.screen import accumulate
 from bsig_array.stages.screen import spill as S
 from bsig_array.stages.screen.merge import (
     allocate_ties,
@@ -296,8 +297,22 @@ def _scan(
     """One pass over the store: summed histograms and null counts, chunk id spans, spilled bytes.
 
     In the one-pass screen (``job.count`` and ``job.collect``) each task is sent the running
-    boundaries of the histograms folded so far, so later chunks spill fewer members.
+    boundaries of the histograms folded so far, so later chunks spill fewer members.  Tasks in this
+    process add their histograms to the pass's sums where they were formed (:mod:`.accumulate`: on
+    the GPU they never leave it until the pass ends); others return them to be folded here.
     """
+    with contextlib.ExitStack() as stack:
+        sums = None
+        if job.count and runner.in_process:
+            key, sums = stack.enter_context(accumulate.pass_histograms())
+            job = dataclasses.replace(job, sums=key)
+        return _scan_with(runner, sources, job, d, timings, progress, title, sums)
+
+
+def _scan_with(
+    runner: TaskRunner, sources: list[ChunkSource], job: ScreenJob, d: int, timings: dict[str, float],
+    progress: Progress, title: str, sums: accumulate.PassHistograms | None,
+) -> dict[str, Any]:
     t_pass = time.perf_counter()
     m = job.Y.shape[1]
     running = job.count and job.collect
@@ -313,6 +328,12 @@ def _scan(
         for src in sources:  # built lazily: each task gets the boundaries known when it starts
             yield (src, dataclasses.replace(job, bounds=dict(current), speculative=dict(guess)) if running else job)
 
+    def refresh(coef: str, h: Any) -> None:
+        for into, bounds in ((current, running_bounds(h, job.k, coef, m)),
+                             (guess, speculative_bounds(h, job.k, d, coef, m))):
+            if bounds is not None:
+                into[coef] = bounds
+
     with progress(title, total=d, unit="tokens") as bar:
         for res in runner.imap_unordered(scan_task, arguments()):
             t0 = time.perf_counter()
@@ -322,10 +343,9 @@ def _scan(
                 else:
                     hist[coef] = h.astype(np.int64, copy=True)
                 if running:
-                    for into, bounds in ((current, running_bounds(hist[coef], job.k, coef, m)),
-                                         (guess, speculative_bounds(hist[coef], job.k, d, coef, m))):
-                        if bounds is not None:
-                            into[coef] = bounds
+                    refresh(coef, hist[coef])
+            if running and sums is not None:
+                sums.read(refresh)
             for coef, n in res.get("null", {}).items():
                 null[coef] += n
             spans.append(res["ids"])
@@ -337,6 +357,10 @@ def _scan(
                 timings[f"{label}_{key}_s"] = timings.get(f"{label}_{key}_s", 0.0) + val  # per pass (--profile)
             timings["driver_fold_s"] = timings.get("driver_fold_s", 0.0) + time.perf_counter() - t0
             bar.advance(res["tokens"])
+    if sums is not None:
+        if sums.chunks != len(sources):  # every task adds exactly once; anything else is a bug, never a result
+            raise RuntimeError(f"{sums.chunks} of {len(sources)} chunks were counted")
+        hist = sums.host()
     timings[f"{label}_s"] = time.perf_counter() - t_pass
     check_constant_rows(lo, hi, job.models, path=job.path)
     return {"hist": hist, "null": null, "spans": spans, "spilled": spilled}

@@ -4,7 +4,8 @@ Pure functions of their arguments plus the spill directory they write to:
 
 * :func:`scan_task` reads a chunk through the store's read path, checks its values, forms every
   benchmark's integer codes (Thrush ``2γ``, Pre-select ``η·Z``) block by block, counts them on each
-  coefficient's exact lattice and, against the tail boundaries it is given, collects the chunk's tail
+  coefficient's exact lattice (adding the counts to the pass's sums in this process, :mod:`.accumulate`,
+  or returning them from another) and, against the tail boundaries it is given, collects the chunk's tail
   members and writes them with their NLL columns to the spill (:mod:`.spill`).  In the one-pass
   screen the boundaries are the running ones of the chunks read so far; in the two-pass fallback
   pass 1 only counts and pass 2 collects against the final boundaries and counts the
@@ -28,6 +29,7 @@ from bsig_array import kernels as K
 from bsig_array.errors import InputError
 from bsig_array.io.perplexity_store.chunks import ChunkSource
 from bsig_array.io.perplexity_store.schema import check_block
+from bsig_array.stages.screen import accumulate
 from bsig_array.stages.screen import spill as S
 from bsig_array.stages.screen.merge import (
     Members,
@@ -64,6 +66,7 @@ class ScreenJob:
     bounds: dict[str, K.TailBounds] = field(default_factory=dict)  # running (one pass) or final (pass 2)
     speculative: dict[str, K.TailBounds] = field(default_factory=dict)  # one pass: checked after the pass
     n_tokens: int = 0  # tokens in the store (sizes the chunk's own speculative boundaries)
+    sums: str = ""  # key of the pass's in-process histogram sums (:mod:`.accumulate`); "": return them
 
 
 def _xp(job: ScreenJob) -> Any:
@@ -227,7 +230,9 @@ def scan_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
         if writer is not None:
             writer.abort()
         raise
-    if job.count:
+    if job.count and job.sums:  # in this process: added where they were formed (the device, on a GPU)
+        accumulate.add(job.sums, hist)
+    elif job.count:
         out["hist"] = {meth: _host(h) for meth, h in hist.items()}
     if n_null:
         out["null"] = null
@@ -243,9 +248,9 @@ def _given(job: ScreenJob, meth: str, m: int, B: int) -> K.TailBounds:
 
 
 def _own_bounds(job: ScreenJob, meth: str, hist: Any, m: int, B: int) -> K.TailBounds:
-    """One pass: the running and speculative boundaries of the chunk's own histogram so far."""
-    own = _host(hist)
-    found = [b for b in (running_bounds(own, job.k, meth, m), speculative_bounds(own, job.k, job.n_tokens, meth, m))
+    """One pass: the running and speculative boundaries of the chunk's own histogram so far (reduced
+    on its device; only the boundaries come back)."""
+    found = [b for b in (running_bounds(hist, job.k, meth, m), speculative_bounds(hist, job.k, job.n_tokens, meth, m))
              if b is not None]
     if not found:
         return open_bounds(meth, m, B)

@@ -1,0 +1,90 @@
+"""In-process histogram sums of a screen pass (bsig_array/stages/screen/accumulate.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_screen import make_nll
+
+from bsig_array import kernels as K
+from bsig_array.io.perplexity_store.chunks import chunk_sources
+from bsig_array.stages.screen import accumulate
+from bsig_array.stages.screen.driver import permuted_scores
+from bsig_array.stages.screen.tasks import ScreenJob, scan_task
+
+
+def test_concurrent_adds_are_whole_chunks_to_every_reader() -> None:
+    """Threads add chunks of two coefficients while a reader reads: each read holds the same whole
+    chunks in every row of both, and the final sums are the exact total."""
+    rng = np.random.default_rng(0)
+    B, bins, width, n_chunks = 6, 50, 40, 200
+    chunks = [np.stack([np.bincount(rng.integers(0, bins, width), minlength=bins) for _ in range(B)])
+              for _ in range(n_chunks)]
+    seen: list[list[np.ndarray]] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, between the per-coefficient adds too
+    try:
+        with accumulate.pass_histograms() as (key, sums):
+            stop = threading.Event()
+
+            def reader() -> None:
+                while not stop.is_set():
+                    seen.append(list(sums.read(lambda _, h: h.sum(axis=1).copy()).values()))
+
+            def writer(part: list[np.ndarray]) -> None:
+                for h in part:
+                    accumulate.add(key, {"thrush": h.astype(np.int64), "preselect": h[::-1].astype(np.int64)})
+
+            r = threading.Thread(target=reader)
+            r.start()
+            ws = [threading.Thread(target=writer, args=(chunks[i::4],)) for i in range(4)]
+            for w in ws:
+                w.start()
+            for w in ws:
+                w.join()
+            stop.set()
+            r.join()
+            total = sums.host()
+            assert sums.chunks == n_chunks
+    finally:
+        sys.setswitchinterval(interval)
+    np.testing.assert_array_equal(total["thrush"], np.sum(chunks, axis=0))
+    np.testing.assert_array_equal(total["preselect"], np.sum(chunks, axis=0)[::-1])
+    assert seen
+    for read in seen:
+        assert len(read) in (0, 2)
+        if read:
+            rows = np.concatenate(read)
+            assert (rows == rows[0]).all() and rows[0] % width == 0
+    with pytest.raises(RuntimeError, match="no histograms of pass"):  # closed with the pass
+        accumulate.add(key, {"thrush": chunks[0]})
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(3, 6), st.integers(2, 90), st.integers(1, 3), st.integers(1, 40), st.integers(0, 2**32 - 1))
+def test_scan_task_adds_in_process_exactly_what_it_would_return(m: int, d: int, B: int, chunk: int, seed: int) -> None:
+    """A task given a pass key adds (and does not return) exactly the histograms it would return."""
+    rng = np.random.default_rng(seed)
+    P = rng.integers(0, 4, size=(m, d)).astype("float32")  # heavy ties
+    Y = rng.integers(0, 3, size=(B, m)).astype(float)
+    Y[:, 0] = 3.0
+    nll = make_nll(P).chunk({"token": chunk})
+    job = ScreenJob(coefficients=("thrush", "preselect"), Y=Y, Y_null=permuted_scores(Y, 0, 0), ties="average",
+                    block_tokens=7, backend="numba", models=tuple(nll["model"].values), path="p",
+                    k=K.tail_size(0.1, d), n_tokens=d, collect=False)
+    sources = chunk_sources(nll)
+    returned = [scan_task(src, job)["hist"] for src in sources]
+    with accumulate.pass_histograms() as (key, sums):
+        for src in sources:
+            assert "hist" not in scan_task(src, dataclasses.replace(job, sums=key))
+        added = sums.host()
+        assert sums.chunks == len(sources)
+    for coef in job.coefficients:
+        np.testing.assert_array_equal(added[coef], np.sum([r[coef] for r in returned], axis=0))
+        assert added[coef].sum(axis=1).tolist() == [d] * B
