@@ -65,6 +65,31 @@ if not SIMULATOR:
                 np.testing.assert_array_equal(cupy.asnumpy(got[meth]), cpu[meth])
                 np.testing.assert_array_equal(cupy.asnumpy(hist[i]), K.histogram_codes(cpu[meth], meth, m, backend="numba"))
 
+    @pytest.mark.skipif(not _gpu(), reason="needs CuPy and a CUDA GPU")
+    def test_screen_on_a_gpu_equals_cpu(tmp_path: Path) -> None:  # pragma: no cover - needs a GPU
+        """On a real GPU: the screen stage on threads (pinned staging, per-thread streams, fused
+        launches, the pass's histograms summed on the device) writes the CPU output, bit for bit."""
+        import xarray as xr
+
+        from bsig_array.io.perplexity_store.reader import open_store
+        from bsig_array.io.perplexity_store.writer import create_store
+        from bsig_array.stages.screen.driver import screen
+
+        rng = np.random.default_rng(5)
+        m, d, B = 32, 40_000, 8
+        P = np.round(rng.gamma(2.0, 1.0, size=(m, d)), 1).astype("float16")  # ties
+        models = [f"m{i}" for i in range(m)]
+        w = create_store(tmp_path / "p.zarr", models, d, chunk_tokens=4096)
+        for j in range(w.n_chunks):
+            sl = w.chunk_slice(j)
+            w.write_chunk(j, P[:, sl])
+        score = xr.DataArray(rng.integers(0, 9, size=(m, B)).astype(float), dims=("model", "benchmark"),
+                             coords={"model": models, "benchmark": [f"b{i}" for i in range(B)]})
+        ds = open_store(tmp_path / "p.zarr")
+        runs = {dev: screen(ds["nll"], score, alpha=0.01, scheduler="threads", workers=4, device=dev,
+                            store=tmp_path / "p.zarr").drop_attrs() for dev in ("cpu", "gpu")}
+        xr.testing.assert_identical(runs["cpu"], runs["gpu"])
+
 else:
     import numba
     import xarray as xr
