@@ -301,18 +301,16 @@ def _scan(
     process add their histograms to the pass's sums where they were formed (:mod:`.accumulate`: on
     the GPU they never leave it until the pass ends); others return them to be folded here.
     """
-    with contextlib.ExitStack() as stack:
-        sums = None
-        if job.count and runner.in_process:
-            key, sums = stack.enter_context(accumulate.pass_histograms())
-            job = dataclasses.replace(job, sums=key)
-        return _scan_with(runner, sources, job, d, timings, progress, title, sums)
+    in_process = job.count and runner.in_process
+    with accumulate.pass_histograms() if in_process else contextlib.nullcontext(("", None)) as (key, sums):
+        return _fold(runner, sources, dataclasses.replace(job, sums=key), d, timings, progress, title, sums)
 
 
-def _scan_with(
+def _fold(
     runner: TaskRunner, sources: list[ChunkSource], job: ScreenJob, d: int, timings: dict[str, float],
     progress: Progress, title: str, sums: accumulate.PassHistograms | None,
 ) -> dict[str, Any]:
+    """:func:`_scan`'s pass, given the in-process sums the tasks add to (``None``: they return theirs)."""
     t_pass = time.perf_counter()
     m = job.Y.shape[1]
     running = job.count and job.collect
