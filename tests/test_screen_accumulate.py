@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_screen import make_nll
@@ -88,3 +89,30 @@ def test_scan_task_adds_in_process_exactly_what_it_would_return(m: int, d: int, 
     for coef in job.coefficients:
         np.testing.assert_array_equal(added[coef], np.sum([r[coef] for r in returned], axis=0))
         assert added[coef].sum(axis=1).tolist() == [d] * B
+
+
+def test_the_driver_sums_in_process_and_folds_what_other_schedulers_return(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads add every chunk once to the pass's sums; a dask.distributed client (whose workers
+    here share this process) gets the histograms returned; both screens are identical."""
+    from distributed import Client, LocalCluster
+    from test_screen import make_score
+
+    from bsig_array.stages.screen.driver import screen
+
+    rng = np.random.default_rng(4)
+    m, d, B = 5, 300, 3
+    P = rng.integers(0, 4, size=(m, d)).astype("float32")
+    Y = rng.integers(0, 3, size=(B, m)).astype(float)
+    Y[:, 0] = 3.0
+    nll, score = make_nll(P).chunk({"token": 64}), make_score(Y, [f"m{i}" for i in range(m)])
+    added: list[int] = []
+    real_add = accumulate.add
+    monkeypatch.setattr(accumulate, "add", lambda key, hist: (added.append(1), real_add(key, hist))[1])
+    threads = screen(nll, score, alpha=0.05, scheduler="threads", workers=2, passes=2)
+    assert len(added) == 5  # pass 1 counts every chunk once; pass 2 does not count
+    added.clear()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        returned = screen(nll, score, alpha=0.05, scheduler=client, passes=2)
+    assert not added
+    xr.testing.assert_identical(threads.drop_attrs(), returned.drop_attrs())
