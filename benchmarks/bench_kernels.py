@@ -21,9 +21,9 @@ import time
 import numba
 import numpy as np
 import pandas as pd
-from bsig_array.kernels import backend_numba
 
 from bsig_array import kernels as K
+from bsig_array.kernels import backend_numba
 from bsig_array.runtime.memory import peak_rss
 
 

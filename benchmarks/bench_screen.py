@@ -186,9 +186,10 @@ CHILDREN = {"screen": child_screen, "paper": child_paper, "numpy_preselect": chi
             "check": child_check_peers, "breakdown": child_breakdown, "read": child_read}
 
 
-def run_child(kind: str, cfg: dict) -> dict:
-    env = {**os.environ, "BSIG_PROGRESS": "0"}
-    proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(cfg)], capture_output=True,
+def run_child(kind: str, cfg: dict, *, script: str = __file__, env: dict[str, str] | None = None) -> dict:
+    """``script --child kind cfg`` in a fresh interpreter (its own peak RSS); its last stdout line as JSON."""
+    env = {**os.environ, "BSIG_PROGRESS": "0"} if env is None else env
+    proc = subprocess.run([sys.executable, script, "--child", kind, json.dumps(cfg)], capture_output=True,
                           text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} child failed:\n{proc.stderr[-3000:]}")

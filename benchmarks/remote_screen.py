@@ -26,7 +26,6 @@ import argparse
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -74,11 +73,9 @@ def child_screen(cfg: dict) -> dict:
 
 
 def _child(kind: str, cfg: dict, env: dict[str, str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(cfg)], env=env,
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{kind} child failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from bench_screen import run_child
+
+    return run_child(kind, cfg, script=__file__, env=env)
 
 
 # ----------------------------------------------------------------------------- parent

@@ -36,6 +36,7 @@ _EXPORTS = {
     "preselect_codes": "preselect", "preselect_positions": "preselect",
     "ranks": "ranks",
     "merge_tails": "tails", "tail_bounds": "tails", "tail_counts": "tails", "tail_members": "tails",
+    "to_host": "tails",
     "thrush_codes": "thrush", "thrush_weights": "thrush",
     "TAILS": "types", "RowSets": "types", "TailBounds": "types", "TailMembers": "types", "TailSelection": "types",
     "sorted_unique": "unique",
@@ -79,7 +80,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     )
     from bsig_array.kernels.preselect import preselect_codes, preselect_positions
     from bsig_array.kernels.ranks import ranks
-    from bsig_array.kernels.tails import merge_tails, tail_bounds, tail_counts, tail_members
+    from bsig_array.kernels.tails import merge_tails, tail_bounds, tail_counts, tail_members, to_host
     from bsig_array.kernels.thrush import thrush_codes, thrush_weights
     from bsig_array.kernels.types import TAILS, RowSets, TailBounds, TailMembers, TailSelection
     from bsig_array.kernels.unique import sorted_unique

@@ -35,6 +35,7 @@ from numba import cuda
 from bsig_array.kernels import backend_portable as _portable
 from bsig_array.kernels._checks import MAX_MODELS, check_ties
 from bsig_array.kernels.errors import KernelInputError
+from bsig_array.kernels.tails import to_host
 from bsig_array.kernels.types import TailBounds, TailMembers
 
 name = "cuda"  # a complete kernel backend on the arrays it is given (CuPy on a GPU, numpy in the simulator)
@@ -195,10 +196,6 @@ def _is_cupy(xp: Any) -> bool:
     return "cupy" in getattr(xp, "__name__", "")
 
 
-def _host(x: Any) -> np.ndarray:
-    return x.get() if hasattr(x, "get") else np.asarray(x)
-
-
 #: Integer type of the same width as each float type, and the mask of its magnitude bits.
 _BITS = {2: (np.int16, 0x7FFF), 4: (np.int32, 0x7FFF_FFFF), 8: (np.int64, 0x7FFF_FFFF_FFFF_FFFF)}
 
@@ -216,7 +213,7 @@ def _keys(P: Any) -> tuple[Any, int, Any]:
 
 def after_masks(pos: Any, m: int) -> np.ndarray:
     """``AFTER[r, w, a]`` (uint32, (B, W, m)): bit ``b - 32w`` set when ``pos[r, b] > pos[r, a]``."""
-    pos = _host(pos).astype(np.int64)
+    pos = to_host(pos).astype(np.int64)
     B = pos.shape[0]
     W = (m + 31) // 32
     later = np.zeros((B, m, 32 * W), dtype=np.uint64)
@@ -273,7 +270,7 @@ def screen_chunk(
     if m > MAX_MODELS:
         raise KernelInputError(f"need 2..{MAX_MODELS} models on axis 0 of P, got {m}")
     i32, i64 = xp.int32, xp.int64
-    Cd = xp.zeros((0, m), dtype=i32) if C is None else xp.asarray(_host(C).astype(np.int32))
+    Cd = xp.zeros((0, m), dtype=i32) if C is None else xp.asarray(to_host(C).astype(np.int32))
     after = after_masks(pos, m) if pos is not None else np.zeros((0, 1, m), dtype=np.uint32)
     afterd = xp.asarray(after)
     out_t = xp.empty((Cd.shape[0], n), dtype=i32)
@@ -284,14 +281,14 @@ def screen_chunk(
     if n_hist and ((out_t.shape[0] and h_t.shape[0] < n_hist) or (out_p.shape[0] and h_p.shape[0] < n_hist)):
         raise KernelInputError(f"histogram accumulators need {n_hist} rows")
     empty = xp.zeros(0, dtype=i64)
-    lt, ht, lp, hp = (empty,) * 4 if bounds is None else (xp.asarray(_host(b).astype(np.int64)) for b in bounds)
+    lt, ht, lp, hp = (empty,) * 4 if bounds is None else (xp.asarray(to_host(b).astype(np.int64)) for b in bounds)
     cnt_t = xp.zeros((4, out_t.shape[0]), dtype=i64)
     cnt_p = xp.zeros((4, out_p.shape[0]), dtype=i64)
     bad = xp.zeros(1, dtype=i64)
     if n:
         _launch(_screen_kernel, n, xp, P, mask, Cd, afterd, first, out_t, out_p, h_t, int(offsets[0]), h_p,
                 int(offsets[1]), int(n_hist), lt, ht, cnt_t, lp, hp, cnt_p, bad)
-    if n_hist and int(_host(bad)[0]):
+    if n_hist and int(to_host(bad)[0]):
         raise KernelInputError("codes outside the lattice: Thrush weights are not those of a score row")
     out: dict[str, Any] = {}
     if C is not None:
@@ -328,7 +325,7 @@ def histogram_codes(codes: Any, offset: int, n_bins: int, out: Any = None) -> An
     bad = xp.zeros(1, dtype=xp.int64)
     if n:
         _launch(_histogram_kernel, n, xp, codes, int(offset), out, bad)
-    if int(_host(bad)[0]):
+    if int(to_host(bad)[0]):
         raise KernelInputError(f"codes outside the lattice [{-offset}, {n_bins - offset - 1}]")
     return out
 
@@ -338,8 +335,8 @@ def tail_counts(codes: Any, low_code: Any, high_code: Any) -> Any:
     xp = array_namespace(codes)
     B, n = codes.shape
     counts = xp.zeros((4, B), dtype=xp.int64)
-    low = xp.asarray(_host(low_code).astype(np.int64))
-    high = xp.asarray(_host(high_code).astype(np.int64))
+    low = xp.asarray(to_host(low_code).astype(np.int64))
+    high = xp.asarray(to_host(high_code).astype(np.int64))
     if n:
         _launch(_tail_counts_kernel, n, xp, codes, low, high, counts)
     return counts.T

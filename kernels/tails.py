@@ -71,10 +71,10 @@ def tail_bounds(hist: Any, k: int, method: str, m: int) -> TailBounds:
         low_take = k - xp.sum(xp.where(before, h, zero), axis=1)
         high_take = k - xp.sum(xp.where(after, h, zero), axis=1)
     return TailBounds(
-        low_code=_to_numpy(low_bin - offset).astype(np.int64),
-        low_take=_to_numpy(low_take).astype(np.int64),
-        high_code=_to_numpy(high_bin - offset).astype(np.int64),
-        high_take=_to_numpy(high_take).astype(np.int64),
+        low_code=to_host(low_bin - offset).astype(np.int64),
+        low_take=to_host(low_take).astype(np.int64),
+        high_code=to_host(high_bin - offset).astype(np.int64),
+        high_take=to_host(high_take).astype(np.int64),
         k=k,
     )
 
@@ -96,8 +96,8 @@ def merge_tails(parts: Sequence[TailMembers], bounds: TailBounds) -> TailSelecti
             ("high_beyond", "high_at", bounds.high_take, bounds.high_code),
         )
     ):
-        beyond = [_rowsets_to_numpy(getattr(p, beyond_name)) for p in parts]
-        at = [_rowsets_to_numpy(getattr(p, at_name)) for p in parts]
+        beyond = [_rowsets_to_host(getattr(p, beyond_name)) for p in parts]
+        at = [_rowsets_to_host(getattr(p, at_name)) for p in parts]
         for i in range(n_rows):
             b_tok = np.concatenate([_row(r, i)[0] for r in beyond]) if beyond else np.empty(0, np.int64)
             b_code = np.concatenate([_row(r, i)[1] for r in beyond]) if beyond else np.empty(0, np.int32)
@@ -121,17 +121,20 @@ def _row(r: tuple[np.ndarray, np.ndarray, np.ndarray], i: int) -> tuple[np.ndarr
     return tok[ptr[i] : ptr[i + 1]], code[ptr[i] : ptr[i + 1]]
 
 
-def _rowsets_to_numpy(r: RowSets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return _to_numpy(r.ptr), _to_numpy(r.token), _to_numpy(r.code)
+def _rowsets_to_host(r: RowSets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return to_host(r.ptr), to_host(r.token), to_host(r.code)
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    """Host copy of an array from any array-API namespace (numpy, array_api_strict, CuPy)."""
+def to_host(x: Any) -> np.ndarray:
+    """``x`` as a numpy array: itself, or a host copy of an array from another namespace
+    (CuPy, array_api_strict, anything with DLPack); other array-likes through ``np.asarray``."""
     if isinstance(x, np.ndarray):
         return x
     if hasattr(x, "get"):  # CuPy
         return x.get()
-    return np.asarray(np.from_dlpack(x))
+    if hasattr(x, "__dlpack__"):
+        return np.asarray(np.from_dlpack(x))
+    return np.asarray(x)
 
 
 def tail_members(codes: Any, token_ids: Any, bounds: TailBounds, *, backend: str = "auto") -> TailMembers:

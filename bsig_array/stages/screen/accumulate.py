@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from bsig_array import kernels as K
+
 T = TypeVar("T")
 
 _OPEN: dict[str, PassHistograms] = {}  # by key, while a pass runs in this process
@@ -62,7 +64,7 @@ class PassHistograms:
 
     def host(self) -> dict[str, np.ndarray]:
         """The sums as host int64 arrays (one copy per coefficient)."""
-        return self.read(lambda _, h: (h.get() if hasattr(h, "get") else np.array(h)).astype(np.int64, copy=False))
+        return self.read(lambda _, h: K.to_host(h).astype(np.int64, copy=False))
 
 
 @contextmanager

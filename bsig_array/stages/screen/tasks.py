@@ -98,7 +98,7 @@ def _fused_codes(P: Any, Y: Any, job: ScreenJob, hist: dict[str, Any], n_hist: i
     impl = K.get_backend(job.backend, P)
     if not n_hist or not hasattr(impl, "screen_chunk"):
         return _codes(P, Y, job), False
-    m, y = P.shape[0], _host(Y)
+    m, y = P.shape[0], K.to_host(Y)
     for meth in job.coefficients:
         if hist[meth] is None:
             hist[meth] = xp.zeros((n_hist, K.lattice(meth, m)[1]), dtype=xp.int64)
@@ -113,10 +113,6 @@ def _fused_codes(P: Any, Y: Any, job: ScreenJob, hist: dict[str, Any], n_hist: i
 def _device(x: np.ndarray, job: ScreenJob, xp: Any) -> Any:
     """A sub-block on the job's device; on the GPU through pinned buffers (asynchronous copy)."""
     return K.get_backend("cupy").to_device(x) if job.backend == "cupy" else xp.asarray(x)
-
-
-def _host(x: Any) -> np.ndarray:
-    return x.get() if hasattr(x, "get") else np.asarray(x)
 
 
 def _blocks(width: int, size: int) -> Iterator[tuple[int, int]]:
@@ -195,7 +191,7 @@ def scan_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
                     hist[meth] = K.histogram_codes(codes[meth][:B], meth, m, out=hist[meth], backend=job.backend)
                 if n_null:
                     low, high = edges[meth]
-                    null[meth] += _host(K.tail_counts(codes[meth][B:], low, high, backend=job.backend)).astype(np.int64)
+                    null[meth] += K.to_host(K.tail_counts(codes[meth][B:], low, high, backend=job.backend)).astype(np.int64)
                 t1 = time.perf_counter()
                 times["count"] += t1 - t0
                 if writer is not None:
@@ -204,7 +200,7 @@ def scan_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
                     bounds = tighter(own[meth], _given(job, meth, m, B)) if meth in own else _given(job, meth, m, B)
                     used[meth] = tighter(used[meth], bounds) if meth in used else bounds
                     found = members_of(
-                        K.tail_members(codes[meth][:B], xp.asarray(local[s:e]), bounds, backend=job.backend), _host,
+                        K.tail_members(codes[meth][:B], xp.asarray(local[s:e]), bounds, backend=job.backend), K.to_host,
                     )
                     t2 = time.perf_counter()
                     writer.add(meth, found)
@@ -233,7 +229,7 @@ def scan_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
     if job.count and job.sums:  # in this process: added where they were formed (the device, on a GPU)
         accumulate.add(job.sums, hist)
     elif job.count:
-        out["hist"] = {meth: _host(h) for meth, h in hist.items()}
+        out["hist"] = {meth: K.to_host(h) for meth, h in hist.items()}
     if n_null:
         out["null"] = null
     return out
