@@ -44,10 +44,15 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-# ``lattice`` and ``ranks`` are both a submodule and a function: importing the submodule binds the
-# module to the package attribute, so bind the functions eagerly (both modules are light).
-from bsig_array.kernels.lattice import lattice  # noqa: E402
-from bsig_array.kernels.ranks import ranks  # noqa: E402
+if __name__ != "bsig_array.kernels":  # found as a top-level `kernels` from a checkout's root: not ours
+    from bsig_array import _step_aside
+
+    _step_aside(__name__, __file__)
+else:
+    # ``lattice`` and ``ranks`` are both a submodule and a function: importing the submodule binds the
+    # module to the package attribute, so bind the functions eagerly (both modules are light).
+    from bsig_array.kernels.lattice import lattice
+    from bsig_array.kernels.ranks import ranks
 
 
 def __getattr__(name: str) -> Any:

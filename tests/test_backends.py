@@ -64,7 +64,7 @@ def test_transformers_matches_direct_log_softmax(tiny, target):
     if target == "piece":
         last = backend.score(CONTEXTS, TARGETS, "last-token")
         multi = [len(tok((" " + t) if c else t, add_special_tokens=False)["input_ids"]) > 1 for c, t in zip(CONTEXTS, TARGETS)]
-        assert all(g > l for g, l, m in zip(got, last, multi) if m)
+        assert all(g > lt for g, lt, m in zip(got, last, multi) if m)
 
 
 def test_batching_and_padding_do_not_change_results(tiny):

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import xarray as xr
-from bsig_array.cli.main import main
 
+from bsig_array.cli.main import main
 from bsig_array.io.perplexity_store.writer import create_store
 
 pytestmark = pytest.mark.filterwarnings("ignore:The data type", "ignore:Consolidated metadata")

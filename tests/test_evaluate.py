@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from bsig_array.cli.main import main
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from bsig_array.cli.main import main
 from bsig_array.errors import BsigError
 from bsig_array.models.loading import build_tiny_gpt2
 from bsig_array.stages.evaluate import (

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 import zarr
-from bsig_array.kernels.forward import forward_select, ols_aic, ols_fit
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from bsig_array.kernels.forward import forward_select, ols_aic, ols_fit
 
 BACKENDS = ["numpy", "numba"]
 

@@ -23,9 +23,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from bsig_array.cli.main import main
 from bsig_array.io.perplexity_store.writer import create_store
-
 from tests.test_cli_errors import run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:The data type", "ignore:Consolidated metadata")

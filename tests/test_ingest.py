@@ -29,7 +29,8 @@ def paper_rows(keys, rng, n_models):
     return out
 
 
-def write_paper(directory: Path, per_model, names, text_type=pa.int64(), row_group=7) -> list[Path]:
+def write_paper(directory: Path, per_model, names, text_type=None, row_group=7) -> list[Path]:
+    text_type = pa.int64() if text_type is None else text_type
     directory.mkdir(parents=True, exist_ok=True)
     files = []
     for name, rows in zip(names, per_model):

@@ -3,9 +3,9 @@
 import array_api_strict as xps
 import numpy as np
 import pytest
-from bsig_array.kernels import backends
 
 from bsig_array import kernels as K
+from bsig_array.kernels import backends
 
 
 @pytest.fixture(scope="module")

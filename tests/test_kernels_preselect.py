@@ -28,7 +28,7 @@ def literal_preselect(p, y):
     """Eq. (2) as printed: sort by y (stable), count pairs k < l with p_(k) > p_(l)."""
     q = p.astype(np.float64)[np.argsort(y, kind="stable")]
     m = len(q)
-    return sum(1 for k in range(m) for l in range(k + 1, m) if q[k] > q[l])
+    return sum(1 for k in range(m) for j in range(k + 1, m) if q[k] > q[j])
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])

@@ -31,8 +31,8 @@ def literal_thrush(p, y, ties):
     m = len(y)
     gamma = 0.0
     for k in range(m):
-        for l in range(k + 1, m):
-            gamma += np.sign(y[k] - y[l]) * (r[k] - r[l])
+        for j in range(k + 1, m):
+            gamma += np.sign(y[k] - y[j]) * (r[k] - r[j])
     return gamma
 
 

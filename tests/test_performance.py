@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from bsig_array.cli.main import main
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import score_vectors
 
+from bsig_array.cli.main import main
 from bsig_array.errors import BsigError
 from bsig_array.io.benchmark_metadata import (
     benchmark_metadata,

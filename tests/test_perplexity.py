@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from bsig_array.cli.main import main
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from bsig_array.cli.main import main
 from bsig_array.errors import BsigError
 from bsig_array.io.perplexity_store.reader import open_store
 from bsig_array.models.loading import build_tiny_gpt2

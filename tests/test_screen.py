@@ -297,8 +297,9 @@ def test_planted_signal_has_low_null_fdr():
 
 
 def test_cli_writes_screen(pool, reference, tmp_path):
-    from bsig_array.cli.main import cli
     from click.testing import CliRunner
+
+    from bsig_array.cli.main import cli
 
     out = tmp_path / "cli.zarr"
     args = ["screen", "--perplexity", str(pool["stores"][256]), "--performance", str(pool["csv"]), "--out", str(out),

@@ -17,12 +17,12 @@ from pathlib import Path
 import numcodecs
 import numpy as np
 import pytest
+
 from bsig_array.errors import OptionError
 from bsig_array.io.questions import question_path, read_questions
 from bsig_array.models.loading import build_tiny_gpt2, load_causal_lm
 from bsig_array.options import check_path_name
 from bsig_array.pipelines.synth_questions import write_questions
-
 from tests.test_cli_errors import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

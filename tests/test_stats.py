@@ -170,7 +170,6 @@ def overlap_dataset(m: np.ndarray, cats, funcs=None, fams=None) -> xr.Dataset:
 
 def test_compute_stats_write_read_and_cli(tmp_path):
     from bsig_array.cli.main import cli
-
     from bsig_array.io.overlap_file import write_overlap
 
     rng = np.random.default_rng(6)

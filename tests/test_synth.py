@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from bsig_array.cli.main import main
 from hypothesis import given, settings
 from scipy.stats import rankdata, spearmanr
 from sklearn.feature_extraction.text import TfidfVectorizer
 from strategies import NLL_DTYPES, nll_matrices, planted_pools
 
+from bsig_array.cli.main import main
 from bsig_array.errors import BsigError
 from bsig_array.io.benchmark_metadata import load_metadata
 from bsig_array.io.perplexity_store.reader import open_store

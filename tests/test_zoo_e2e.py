@@ -43,7 +43,7 @@ def test_noise_variant(tiny_path):
 def test_quant_variant(tiny_path):
     base = AutoModelForCausalLM.from_pretrained(tiny_path)
     q = perturb_(AutoModelForCausalLM.from_pretrained(tiny_path), Variant("x", "quant", 3))
-    for (name, w), (_, wq) in zip(base.named_parameters(), q.named_parameters()):
+    for (_name, w), (_, wq) in zip(base.named_parameters(), q.named_parameters()):
         if w.ndim == 2:
             scale = w.abs().amax(dim=1, keepdim=True) / 3
             levels = torch.round(wq / scale)
