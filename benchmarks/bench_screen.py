@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from bsig_array.runtime.memory import peak_rss
+from bsig_array.runtime.run import RunSpec
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,9 +47,8 @@ def child_screen(cfg: dict) -> dict:
     t0, c0 = time.perf_counter(), _cpu()
     ds = open_store(cfg["store"])
     score = align_performance(load_performance(cfg["performance"]), ds["model"].values)
-    result = screen(ds["nll"], score, coefficients=cfg["method"], alpha=0.01, memory_limit=cfg["memory_limit"],
-                    scheduler="threads", null_permutations=cfg.get("null_permutations", 0), store=cfg["store"],
-                    out=cfg["out"], overwrite=True, passes=cfg.get("passes", "auto"), workers=cfg.get("workers"))
+    result = screen(ds["nll"], score, coefficients=cfg["method"], alpha=0.01, null_permutations=cfg.get("null_permutations", 0), store=cfg["store"],
+                    out=cfg["out"], overwrite=True, passes=cfg.get("passes", "auto"), run=RunSpec.build(memory_limit=cfg["memory_limit"], scheduler="threads", workers=cfg.get("workers")))
     wall, cpu = time.perf_counter() - t0, _cpu() - c0  # the output is streamed during the screen
     return {"timings": result.attrs["timings"], "plan": result.attrs["plan"], "total_s": wall, "cpu_s": cpu,
             "n_candidates": int(result.sizes["candidate"]), "peak_rss": peak_rss(), "passes": result.attrs["passes"],

@@ -42,6 +42,7 @@ from threadpoolctl import threadpool_limits
 
 from bsig_array.kernels.forward import forward_select
 from bsig_array.runtime.memory import peak_rss
+from bsig_array.runtime.run import RunSpec
 from bsig_array.stages.select import select_benchmark, select_signatures
 
 
@@ -142,7 +143,7 @@ def paper_scale(m: int, n: int, n_bench: int, loo_bench: int, memory_limit: str,
     forward_select(nll[:, :10], scores[:, 0])  # compile outside the timing
     rss0 = peak_rss_mib()
     wall, cpu = time.perf_counter(), time.process_time()
-    sig = select_signatures(screen, score, loocv=False, memory_limit=memory_limit)
+    sig = select_signatures(screen, score, loocv=False, run=RunSpec.build(memory_limit=memory_limit))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(f"[paper scale] {n_bench} benchmarks x {2 * half} candidates x {m} models, no LOO-CV: wall {wall:.1f} s "
           f"(target <= 120 s: {'met' if wall <= 120 else 'NOT met'}), CPU {cpu:.1f} s = {cpu / n_bench:.2f} s/benchmark "
@@ -152,7 +153,7 @@ def paper_scale(m: int, n: int, n_bench: int, loo_bench: int, memory_limit: str,
     if loo_bench:
         sub = screen.isel(benchmark=slice(0, loo_bench))
         wall, cpu = time.perf_counter(), time.process_time()
-        sig = select_signatures(sub, score.isel(benchmark=slice(0, loo_bench)), loocv=True, memory_limit=memory_limit)
+        sig = select_signatures(sub, score.isel(benchmark=slice(0, loo_bench)), loocv=True, run=RunSpec.build(memory_limit=memory_limit))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         print(f"[paper scale] with LOO-CV ({m} extra selections per benchmark), measured on {loo_bench}: "
               f"wall {wall / loo_bench:.2f} s/benchmark, CPU {cpu / loo_bench:.2f} s/benchmark; extrapolated to "
@@ -198,6 +199,7 @@ SCALE_CHILD = textwrap.dedent(
     import numpy as np, xarray as xr
     from bsig_array.io.screen_output import open_screen
     from bsig_array.runtime.memory import peak_rss
+    from bsig_array.runtime.run import RunSpec
     from bsig_array.stages.select import select_signatures
     path, limit, loocv, max_features = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
     y = np.load(sys.argv[5])
@@ -205,7 +207,7 @@ SCALE_CHILD = textwrap.dedent(
     models = [str(v) for v in screen["model"].values]
     score = xr.DataArray(y[:, None], dims=("model", "benchmark"), coords={"model": models, "benchmark": ["b0"]})
     wall, cpu = time.perf_counter(), time.process_time()
-    sig = select_signatures(screen, score, memory_limit=limit, loocv=loocv,
+    sig = select_signatures(screen, score, loocv=loocv, run=RunSpec.build(memory_limit=limit),
                             max_features=max_features if max_features > 0 else None)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(json.dumps({"wall": wall, "cpu": cpu, "peak": peak_rss(), "plan": sig.attrs["plan"],
@@ -217,7 +219,7 @@ SCALE_CHILD = textwrap.dedent(
 
 def at_scale(n: int, memory_limit: str, m: int = 32) -> None:
     """One benchmark of ``n`` candidates streamed from disk at ``memory_limit``; each run in a fresh process."""
-    from bsig_array.runtime.memory import parse_memory
+    from bsig_array.options import parse_memory
 
     limit = parse_memory(memory_limit)
     with tempfile.TemporaryDirectory(prefix="bsig-bench-select-") as tmp:

@@ -13,6 +13,7 @@ import argparse
 import time
 
 from bsig_array.runtime.memory import peak_rss
+from bsig_array.runtime.run import RunSpec
 
 
 def main() -> None:
@@ -46,7 +47,7 @@ def main() -> None:
     ds = open_store(pool.perplexity)
     score = align_performance(load_performance(pool.performance), ds)
     t = time.perf_counter()
-    screened = screen(ds["nll"], score, alpha=args.alpha, memory_limit="1GiB")
+    screened = screen(ds["nll"], score, alpha=args.alpha, run=RunSpec.build(memory_limit="1GiB"))
     t_screen = time.perf_counter() - t
     t = time.perf_counter()
     sig = select_signatures(screened, score)

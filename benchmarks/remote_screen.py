@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bsig_array.runtime.run import RunSpec
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -66,8 +68,7 @@ def child_screen(cfg: dict) -> dict:
     t0 = time.perf_counter()
     ds = open_store(cfg["store"])
     score = load_performance(cfg["performance"])
-    result = screen(ds["nll"], score, coefficients=cfg["method"], alpha=0.01, memory_limit=cfg["memory_limit"],
-                    scheduler="threads", workers=cfg["workers"], store=cfg["store"], out=cfg["out"], overwrite=True)
+    result = screen(ds["nll"], score, coefficients=cfg["method"], alpha=0.01, store=cfg["store"], out=cfg["out"], overwrite=True, run=RunSpec.build(memory_limit=cfg["memory_limit"], scheduler="threads", workers=cfg["workers"]))
     return {"timings": result.attrs["timings"], "total_s": time.perf_counter() - t0, "peak_rss": peak_rss(),
             "n_tokens": int(result.attrs["n_tokens"]), "plan": result.attrs["plan"]}
 

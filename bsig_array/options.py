@@ -7,6 +7,7 @@ Stages call these at their boundary (before any work), so the CLI and library us
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 
 from bsig_array.errors import InputError, OptionError
@@ -47,6 +48,37 @@ def check_alpha(alpha: float) -> float:
     if not ok:
         raise OptionError(f"alpha must be in (0, 0.5) (the fraction kept per tail), got {alpha}; e.g. --alpha 0.01")
     return float(alpha)
+
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+
+
+def parse_memory(text: str | int | float) -> int:
+    """Bytes in a memory size such as ``"2GiB"``, ``"500 MB"``, ``"1.5g"`` or ``1e9``.
+
+    Decimal units (kB, MB, GB, TB; also k, m, g, t) are powers of 1000, binary ones (KiB, MiB, GiB,
+    TiB) powers of 1024.
+
+    Raises
+    ------
+    OptionError
+        On an unparsable or non-positive size.
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+        if match is None or match.group(2).lower() not in _UNITS:
+            raise OptionError(f"cannot read memory size {text!r}; write it like 2GiB, 500MB or 1e9")
+        value, unit = float(match.group(1)), match.group(2).lower()
+    size = int(value * _UNITS[unit])
+    if size <= 0:
+        raise OptionError(f"memory size must be positive, got {text!r}; write it like 2GiB")
+    return size
 
 
 #: Largest integer option: counts and sizes become int64 array shapes and offsets.
@@ -155,7 +187,7 @@ def check_torch_device(device: str) -> str:
     return text
 
 
-def check_model_options(*, device: str = "cpu", dtype: str = "float32", batch_size: int = 1,
+def check_model_options(*, device: str, dtype: str = "float32", batch_size: int = 1,
                         max_tokens: int | None = None) -> None:
     """Options of the commands that run a language model, checked before it loads (and before any lock)."""
     check_torch_device(device)

@@ -35,7 +35,8 @@ def corpus(
     INPUTS are JSONL(.gz) or Parquet files whose records have a `text` field (RedPajama format).
     """
     from bsig_array.cli.progress import rich_progress
-    from bsig_array.io.atomic import CORPUS_STORE, check_new_output
+    from bsig_array.io.atomic import check_new_output
+    from bsig_array.io.corpus_store import CORPUS_STORE
     from bsig_array.io.location import as_location
     from bsig_array.stages.corpus import CorpusStats, build_corpus, iter_documents, stdlib_documents, stdlib_files
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from bsig_array.cli.run import build_run, run_options
 from bsig_array.cli.storage import Where
 from bsig_array.runtime.defaults import DEFAULTS
 
@@ -13,18 +14,18 @@ from bsig_array.runtime.defaults import DEFAULTS
 @click.option("--models", type=int, default=DEFAULTS.demo_models, show_default=True)
 @click.option("--benchmarks", type=int, default=DEFAULTS.demo_benchmarks, show_default=True)
 @click.option("--tokens", type=int, default=DEFAULTS.demo_tokens, show_default=True)
-@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
-@click.option("--semantic-bootstrap", type=int, default=10, show_default=True, help="semantic samples per benchmark pair")
-@click.option("--memory-limit", default=DEFAULTS.demo_memory_limit, show_default=True)
+@run_options("seed", help={"seed": "Seed of the pool, the selection shuffle and the semantic sampling."})
+@click.option("--semantic-bootstrap", type=int, default=DEFAULTS.demo_bootstrap, show_default=True,
+              help="semantic samples per benchmark pair")
+@run_options("memory_limit", memory_default="demo_memory_limit", help={"memory_limit": "Memory limit of screen and select."})
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out (kept until the new one is complete).")
 def demo(out, models, benchmarks, tokens, seed, semantic_bootstrap, memory_limit, overwrite):
     """Run synth -> screen -> select -> overlap -> stats -> report and print how much planted truth came back."""
-    from bsig_array.cli.progress import rich_progress
     from bsig_array.pipelines.demo import run_demo
 
-    s = run_demo(out, models=models, benchmarks=benchmarks, tokens=tokens, seed=seed,
-                 semantic_bootstrap=semantic_bootstrap, memory_limit=memory_limit, log=click.echo,
-                 progress=rich_progress, overwrite=overwrite)
+    run = build_run(memory_limit=DEFAULTS.demo_memory_limit if memory_limit is None else memory_limit, seed=seed)
+    s = run_demo(out, models=models, benchmarks=benchmarks, tokens=tokens, semantic_bootstrap=semantic_bootstrap,
+                 log=click.echo, overwrite=overwrite, run=run)
     click.echo(f"report: {s['report']}")
     click.echo(
         f"recovered: first signature token planted for {s['first_token_planted']:.0%} of benchmarks "

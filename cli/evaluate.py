@@ -31,7 +31,8 @@ def evaluate(model: str, name: str | None, tasks: str, include_path: tuple[str, 
 
     Relative data_files paths in a task YAML are resolved against the YAML's folder.
     """
-    from bsig_array.io.atomic import FILE, check_new_output
+    from bsig_array.io.atomic import check_new_output
+    from bsig_array.io.kinds import FILE
     from bsig_array.io.location import as_location
     from bsig_array.io.scores import check_model_row
     from bsig_array.options import check_model_name

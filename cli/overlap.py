@@ -40,8 +40,8 @@ def overlap(signatures_path, perplexity_path, performance_path, metadata, questi
     and --perplexity; --control general adds the levels net of general ability.
     """
     from bsig_array.cli.progress import rich_progress
-    from bsig_array.io.atomic import OVERLAP_FILE, check_new_output
-    from bsig_array.io.overlap_file import write_overlap
+    from bsig_array.io.atomic import check_new_output
+    from bsig_array.io.overlap_file import OVERLAP_FILE, write_overlap
     from bsig_array.io.perplexity_store.reader import open_store
     from bsig_array.io.scores import load_performance
     from bsig_array.io.signatures import load_signatures

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bsig_array.cli.storage import Where
-from bsig_array.io.atomic import PERFORMANCE, check_new_output
+from bsig_array.io.atomic import check_new_output
 from bsig_array.io.leaderboard import (
     DUPLICATE_RULES,
     MISSING_RULES,
@@ -24,6 +24,7 @@ from bsig_array.io.lm_eval_results import import_lm_eval, parse_metric_overrides
 from bsig_array.io.location import as_location, local_copy
 from bsig_array.io.provenance import make_record, performance_fingerprint, record_attrs
 from bsig_array.io.scores import (
+    PERFORMANCE,
     align_performance,
     check_scores,
     load_performance,

@@ -38,9 +38,10 @@ def perplexity(corpus_path: str, store: str, model: str, name: str | None, gguf_
     an object store, a lock file in TMPDIR: runs on other machines must not fill it at the same time).
     """
     from bsig_array.cli.progress import rich_progress
-    from bsig_array.io.atomic import PERPLEXITY_STORE, check_new_output
+    from bsig_array.io.atomic import check_new_output
     from bsig_array.io.corpus_store import Corpus
     from bsig_array.io.location import as_location
+    from bsig_array.io.perplexity_store.schema import PERPLEXITY_STORE
     from bsig_array.options import check_optional_count
     from bsig_array.stages.perplexity import extract_perplexity
 

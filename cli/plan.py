@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 from typing import Any
 
 import click
 
+from bsig_array.cli.run import build_run, coefficients_option, run_options
 from bsig_array.cli.storage import Where
 from bsig_array.runtime.defaults import DEFAULTS
 
@@ -21,18 +21,16 @@ WIDTH = 116
 @click.option("--benchmarks", type=int, required=True, help="Benchmarks in the score table (B).")
 @click.option("--alpha", type=float, default=DEFAULTS.alpha, show_default=True,
               help="Fraction kept per tail, in (0, 0.5): k = max(floor(alpha*d), 1).")
-@click.option("--methods", type=click.Choice(["thrush", "preselect", "both"]), default="both", show_default=True,
-              help="Screening coefficients (bsig screen --method).")
-@click.option("--memory-limit", default=DEFAULTS.memory_limit, show_default=True,
-              help="The run's --memory-limit for screen and select.")
-@click.option("--workers", type=int, help="N: cores of the run (default: this machine's CPU count).")
-@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
-              help="gpu: also project each screen pass on one GPU from stated H200 figures.")
+@coefficients_option("--methods", ("thrush", "preselect", "both"), "both", "Screening coefficients (bsig screen --coefficients).")
+@run_options("memory_limit", "workers", "device", help={
+    "memory_limit": "The run's --memory-limit for screen and select.",
+    "workers": "N: cores of the run (default: this machine's CPU count).",
+    "device": "gpu: also project each screen pass on one GPU from stated H200 figures (auto, cpu: the CPU)."})
 @click.option("--json", "json_path", type=Where(dir_okay=False), help="Also write the projection as JSON.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
 def plan(
-    tokens: float, models: int, benchmarks: int, alpha: float, methods: str, memory_limit: str,
-    workers: int | None, device: str, json_path: str | None, overwrite: bool,
+    tokens: float, models: int, benchmarks: int, alpha: float, coefficients: str, memory_limit: str | None,
+    workers: int | None, device: str | None, json_path: str | None, overwrite: bool,
 ) -> None:
     """Calibrate the kernels here (a few seconds), then project time, disk and memory of a full run.
 
@@ -43,22 +41,21 @@ def plan(
     and takes peak memory from the stages' own memory plans.  The screen is projected in one pass
     and as the two-pass fallback.
     """
-    from bsig_array.io.atomic import FILE, atomic_output, check_new_output
+    from bsig_array.diagnostics.calibration import calibrate
+    from bsig_array.diagnostics.projection import check_run, project
+    from bsig_array.io.atomic import atomic_output, check_new_output
+    from bsig_array.io.kinds import FILE
     from bsig_array.io.location import as_location
-    from bsig_array.options import check_count
-    from bsig_array.runtime.memory import parse_memory
-    from bsig_array.runtime.projection import calibrate, check_run, project
 
     # every check before the calibration spends its seconds
-    check_run(tokens, models, benchmarks, alpha, methods)
-    parse_memory(memory_limit)
-    cores = check_count(workers, "--workers", minimum=1) if workers is not None else (os.cpu_count() or 1)
+    check_run(tokens, models, benchmarks, alpha, coefficients)
+    run = build_run(memory_limit=memory_limit, workers=workers, device=device, bars=False)
     if json_path:
         check_new_output(json_path, overwrite=overwrite, what="plan JSON", kind=FILE)
-    calibration = calibrate(models, benchmarks, methods, read_probe=read_probe, alpha=alpha)
+    calibration = calibrate(models, benchmarks, coefficients, alpha=alpha)
     result = project(
-        calibration, n_tokens=tokens, n_models=models, n_benchmarks=benchmarks, alpha=alpha, coefficients=methods,
-        memory_limit=memory_limit, cores=cores, device=device,
+        calibration, n_tokens=tokens, n_models=models, n_benchmarks=benchmarks, alpha=alpha, coefficients=coefficients,
+        run=run,
     )
     _print(result)
     if json_path:
@@ -69,57 +66,13 @@ def plan(
         click.echo(f"wrote {as_location(json_path)}")  # a URL without credentials
 
 
-def read_probe(models: int, tokens: int) -> Any:
-    """Write a synthetic store (the package's writer) and time reading it back as the screen does.
-
-    Returns a :class:`~bsig_array.runtime.projection.ReadSample`: the fastest sweep over the chunks,
-    each loaded through ``chunk_sources`` and checked for NaN/inf, with Blosc on one thread (one worker).
-    """
-    import tempfile
-    import time
-    from pathlib import Path
-
-    import numcodecs.blosc
-
-    from bsig_array.io.perplexity_store.chunks import chunk_sources
-    from bsig_array.io.perplexity_store.reader import open_store
-    from bsig_array.io.perplexity_store.schema import check_block
-    from bsig_array.io.perplexity_store.writer import create_store
-    from bsig_array.pipelines.synth import generate_range, make_spec
-    from bsig_array.runtime.projection import ReadSample
-
-    with tempfile.TemporaryDirectory(prefix="bsig-plan-") as tmp:
-        path = Path(tmp) / "probe.zarr"
-        spec = make_spec(models=models, benchmarks=1, tokens=tokens, planted_per_benchmark=0)
-        writer = create_store(path, spec.models, tokens, chunk_tokens=max(1, tokens // 2))
-        for j in writer.pending():
-            sl = writer.chunk_slice(j)
-            writer.write_chunk(j, generate_range(spec, sl.start, sl.stop))
-        stored = sum(f.stat().st_size for f in (path / "nll").rglob("*") if f.is_file() and f.name != "zarr.json")
-        sources = chunk_sources(open_store(path)["nll"], store=path)
-        threads = numcodecs.blosc.set_nthreads(1)
-        try:
-            best, spent, sweeps = float("inf"), 0.0, 0
-            while sweeps < 2 or spent < 0.15:  # the first sweep warms the page cache and zarr; keep the fastest
-                t0 = time.perf_counter()
-                for source in sources:
-                    block, _ = source.load()
-                    check_block(block, spec.models, source.start, path=str(path))
-                elapsed = time.perf_counter() - t0
-                if sweeps:
-                    best, spent = min(best, elapsed), spent + elapsed
-                sweeps += 1
-        finally:
-            numcodecs.blosc.set_nthreads(threads)
-    return ReadSample(tokens=tokens, seconds=best, raw_bytes=models * tokens * 4, stored_bytes=stored)
-
-
 def _print(result: Any) -> None:
     """The projection as text and two rich tables on stdout."""
     from rich.console import Console
     from rich.table import Table
 
-    from bsig_array.runtime.projection import MEMBER_BYTES, format_duration, format_rate, format_size
+    from bsig_array.diagnostics.formatting import format_duration, format_rate, format_size
+    from bsig_array.stages.screen.cost import SPILLED_MEMBER_BYTES
 
     cal, disk, gpu = result.calibration, result.disk, result.device == "gpu"
     coefs = " + ".join(result.coefficients)
@@ -183,7 +136,7 @@ def _print(result: Any) -> None:
                   f"candidates {format_size(disk.candidates)}, candidate_nll {format_size(disk.candidate_nll)} "
                   f"({_count(disk.union)} columns), histograms {format_size(disk.histograms)}")
     sizes.add_row("spill, one pass", format_size(disk.spill_one_pass),
-                  f"{_count(disk.spill_members)} members x {MEMBER_BYTES} B + their NLL columns (temporary)")
+                  f"{_count(disk.spill_members)} members x {SPILLED_MEMBER_BYTES} B + their NLL columns (temporary)")
     sizes.add_row("spill, two passes", format_size(disk.spill_two_pass), "the candidates' NLL columns (temporary)")
     sizes.add_row("signatures", format_size(disk.signatures), "ids, AIC path, fits (without contexts)")
     _echo_table(console, sizes)

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import click
 
+from bsig_array.cli.run import build_run, run_options
 from bsig_array.cli.storage import Where
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.schema import TIES
 
 
 @click.command()
-@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
-              help="gpu: the fused CUDA kernels on CuPy arrays, timed with CUDA events (needs a GPU).")
+@run_options("device", help={"device": "gpu: the fused CUDA kernels on CuPy arrays, timed with CUDA events (needs a "
+                                        "GPU); auto: gpu when available."})
 @click.option("--tokens", type=int, default=1 << 16, show_default=True, help="Tokens of the synthetic chunk.")
 @click.option("--models", type=int, default=32, show_default=True, help="Models (rows of the chunk).")
 @click.option("--benchmarks", type=int, default=88, show_default=True, help="Benchmarks (rows of the score table).")
 @click.option("--ties", type=click.Choice(TIES), default=DEFAULTS.ties, show_default=True)
 @click.option("--json", "json_path", type=Where(dir_okay=False), help="Also write the profile as JSON.")
-def profile(device: str, tokens: int, models: int, benchmarks: int, ties: str, json_path: str | None) -> None:
+def profile(device: str | None, tokens: int, models: int, benchmarks: int, ties: str, json_path: str | None) -> None:
     """Time read + decode, ranks, Thrush, Pre-select, histograms, the tail test and a selection step.
 
     \b
@@ -26,11 +27,13 @@ def profile(device: str, tokens: int, models: int, benchmarks: int, ties: str, j
     throughput (a measured vectorized loop), whichever the kernel is closer to.  CPU: wall and CPU
     time on all numba threads; GPU: CUDA events.
     """
+    from bsig_array.diagnostics.profile import profile_kernels
+    from bsig_array.diagnostics.reports import check_report_paths, write_report_text
     from bsig_array.io.location import as_location
-    from bsig_array.stages.profile import check_report_paths, profile_kernels, write_report_text
 
     check_report_paths([json_path], [])  # before the work: a missing bucket or directory is one line
-    result = profile_kernels(device=device, tokens=tokens, models=models, benchmarks=benchmarks, ties=ties)
+    run = build_run(device=device, bars=False)
+    result = profile_kernels(tokens=tokens, models=models, benchmarks=benchmarks, ties=ties, run=run)
     _print(result)
     if json_path:
         import json

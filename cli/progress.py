@@ -24,7 +24,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from bsig_array.io.atomic import fault_point
+from bsig_array.io.faults import fault_point
 from bsig_array.runtime.defaults import DEFAULTS, progress_enabled
 from bsig_array.runtime.progress import Bar, no_progress
 
@@ -72,7 +72,7 @@ def rich_progress(description: str, total: float | None, unit: str = "") -> Iter
 
 
 class _FaultBar:
-    """Every advance is a :func:`~bsig_array.io.atomic.fault_point` (where tests/test_faults.py kills)."""
+    """Every advance is a :func:`~bsig_array.io.faults.fault_point` (where tests/test_faults.py kills)."""
 
     def __init__(self, bar: Bar) -> None:
         self._bar = bar

@@ -6,9 +6,10 @@ from typing import Any
 
 import click
 
+from bsig_array.cli.run import build_run, coefficients_option, run_options
 from bsig_array.cli.storage import Where
 from bsig_array.runtime.defaults import DEFAULTS
-from bsig_array.schema import DEVICES, TIES
+from bsig_array.schema import TIES
 
 
 @click.command()
@@ -16,21 +17,18 @@ from bsig_array.schema import DEVICES, TIES
 @click.option("--performance", "performance", required=True, type=Where(),
               help="Benchmark scores: wide CSV/Parquet (model column + one column per benchmark), NetCDF or Zarr.")
 @click.option("--out", "-o", required=True, type=Where(), help="Screen output to write (a .zarr directory).")
-@click.option("--method", type=click.Choice(["thrush", "preselect", "both"]), default="both", show_default=True)
+@coefficients_option("--method", ("thrush", "preselect", "both"), "both",
+                     "Screening coefficients: Thrush, Pre-select or both (the output's coefficient dimension).")
 @click.option("--alpha", type=float, default=DEFAULTS.alpha, show_default=True,
               help="Fraction kept per tail, in (0, 0.5): k = max(floor(alpha*d), 1) tokens per tail.")
 @click.option("--ties", type=click.Choice(TIES), default=DEFAULTS.ties, show_default=True,
               help="Rank ties in NLL: midranks, or store order (the paper repo).")
-@click.option("--memory-limit", default=DEFAULTS.memory_limit, show_default=True,
-              help="Peak memory promise; sets block size and concurrency, refuses a plan that cannot fit.")
-@click.option("--scheduler", default=DEFAULTS.scheduler, show_default=True,
-              help="threads, processes, synchronous, or a dask.distributed address (tcp://host:port).")
-@click.option("--workers", type=int, help="At most this many chunks at once (default: CPU count, lowered to fit memory).")
-@click.option("--device", type=click.Choice(DEVICES), default=DEFAULTS.device, show_default=True,
-              help="gpu: CuPy kernels (needs CuPy and a CUDA GPU); auto: gpu when available.")
+@run_options("memory_limit", "scheduler", "workers", "device",
+             help={"workers": "At most this many chunks at once (default: CPU count, lowered to fit memory).",
+                   "device": "gpu: CuPy kernels (needs CuPy and a CUDA GPU); auto: gpu when available."})
 @click.option("--null-permutations", type=int, default=0, show_default=True,
               help="Label-permuted copies of each benchmark to score: estimates each tail's false discovery rate.")
-@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, help="Seed of the label permutations.")
+@run_options("seed", help={"seed": "Seed of the label permutations."})
 @click.option("--metadata", type=Where(exists=True), help="Benchmark metadata CSV (family, format, category, function).")
 @click.option("--passes", type=click.Choice(["auto", "1", "2"]), default="auto", show_default=True,
               help="Reads of the store: one (running tail boundaries, exact), two (the fallback; "
@@ -45,15 +43,15 @@ def screen(
     perplexity: str,
     performance: str,
     out: str,
-    method: str,
+    coefficients: str,
     alpha: float,
     ties: str,
-    memory_limit: str,
-    scheduler: str,
+    memory_limit: str | None,
+    scheduler: str | None,
     workers: int | None,
-    device: str,
+    device: str | None,
     null_permutations: int,
-    seed: int,
+    seed: int | None,
     metadata: str | None,
     passes: str,
     overwrite: bool,
@@ -75,31 +73,31 @@ def screen(
     Stores and files may be URLs (s3://bucket/pool.zarr, with --storage-options); on
     --scheduler tcp://host:port (or DASK_SCHEDULER_ADDRESS) the workers read the store themselves.
     """
-    from bsig_array.cli.progress import rich_progress
-    from bsig_array.io.atomic import SCREEN_OUTPUT, check_new_output
-    from bsig_array.io.location import local_copy
-    from bsig_array.io.perplexity_store.reader import open_store
-    from bsig_array.io.scores import load_performance
-    from bsig_array.stages.profile import (
+    from bsig_array.diagnostics.reports import (
         check_report_paths,
         dask_performance_report,
         screen_breakdown,
         write_report_text,
     )
+    from bsig_array.io.atomic import check_new_output
+    from bsig_array.io.location import local_copy
+    from bsig_array.io.perplexity_store.reader import open_store
+    from bsig_array.io.scores import load_performance
+    from bsig_array.io.screen_output import SCREEN_OUTPUT
     from bsig_array.stages.screen import screen as run_screen
 
     # Before the work: never over an input, another kind of artifact, or without --overwrite.
+    run = build_run(memory_limit=memory_limit, scheduler=scheduler, workers=workers, device=device, seed=seed)
     check_new_output(out, overwrite=overwrite, what="screen output", kind=SCREEN_OUTPUT, inputs=[perplexity, performance, metadata])
     ds = open_store(perplexity)
     with local_copy(metadata) as meta:  # a URL: read from a temporary copy
         score = load_performance(performance, metadata=meta)
     check_report_paths([profile_path, performance_report], [perplexity, performance, metadata, out])
-    with dask_performance_report(scheduler, performance_report) as scheduler:
+    with dask_performance_report(run.scheduler, performance_report) as scheduler:
         result = run_screen(
-            ds["nll"], score, coefficients=method, alpha=alpha, ties=ties, memory_limit=memory_limit, scheduler=scheduler,
-            device=device, null_permutations=null_permutations, seed=seed, workers=workers, store=perplexity,
-            out=out, overwrite=overwrite, passes=passes, progress=rich_progress,
-            input_paths={"performance": performance, "metadata": metadata},
+            ds["nll"], score, coefficients=coefficients, alpha=alpha, ties=ties, null_permutations=null_permutations,
+            store=perplexity, out=out, overwrite=overwrite, passes=passes,
+            input_paths={"performance": performance, "metadata": metadata}, run=run.replace(scheduler=scheduler),
         )
     if profile_path:
         import json

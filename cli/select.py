@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
+from bsig_array.cli.run import build_run, coefficients_option, run_options
 from bsig_array.cli.storage import Where
 from bsig_array.runtime.defaults import DEFAULTS
-from bsig_array.schema import COEFFICIENTS, COVARIATES, DEVICES, SELECTION_METHODS
+from bsig_array.schema import COEFFICIENTS, COVARIATES, SELECTION_METHODS
 
 
 @click.command()
@@ -16,31 +17,30 @@ from bsig_array.schema import COEFFICIENTS, COVARIATES, DEVICES, SELECTION_METHO
 @click.option("--out", required=True, type=Where(), help="output signatures.zarr")
 @click.option("--method", type=click.Choice(SELECTION_METHODS), default="aic", show_default=True,
               help="AIC forward selection, or the paper repo's Lasso (for the AIC-vs-Lasso comparison)")
-@click.option("--screen-method", type=click.Choice(COEFFICIENTS), default="thrush", show_default=True,
-              help="whose tails are the candidates")
+@coefficients_option("--screen-method", COEFFICIENTS, "thrush", "whose tails are the candidates: Thrush or Pre-select")
 @click.option("--delta", type=float, default=0.0, show_default=True, help="add a token only while AIC drops by more than this")
 @click.option("--max-features", type=int, default=None, help="cap on tokens per signature  [default: models - 2]")
 @click.option("--covariate", type=click.Choice(COVARIATES), default="perplexity", show_default=True,
               help="regress scores on exp(nll) (the paper) or on nll")
-@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, help="seed of the candidate shuffle that breaks exact ties")
+@run_options("seed", help={"seed": "seed of the candidate shuffle that breaks exact ties"})
 @click.option("--lasso-alpha", type=float, default=DEFAULTS.lasso_alpha, show_default=True,
               help="Lasso penalty on standardized columns")
 @click.option("--corpus", "corpus_path", type=Where(), default=None,
               help="corpus.zarr: add each token's context and target text")
-@click.option("--memory-limit", default=DEFAULTS.memory_limit, show_default=True, help="peak memory promise, e.g. 2GiB")
-@click.option("--scheduler", default=DEFAULTS.scheduler, show_default=True,
-              help="where benchmarks run: threads, processes, synchronous, or a dask.distributed address (tcp://host:port)")
-@click.option("--workers", type=int, default=None, help="cap on benchmarks selected at once  [default: memory plan]")
+@run_options("memory_limit", "scheduler", "workers", help={
+    "scheduler": "where benchmarks run: threads, processes, synchronous, or a dask.distributed address (tcp://host:port)",
+    "workers": "at most this many benchmarks at once (default: CPU count, lowered to fit --memory-limit)"})
 @click.option("--loocv/--no-loocv", default=True, show_default=True,
               help="leave-one-model-out validation (reruns the selection once per model)")
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
-              help="gpu: AIC selection steps as CUDA kernels where a benchmark's candidates fit device memory")
+@run_options("device", help={
+    "device": "gpu: AIC selection steps as CUDA kernels where a benchmark's candidates fit device memory; auto: gpu "
+              "when available"})
 @click.option("--overwrite", is_flag=True, help="replace --out if it exists")
 @click.option("--allow-mismatch", is_flag=True,
               help="use a --performance that is not the matrix the screen was made with (warns instead of refusing)")
 @click.option("--performance-report", type=Where(dir_okay=False),
               help="write Dask's performance report (HTML, a path or URL); needs a dask.distributed --scheduler")
-def select(screen_path, performance_path, out, method, screen_method, delta, max_features, covariate, seed,
+def select(screen_path, performance_path, out, method, coefficients, delta, max_features, covariate, seed,
            lasso_alpha, corpus_path, memory_limit, scheduler, workers, loocv, device, overwrite, allow_mismatch,
            performance_report):
     """Pick each benchmark's signature tokens from its screened candidates.
@@ -50,25 +50,25 @@ def select(screen_path, performance_path, out, method, screen_method, delta, max
     --screen, --performance and --out may be URLs (s3://…, with --storage-options); on a
     dask.distributed --scheduler the workers read the screen's candidate columns themselves.
     """
-    from bsig_array.cli.progress import rich_progress
-    from bsig_array.io.atomic import SIGNATURES, check_new_output
+    from bsig_array.diagnostics.reports import check_report_paths, dask_performance_report
+    from bsig_array.io.atomic import check_new_output
     from bsig_array.io.scores import load_performance
     from bsig_array.io.screen_output import open_screen
-    from bsig_array.io.signatures import attach_contexts, write_signatures
-    from bsig_array.stages.profile import check_report_paths, dask_performance_report
+    from bsig_array.io.signatures import SIGNATURES, attach_contexts, write_signatures
     from bsig_array.stages.select import select_signatures
 
     # Before the work: never over an input, another kind of artifact, or without --overwrite.
+    run = build_run(memory_limit=memory_limit, scheduler=scheduler, workers=workers, device=device, seed=seed)
     check_new_output(out, overwrite=overwrite, what="signatures", kind=SIGNATURES, inputs=[screen_path, performance_path, corpus_path])
     check_report_paths([performance_report], [screen_path, performance_path, corpus_path, out])
     screen = open_screen(screen_path)
     score = load_performance(performance_path)
-    with dask_performance_report(scheduler, performance_report) as scheduler:
+    with dask_performance_report(run.scheduler, performance_report) as scheduler:
         ds = select_signatures(
-            screen, score, method=method, screen_method=screen_method, delta=delta, max_features=max_features,
-            covariate=covariate, seed=seed, loocv=loocv, memory_limit=memory_limit, lasso_alpha=lasso_alpha,
-            workers=workers, scheduler=scheduler, progress=rich_progress, allow_mismatch=allow_mismatch,
-            input_paths={"screen": screen_path, "performance": performance_path, "corpus": corpus_path}, device=device,
+            screen, score, method=method, screen_method=coefficients, delta=delta, max_features=max_features,
+            covariate=covariate, loocv=loocv, lasso_alpha=lasso_alpha, allow_mismatch=allow_mismatch,
+            input_paths={"screen": screen_path, "performance": performance_path, "corpus": corpus_path},
+            run=run.replace(scheduler=scheduler),
         )
     if corpus_path is not None:
         ds = attach_contexts(ds, corpus_path)

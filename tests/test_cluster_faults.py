@@ -27,6 +27,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from bsig_array.io.perplexity_store.reader import open_store
 from bsig_array.io.perplexity_store.writer import create_store
 from bsig_array.io.screen_output import open_screen
+from bsig_array.runtime.run import RunSpec
 from bsig_array.stages.screen.driver import screen
 from bsig_array.stages.select import select_signatures
 
@@ -109,8 +110,7 @@ def pool(tmp_path_factory):
     Y = np.round(rng.random((M, B)) + ability[:, None], 2)
     score = xr.DataArray(Y, dims=("model", "benchmark"), coords={"model": MODELS, "benchmark": [f"b{b}" for b in range(B)]})
     nll = open_store(root / "p.zarr")["nll"]
-    reference = screen(nll, score, alpha=0.005, store=root / "p.zarr", scheduler="threads", workers=2,
-                       out=root / "ref" / "s.zarr")
+    reference = screen(nll, score, alpha=0.005, store=root / "p.zarr", out=root / "ref" / "s.zarr", run=RunSpec.build(scheduler="threads", workers=2))
     return {"root": root, "store": root / "p.zarr", "score": score, "reference": reference}
 
 
@@ -132,7 +132,7 @@ def assert_same_screen(a: xr.Dataset, b: xr.Dataset) -> None:
 
 def run_screen(pool, client, out: Path) -> xr.Dataset:
     nll = open_store(pool["store"])["nll"]
-    return screen(nll, pool["score"], alpha=0.005, store=pool["store"], scheduler=client, out=out)
+    return screen(nll, pool["score"], alpha=0.005, store=pool["store"], out=out, run=RunSpec.build(scheduler=client))
 
 
 def test_screen_on_two_worker_processes_matches_threads(pool, client, tmp_path):
@@ -161,12 +161,12 @@ def test_screen_survives_a_worker_killed_mid_task(pool, client, tmp_path, functi
 
 def test_select_survives_a_worker_killed_mid_task(pool, client, tmp_path):
     screened = open_screen(pool["reference"].encoding.get("source") or pool["root"] / "ref" / "s.zarr")
-    kwargs = dict(method="aic", screen_method="thrush", loocv=True, seed=3)
-    expected = select_signatures(screened, pool["score"], scheduler="threads", **kwargs)
+    kwargs = dict(method="aic", screen_method="thrush", loocv=True)
+    expected = select_signatures(screened, pool["score"], **kwargs, run=RunSpec.build(scheduler="threads", seed=3))
     marker = tmp_path / "killed"
     client.register_plugin(KillDuringTask("select_task", str(marker)), name="kill-select")
     try:
-        got = select_signatures(screened, pool["score"], scheduler=client, **kwargs)
+        got = select_signatures(screened, pool["score"], **kwargs, run=RunSpec.build(scheduler=client, seed=3))
     finally:
         client.unregister_worker_plugin("kill-select")
     assert marker.exists() and died_holding(client, "select_task")

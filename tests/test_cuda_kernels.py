@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bsig_array.runtime.run import RunSpec
+
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 ROOT = Path(__file__).resolve().parents[1]
 N_SIMULATOR_TESTS = 12  # tests collected in the simulator run (checked, so none silently vanishes)
@@ -86,8 +88,7 @@ if not SIMULATOR:
         score = xr.DataArray(rng.integers(0, 9, size=(m, B)).astype(float), dims=("model", "benchmark"),
                              coords={"model": models, "benchmark": [f"b{i}" for i in range(B)]})
         ds = open_store(tmp_path / "p.zarr")
-        runs = {dev: screen(ds["nll"], score, alpha=0.01, scheduler="threads", workers=4, device=dev,
-                            store=tmp_path / "p.zarr").drop_attrs() for dev in ("cpu", "gpu")}
+        runs = {dev: screen(ds["nll"], score, alpha=0.01, store=tmp_path / "p.zarr", run=RunSpec.build(scheduler="threads", workers=4, device=dev)).drop_attrs() for dev in ("cpu", "gpu")}
         xr.testing.assert_identical(runs["cpu"], runs["gpu"])
 
 else:
@@ -214,8 +215,8 @@ else:
                              coords={"model": models, "benchmark": [f"b{i}" for i in range(B)]})
         ds = open_store(tmp_path / "p.zarr")
         runs = {
-            backend: screen(ds["nll"], score, alpha=0.05, ties="first", scheduler="synchronous", backend=backend,
-                            store=tmp_path / "p.zarr", null_permutations=nulls, device="cpu").drop_attrs()
+            backend: screen(ds["nll"], score, alpha=0.05, ties="first", backend=backend,
+                            store=tmp_path / "p.zarr", null_permutations=nulls, run=RunSpec.build(scheduler="synchronous", device="cpu")).drop_attrs()
             for backend in ("numba", "cuda")
         }
         xr.testing.assert_identical(runs["numba"], runs["cuda"])
@@ -267,7 +268,7 @@ else:
     def test_profiled_forward_step_on_the_device_equals_the_host_step() -> None:
         """``bsig profile --device gpu`` times the selection step as CUDA kernels (numpy arrays stand
         in for CuPy under the simulator); it selects what the host step selects."""
-        from bsig_array.stages import profile
+        from bsig_array.diagnostics import profile
 
         n, on_device = profile._forward_step(6, 40, 1, np)
         _, on_host = profile._forward_step(6, 40, 1)
@@ -304,6 +305,6 @@ else:
         cpu = S.select_benchmark(X, y, covariate="nll", seed=3)
         assert not steps
         gpu = S.select_benchmark(X, y, covariate="nll", seed=3, device="gpu")
-        assert taken == ["cpu", "gpu"] and steps  # the selection ran its steps through the CUDA kernels
+        assert taken == [None, "gpu"] and steps  # the selection ran its steps through the CUDA kernels (None: CPU)
         np.testing.assert_array_equal(gpu.columns, cpu.columns)
         assert gpu.loocv_r2 == pytest.approx(cpu.loocv_r2, rel=1e-12)

@@ -5,7 +5,7 @@ A killed run must leave nothing that opens as complete (the readers refuse a par
 replacing it (``--overwrite``), and the rerun must write outputs byte-identical to an uninterrupted
 run (array contents and attributes; timings and creation times aside) and leave no debris.
 
-The kill points come from ``BSIG_FAULT_KILL_AT=n`` (:func:`bsig_array.io.atomic.fault_point`: every
+The kill points come from ``BSIG_FAULT_KILL_AT=n`` (:func:`bsig_array.io.faults.fault_point`: every
 progress step, every store chunk between its data and its mark, and around every atomic swap).  An
 uninterrupted reference run counts its points (``BSIG_FAULT_COUNT``); ten of them are drawn with a
 seed.  Runs are forked from one server process that has imported the package once, so a run costs
@@ -386,7 +386,7 @@ def test_terminated_runs_clean_up_on_the_way_out(runner, pool, tmp_path, command
 
 def test_fault_point_counts_and_kills(tmp_path):
     """The hook itself: without the variables it does nothing; BSIG_FAULT_KILL_AT kills at that call."""
-    code = "from bsig_array.io.atomic import fault_point\nfor _ in range(5): fault_point()\nprint('survived')"
+    code = "from bsig_array.io.faults import fault_point\nfor _ in range(5): fault_point()\nprint('survived')"
     env = {**os.environ, "BSIG_FAULT_COUNT": str(tmp_path / "n.txt")}
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path).stdout == "survived\n"
     assert (tmp_path / "n.txt").read_text().split() == ["1", "2", "3", "4", "5"]

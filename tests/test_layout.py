@@ -1,5 +1,7 @@
 """The package layout: its import graph has no cycle, the layers import only downwards, and the
-documents (README, docs/DESIGN.md, pyproject) describe the tree as it is.
+documents describe the tree as it is: docs/DESIGN.md §2 lists every module, the README and every
+docs page name only modules and link only files that exist, the README stays short, and pyproject
+installs every package.
 
 The graph is built from the source with :mod:`ast` (every ``import`` and ``from ... import``, also
 those inside functions and ``TYPE_CHECKING`` blocks: a lazy import still couples two modules), with
@@ -10,11 +12,11 @@ from __future__ import annotations
 
 import ast
 import re
-import tomllib
 from pathlib import Path
 
 import networkx as nx
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Source folder -> package name, as pyproject's ``package-dir`` installs them.
@@ -113,7 +115,8 @@ ALLOWED = {
     "models": BASE | {"runtime"},
     "stages": BASE | {"kernels", "io", "runtime", "models"},
     "pipelines": BASE | {"kernels", "io", "runtime", "models", "stages"},
-    "cli": BASE | {"kernels", "io", "runtime", "models", "stages", "pipelines"},
+    "diagnostics": BASE | {"kernels", "io", "runtime", "models", "stages", "pipelines"},
+    "cli": BASE | {"kernels", "io", "runtime", "models", "stages", "pipelines", "diagnostics"},
 }
 
 
@@ -149,18 +152,54 @@ def _section(text: str, heading: str) -> str:
     return match.group(1)
 
 
-@pytest.mark.parametrize(("document", "heading"), [("README.md", "Layout"), ("docs/DESIGN.md", "2. Layout")])
-def test_documents_list_the_tree(document, heading):
-    listed = _documented_paths(_section((ROOT / document).read_text(), heading))
+def test_design_lists_the_tree():
+    """docs/DESIGN.md §2 is the one list of every module (the README links to it)."""
+    listed = _documented_paths(_section((ROOT / "docs/DESIGN.md").read_text(), "2. Layout"))
     files = _module_files()
-    assert sorted(files - listed) == [], f"{document} {heading} misses modules"
-    assert sorted(listed - files) == [], f"{document} {heading} lists modules that do not exist"
+    assert sorted(files - listed) == [], "docs/DESIGN.md §2 misses modules"
+    assert sorted(listed - files) == [], "docs/DESIGN.md §2 lists modules that do not exist"
 
 
-def test_every_path_the_documents_mention_exists():
-    for document in ("README.md", "docs/DESIGN.md"):
-        missing = sorted(p for p in _documented_paths((ROOT / document).read_text()) if not (ROOT / p).exists())
-        assert not missing, f"{document} mentions {missing}"
+#: The README and every page under docs/.
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_path_the_documents_mention_exists(document):
+    missing = sorted(p for p in _documented_paths(document.read_text()) if not (ROOT / p).exists())
+    assert not missing, f"{document.relative_to(ROOT)} mentions {missing}"
+
+
+def test_the_readme_stays_short():
+    """The README is the entry point; the detail lives under docs/ (at most 260 lines)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 260, f"README.md has {len(lines)} lines; move detail to a docs/ page"
+
+
+def _relative_links(text: str) -> list[str]:
+    """Targets of the Markdown links and images in ``text`` that are relative paths (code is skipped)."""
+    text = re.sub(r"^(```|~~~).*?^\1", "", text, flags=re.M | re.S)  # fenced code blocks
+    text = re.sub(r"(`+).+?\1", "", text, flags=re.S)  # inline code spans
+    targets = re.findall(r"!?\[[^\]]*\]\(\s*<?([^)\s>]*)>?(?:\s+[\"'(][^)]*)?\)", text)
+    targets += re.findall(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", text, flags=re.M)
+    return [t for t in targets if t and not re.match(r"[a-zA-Z][\w+.-]*:", t) and not t.startswith("#")]
+
+
+def test_relative_links_are_found_outside_code_only():
+    text = ("[a](docs/a.md) ![b](img/b.png \"title\") [c](https://x.org/c.md) [d](#anchor) [e](e.md#part)\n"
+            "`[f](f.md)` and\n```\n[g](g.md)\n```\n[h]: h.md\n")
+    assert _relative_links(text) == ["docs/a.md", "img/b.png", "e.md#part", "h.md"]
+
+
+def test_relative_links_point_at_files():
+    assert any(_relative_links(d.read_text()) for d in DOCUMENTS), "no relative links found"
+    broken = []
+    for document in DOCUMENTS:
+        for target in _relative_links(document.read_text()):
+            path = (document.parent / target.split("#", 1)[0]).resolve()
+            if not path.exists():
+                broken.append(f"{document.relative_to(ROOT)} -> {target}")
+    assert not broken, f"links to files that do not exist: {broken}"
 
 
 def test_design_references_point_to_sections():

@@ -75,7 +75,8 @@ def test_location_hides_credentials_and_pickles(s3, s3_options):
 
 
 def test_check_new_output_on_s3(s3, s3_options):
-    from bsig_array.io.atomic import SCREEN_OUTPUT, check_new_output
+    from bsig_array.io.atomic import check_new_output
+    from bsig_array.io.screen_output import SCREEN_OUTPUT
 
     with pytest.raises(InputError, match="bucket 'no-such-bucket' does not exist"):
         check_new_output("s3://no-such-bucket/screen.zarr", overwrite=False, kind=SCREEN_OUTPUT)
@@ -92,7 +93,8 @@ def test_check_new_output_on_s3(s3, s3_options):
 def test_unreachable_endpoint_is_one_line(monkeypatch):
     from s3 import free_port
 
-    from bsig_array.io.atomic import SCREEN_OUTPUT, check_new_output
+    from bsig_array.io.atomic import check_new_output
+    from bsig_array.io.screen_output import SCREEN_OUTPUT
 
     monkeypatch.setenv("BSIG_STORAGE_OPTIONS", f'{{"endpoint_url": "http://127.0.0.1:{free_port()}", '
                                                f'"key": "k", "secret": "{SECRET}", "config_kwargs": {{"retries": {{"max_attempts": 1}}}}}}')
@@ -119,7 +121,8 @@ PUBLISH = textwrap.dedent("""
 def test_publish_commits_with_root_metadata_last(s3, s3_options, tmp_path):
     """A writer killed at any point of an upload leaves either the old store or the new one (or, when
     it replaced one, a prefix that readers refuse as incomplete and the next writer replaces)."""
-    from bsig_array.io.atomic import SCREEN_OUTPUT, check_new_output
+    from bsig_array.io.atomic import check_new_output
+    from bsig_array.io.screen_output import SCREEN_OUTPUT
     from bsig_array.io.zarr_format import open_artifact
 
     url = f"s3://{s3.bucket()}/screen.zarr"

@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 
 from bsig_array.errors import BsigError
-from bsig_array.runtime.memory import PROCESS_OVERHEAD, parse_memory, plan_screen
+from bsig_array.options import parse_memory
+from bsig_array.runtime.memory import PROCESS_OVERHEAD
+from bsig_array.stages.screen.cost import plan_screen
 
 
 @pytest.mark.parametrize(
@@ -35,36 +37,36 @@ PLAN = dict(n_models=32, n_benchmarks=88, null_permutations=0, n_tokens=10**7, c
 
 
 def test_plan_fits_and_uses_the_room():
-    small = plan_screen(**PLAN, memory_limit="3GiB")
-    big = plan_screen(**PLAN, memory_limit="16GiB")
+    small = plan_screen(**PLAN, memory_limit=parse_memory("3GiB"))
+    big = plan_screen(**PLAN, memory_limit=parse_memory("16GiB"))
     assert small.projected_bytes <= 3 * 2**30 and big.projected_bytes <= 16 * 2**30
     assert big.workers >= small.workers and big.workers == 8
     assert small.overhead_bytes == PROCESS_OVERHEAD
 
 
 def test_plan_shrinks_block_before_refusing():
-    roomy = plan_screen(**{**PLAN, "null_permutations": 20, "passes": 2}, memory_limit="16GiB")
-    tight = plan_screen(**{**PLAN, "null_permutations": 20, "passes": 2}, memory_limit="2500MiB")
+    roomy = plan_screen(**{**PLAN, "null_permutations": 20, "passes": 2}, memory_limit=parse_memory("16GiB"))
+    tight = plan_screen(**{**PLAN, "null_permutations": 20, "passes": 2}, memory_limit=parse_memory("2500MiB"))
     assert tight.block_tokens < roomy.block_tokens and tight.workers < roomy.workers
     assert tight.projected_bytes <= 2500 * 2**20
 
 
 def test_plan_does_not_grow_with_the_pool():
     """Tokens and k change nothing but the output's rank chunk (capped): the spill and output take them."""
-    small = plan_screen(**PLAN, memory_limit="2GiB")
-    huge = plan_screen(**{**PLAN, "n_tokens": 8_450_000_000, "k": 84_500_000}, memory_limit="2GiB")
+    small = plan_screen(**PLAN, memory_limit=parse_memory("2GiB"))
+    huge = plan_screen(**{**PLAN, "n_tokens": 8_450_000_000, "k": 84_500_000}, memory_limit=parse_memory("2GiB"))
     assert huge.projected_bytes <= 2 * 2**30
     assert (huge.workers, huge.block_tokens, huge.task_bytes) == (small.workers, small.block_tokens, small.task_bytes)
 
 
 def test_plan_refused_with_numbers():
     with pytest.raises(BsigError, match=r"screen needs at least \d+\.\d\d (MiB|GiB) .* but --memory-limit is 300.00 MiB; raise --memory-limit"):
-        plan_screen(**PLAN, memory_limit="300MiB")
+        plan_screen(**PLAN, memory_limit=parse_memory("300MiB"))
 
 
 def test_more_null_rows_need_more_memory():
-    a = plan_screen(**PLAN, memory_limit="64GiB")
-    b = plan_screen(**{**PLAN, "null_permutations": 10, "passes": 2}, memory_limit="64GiB")
+    a = plan_screen(**PLAN, memory_limit=parse_memory("64GiB"))
+    b = plan_screen(**{**PLAN, "null_permutations": 10, "passes": 2}, memory_limit=parse_memory("64GiB"))
     assert b.task_bytes > a.task_bytes
 
 

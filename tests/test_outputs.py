@@ -17,12 +17,7 @@ from test_cli_errors import assert_one_line_error, good_store, run_cli
 
 from bsig_array.errors import BsigWarning, InputError
 from bsig_array.io.atomic import (
-    DEMO_OUTPUT,
     HOST,
-    PERPLEXITY_STORE,
-    SCREEN_OUTPUT,
-    SYNTH_POOL,
-    artifact_kind,
     atomic_entries,
     atomic_output,
     check_new_output,
@@ -30,6 +25,9 @@ from bsig_array.io.atomic import (
     remove_stale,
     scratch_dir,
 )
+from bsig_array.io.kinds import DEMO_OUTPUT, SYNTH_POOL, artifact_kind
+from bsig_array.io.perplexity_store.schema import PERPLEXITY_STORE
+from bsig_array.io.screen_output import SCREEN_OUTPUT
 
 pytestmark = pytest.mark.filterwarnings("ignore:The data type", "ignore:Consolidated metadata")
 

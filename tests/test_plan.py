@@ -13,20 +13,26 @@ import math
 import pytest
 from test_cli_errors import run_cli
 
+from bsig_array.diagnostics.calibration import KERNELS, Calibration, calibrate
+from bsig_array.diagnostics.devices import H200
+from bsig_array.diagnostics.disk import disk_sizes
+from bsig_array.diagnostics.formatting import format_duration, format_rate, format_size
+from bsig_array.diagnostics.projection import project
 from bsig_array.errors import OptionError
-from bsig_array.runtime import projection as P
-from bsig_array.runtime.memory import parse_memory
+from bsig_array.options import parse_memory
+from bsig_array.runtime.run import RunSpec
+from bsig_array.stages.screen.cost import gpu_token_cost, spill_members_per_tail
 
 pytestmark = pytest.mark.filterwarnings("ignore:The data type", "ignore:Consolidated metadata")
 
 BOTH = ("thrush", "preselect")
 
 
-def fake_calibration(models: int = 4, benchmarks: int = 3, **rates: float) -> P.Calibration:
+def fake_calibration(models: int = 4, benchmarks: int = 3, **rates: float) -> Calibration:
     """Round made-up rates: projections from it can be checked by hand."""
-    base = dict.fromkeys(P.KERNELS, 1e6)
+    base = dict.fromkeys(KERNELS, 1e6)
     base.update(rates)
-    return P.Calibration(
+    return Calibration(
         models=models, benchmarks=benchmarks, block_tokens=1024, rates=base,
         forward_setup_s=1e-6, forward_step_s=2e-6, compression=2.0,
     )
@@ -37,13 +43,13 @@ def fake_calibration(models: int = 4, benchmarks: int = 3, **rates: float) -> P.
 
 @pytest.mark.parametrize(("alpha", "d", "k"), [(0.01, 1000, 10), (0.01, 50, 1), (0.29, 100, 29), (0.2, 100, 20)])
 def test_k_is_floor_alpha_d_at_least_one(alpha, d, k):
-    out = P.project(fake_calibration(), n_tokens=d, n_models=4, n_benchmarks=3, alpha=alpha, memory_limit="64GiB")
+    out = project(fake_calibration(), n_tokens=d, n_models=4, n_benchmarks=3, alpha=alpha, run=RunSpec.build(memory_limit="64GiB"))
     assert out.k == k
 
 
 def test_disk_sizes_by_hand():
     # d = 1000, m = 4, B = 3, both coefficients, alpha = 0.01: k = 10
-    disk = P.disk_sizes(n_tokens=1000, n_models=4, n_benchmarks=3, alpha=0.01, coefficients=BOTH, compression=2.0)
+    disk = disk_sizes(n_tokens=1000, n_models=4, n_benchmarks=3, alpha=0.01, coefficients=BOTH, compression=2.0)
     entries = 2 * 3 * 2 * 10  # coefficients x benchmarks x tails x k
     assert disk.store_raw == 4 * 1000 * 4
     assert disk.store == 8000  # over the compression ratio
@@ -55,9 +61,9 @@ def test_disk_sizes_by_hand():
     assert disk.thresholds == 8 * 2 * 3 * 2
     assert disk.screen_output == 24 * entries + 4 * 4 * entries + 8 * 3 * 48 + 96
     # the first 64/alpha = 6400 tokens (more than the 1000 here) all enter: every token, per tail
-    assert P.spill_members_per_tail(0.01, 10, 1000) == 1000
+    assert spill_members_per_tail(0.01, 10, 1000) == 1000
     # at scale: 1.2k + 4 sqrt(k) + 16 speculative, plus the first 6400 tokens
-    assert P.spill_members_per_tail(0.01, 10**6, 10**8) == 1_200_000 + 4_000 + 16 + 6_400
+    assert spill_members_per_tail(0.01, 10**6, 10**8) == 1_200_000 + 4_000 + 16 + 6_400
     assert disk.spill_members == 2 * 3 * 2 * 1000
     assert disk.spill_one_pass == 8 * 12000 + 4 * 4 * 1000
     assert disk.spill_two_pass == 4 * 4 * entries
@@ -66,13 +72,13 @@ def test_disk_sizes_by_hand():
 
 def test_disk_sizes_cap_at_the_tokens():
     # alpha = 0.2 of 100 tokens: k = 20, 2 x 3 x 2 x 20 = 240 entries but only 100 distinct tokens
-    disk = P.disk_sizes(n_tokens=100, n_models=4, n_benchmarks=3, alpha=0.2, coefficients=BOTH)
+    disk = disk_sizes(n_tokens=100, n_models=4, n_benchmarks=3, alpha=0.2, coefficients=BOTH)
     assert disk.union == 100
     assert disk.candidate_nll == 4 * 4 * 100
-    assert P.spill_members_per_tail(0.2, 20, 100) == 100  # the first 64/alpha = 320 tokens all enter
+    assert spill_members_per_tail(0.2, 20, 100) == 100  # the first 64/alpha = 320 tokens all enter
     assert disk.spill_one_pass == 8 * (2 * 3 * 2 * 100) + 4 * 4 * 100  # columns of at most every token
-    assert P.spill_members_per_tail(0.4, 40, 50) == 50  # never more members than tokens
-    one = P.disk_sizes(n_tokens=100, n_models=4, n_benchmarks=3, alpha=0.2, coefficients=("thrush",))
+    assert spill_members_per_tail(0.4, 40, 50) == 50  # never more members than tokens
+    one = disk_sizes(n_tokens=100, n_models=4, n_benchmarks=3, alpha=0.2, coefficients=("thrush",))
     assert one.candidates == 24 * 3 * 2 * 20 and one.histograms == 8 * 3 * 41
 
 
@@ -81,8 +87,7 @@ def test_screen_and_select_rows_by_hand():
     rates = dict(read=1e6, both=5e5, histogram_thrush=2e6, histogram_preselect=4e6, tails_thrush=1e6,
                  tails_preselect=2e6, sort=1e7)
     cal = fake_calibration(m, B, **rates)
-    out = P.project(cal, n_tokens=d, n_models=m, n_benchmarks=B, alpha=0.01, memory_limit="64GiB", cores=cores,
-                    disk_bytes_per_s=1e15)  # disk never binds
+    out = project(cal, n_tokens=d, n_models=m, n_benchmarks=B, alpha=0.01, disk_bytes_per_s=1e15, run=RunSpec.build(memory_limit="64GiB", workers=cores))  # disk never binds
     rows = {(s.mode, s.stage, s.step): s for s in out.stages}
     one = rows["one pass", "screen", "pass 1/1"]
     per_token = 1 / 1e6 + 1 / 5e5 + (1 / 2e6 + 1 / 4e6) + (1 / 1e6 + 1 / 2e6)
@@ -108,16 +113,15 @@ def test_screen_and_select_rows_by_hand():
     assert out.total_wall_s("one pass") == pytest.approx(sum(s.wall_s for s in out.rows("one pass")))
 
     # a slow disk binds: the pass takes its bytes over the bandwidth
-    slow = P.project(cal, n_tokens=d, n_models=m, n_benchmarks=B, alpha=0.01, memory_limit="64GiB", cores=cores,
-                     disk_bytes_per_s=1e3)
+    slow = project(cal, n_tokens=d, n_models=m, n_benchmarks=B, alpha=0.01, disk_bytes_per_s=1e3, run=RunSpec.build(memory_limit="64GiB", workers=cores))
     first = next(s for s in slow.stages if s.step == "pass 1/2")
     assert first.bound == "disk" and first.wall_s == pytest.approx(slow.disk.store / 1e3)
 
 
 def test_gpu_projection_from_stated_figures():
     cal = fake_calibration()
-    out = P.project(cal, n_tokens=10**6, n_models=4, n_benchmarks=3, memory_limit="64GiB", cores=2, device="gpu")
-    assert out.gpu is P.H200
+    out = project(cal, n_tokens=10**6, n_models=4, n_benchmarks=3, run=RunSpec.build(memory_limit="64GiB", workers=2, device="gpu"))
+    assert out.gpu is H200
     for row in out.stages:
         if row.stage == "screen":
             assert row.gpu_wall_s is not None and row.gpu_wall_s > 0
@@ -126,10 +130,10 @@ def test_gpu_projection_from_stated_figures():
             assert row.gpu_wall_s is None  # merge and selection stay on the CPU
     assert any("STATED" in line for line in out.assumptions)
     # fused kernels: the Thrush product is 2 B m int32 ops per token; Pre-select 2 m² compares + 3 B m words
-    assert P.gpu_token_cost("thrush", 4, 3)[2] == 2 * 3 * 4
-    assert P.gpu_token_cost("preselect", 4, 3)[2] == 2 * 16 + 3 * 3 * 4
+    assert gpu_token_cost("thrush", 4, 3)[2] == 2 * 3 * 4
+    assert gpu_token_cost("preselect", 4, 3)[2] == 2 * 16 + 3 * 3 * 4
     assert any("GPU target" in line and "UNVERIFIED" in line for line in out.assumptions)
-    cpu = P.project(cal, n_tokens=10**6, n_models=4, n_benchmarks=3, memory_limit="64GiB", cores=2)
+    cpu = project(cal, n_tokens=10**6, n_models=4, n_benchmarks=3, run=RunSpec.build(memory_limit="64GiB", workers=2))
     assert cpu.gpu is None and all(s.gpu_wall_s is None for s in cpu.stages)
 
 
@@ -141,7 +145,7 @@ def test_more_tokens_more_time_and_disk_never_more_memory_than_the_limit():
     limit = "1GiB"
     previous = None
     for d in (10**4, 10**5, 10**6, 10**7, 10**8):
-        out = P.project(cal, n_tokens=d, n_models=4, n_benchmarks=3, memory_limit=limit, cores=4)
+        out = project(cal, n_tokens=d, n_models=4, n_benchmarks=3, run=RunSpec.build(memory_limit=limit, workers=4))
         for row in out.stages:
             if row.fits:
                 assert row.peak_bytes <= parse_memory(limit)
@@ -160,53 +164,52 @@ def test_more_tokens_more_time_and_disk_never_more_memory_than_the_limit():
 
 
 def test_a_small_limit_is_refused_with_the_need():
-    out = P.project(fake_calibration(32, 88), n_tokens=1.69e7, n_models=32, n_benchmarks=88, memory_limit="600MiB",
-                    cores=2)
+    out = project(fake_calibration(32, 88), n_tokens=1.69e7, n_models=32, n_benchmarks=88, run=RunSpec.build(memory_limit="600MiB", workers=2))
     screen = next(s for s in out.stages if s.stage == "screen")
     assert not screen.fits and screen.need_bytes > parse_memory("600MiB")
     assert "does not fit" in screen.plan and "--memory-limit" in screen.plan
     # need_bytes is the smallest limit that fits: one byte less is refused
-    kwargs = dict(n_tokens=1.69e7, n_models=32, n_benchmarks=88, cores=2)
-    at_need = P.project(fake_calibration(32, 88), memory_limit=screen.need_bytes, **kwargs)
+    kwargs = dict(n_tokens=1.69e7, n_models=32, n_benchmarks=88)
+    at_need = project(fake_calibration(32, 88), **kwargs, run=RunSpec.build(memory_limit=screen.need_bytes, workers=2))
     assert at_need.stages[0].fits and at_need.stages[0].peak_bytes <= screen.need_bytes
-    below = P.project(fake_calibration(32, 88), memory_limit=screen.need_bytes - 1, **kwargs)
+    below = project(fake_calibration(32, 88), **kwargs, run=RunSpec.build(memory_limit=screen.need_bytes - 1, workers=2))
     assert not below.stages[0].fits
 
 
 def test_project_checks_its_inputs():
     cal = fake_calibration()
     with pytest.raises(OptionError, match="calibration ran at 4 models x 3 benchmarks"):
-        P.project(cal, n_tokens=1000, n_models=5, n_benchmarks=3)
+        project(cal, n_tokens=1000, n_models=5, n_benchmarks=3)
     with pytest.raises(OptionError, match="--tokens"):
-        P.project(cal, n_tokens=-1, n_models=4, n_benchmarks=3)
+        project(cal, n_tokens=-1, n_models=4, n_benchmarks=3)
     with pytest.raises(OptionError, match="alpha"):
-        P.project(cal, n_tokens=1000, n_models=4, n_benchmarks=3, alpha=0.5)
+        project(cal, n_tokens=1000, n_models=4, n_benchmarks=3, alpha=0.5)
     with pytest.raises(OptionError, match="device"):
-        P.project(cal, n_tokens=1000, n_models=4, n_benchmarks=3, device="tpu")
+        project(cal, n_tokens=1000, n_models=4, n_benchmarks=3, run=RunSpec.build(device="tpu"))
 
 
 def test_formatting():
-    assert P.format_size(1.5 * 2**30) == "1.50 GiB"
-    assert P.format_size(954 * 2**30) == "954 GiB"
-    assert P.format_size(1000 * 2**30) == "0.98 TiB"
-    assert P.format_size(12) == "12 B"
-    assert P.format_duration(5) == "5.0 s" and P.format_duration(90) == "90 s"
-    assert P.format_duration(3 * 3600) == "3.0 h" and P.format_duration(600) == "10.0 min"
-    assert P.format_rate(2.5e6) == "2.5 M tok/s"
+    assert format_size(1.5 * 2**30) == "1.50 GiB"
+    assert format_size(954 * 2**30) == "954 GiB"
+    assert format_size(1000 * 2**30) == "0.98 TiB"
+    assert format_size(12) == "12 B"
+    assert format_duration(5) == "5.0 s" and format_duration(90) == "90 s"
+    assert format_duration(3 * 3600) == "3.0 h" and format_duration(600) == "10.0 min"
+    assert format_rate(2.5e6) == "2.5 M tok/s"
 
 
 # ----------------------------------------------------------------------------- real calibration and CLI
 
 
 def test_calibration_measures_every_kernel():
-    from bsig_array.cli.plan import read_probe
+    from bsig_array.diagnostics.calibration import read_probe
 
-    cal = P.calibrate(4, 3, "both", read_probe=read_probe, block_tokens=256, read_tokens=2048, seconds=0.01)
-    assert set(cal.rates) == set(P.KERNELS)
+    cal = calibrate(4, 3, "both", read_probe=read_probe, block_tokens=256, read_tokens=2048, seconds=0.01)
+    assert set(cal.rates) == set(KERNELS)
     assert all(math.isfinite(r) and r > 0 for r in cal.rates.values())
     assert cal.forward_step_s > 0 and cal.forward_setup_s >= 0
     assert cal.compression > 0 and (cal.models, cal.benchmarks) == (4, 3)
-    out = P.project(cal, n_tokens=10**6, n_models=4, n_benchmarks=3, memory_limit="2GiB", cores=2)
+    out = project(cal, n_tokens=10**6, n_models=4, n_benchmarks=3, run=RunSpec.build(memory_limit="2GiB", workers=2))
     assert all(math.isfinite(s.wall_s) and s.wall_s > 0 for s in out.stages)
 
 
@@ -224,7 +227,7 @@ def test_cli_prints_tables_and_writes_json(tmp_path, capsys):
     assert data["coefficients"] == list(BOTH) and data["memory_limit"] == 2**30
     assert {s["stage"] for s in data["stages"]} == {"screen", "merge + write", "select"}
     assert data["disk"]["store_raw"] == 4 * 100_000 * 4
-    assert set(data["calibration"]["rates"]) == set(P.KERNELS)
+    assert set(data["calibration"]["rates"]) == set(KERNELS)
     assert data["total_wall_s"]["one pass"] > 0 and data["total_wall_s_gpu"]["two passes"] > 0
 
 
@@ -239,7 +242,7 @@ def test_cli_prints_tables_and_writes_json(tmp_path, capsys):
         (["--benchmarks", "0"], "--benchmarks must be an integer >= 1"),
         (["--alpha", "0.5"], "alpha must be in (0, 0.5)"),
         (["--alpha", "0"], "alpha must be in (0, 0.5)"),
-        (["--methods", "spearman"], "'spearman' is not one of"),
+        (["--coefficients", "spearman"], "'spearman' is not one of"),
         (["--memory-limit", "lots"], "cannot read memory size 'lots'"),
         (["--workers", "0"], "--workers must be an integer >= 1"),
         (["--device", "tpu"], "'tpu' is not one of"),

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from test_cli_errors import MODELS, assert_one_line_error, good_store, run_cli
 
+from bsig_array.diagnostics.profile import COST
 from bsig_array.runtime.device import cupy_available
-from bsig_array.stages.profile import COST
 
 KERNELS = {"read + decode", "ranks", "thrush codes", "preselect codes", "both codes", "histogram thrush",
            "histogram preselect", "tail test thrush", "tail test preselect", "forward step"}

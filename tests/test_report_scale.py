@@ -25,6 +25,7 @@ from bsig_array.io.corpus_store import feature_context
 from bsig_array.io.overlap_file import load_overlap, write_overlap
 from bsig_array.io.screen_output import open_screen, write_screen
 from bsig_array.io.signatures import write_signatures
+from bsig_array.runtime.run import RunSpec
 from bsig_array.stages.corpus import build_corpus
 from bsig_array.stages.overlap import compute_overlaps
 from bsig_array.stages.report import DPI, LABEL_PT, NULL_FDR_WARN, heatmap_figure, signature_summary, write_report
@@ -206,7 +207,7 @@ def planted(tmp_path_factory):
     nll_da = xr.DataArray(nll.astype(np.float32), dims=("model", "token"), coords={"model": models, "token": np.arange(d)})
     score_da = xr.DataArray(score, dims=("model", "benchmark"), coords={"model": models, "benchmark": benchmarks}, name="score")
     write_screen(screen(nll_da, score_da, alpha=0.01, null_permutations=20, backend="numpy"), root / "screen.zarr")
-    sig = select_signatures(open_screen(root / "screen.zarr"), score_da, covariate="nll", workers=1).load()
+    sig = select_signatures(open_screen(root / "screen.zarr"), score_da, covariate="nll", run=RunSpec.build(workers=1)).load()
     write_signatures(sig, root / "sig.zarr")
     return root, sig, planted_ids
 

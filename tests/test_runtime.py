@@ -18,6 +18,7 @@ import xarray as xr
 from bsig_array.errors import BsigError, InputError, OptionError, PlanError
 from bsig_array.io.screen_output import open_screen, write_screen
 from bsig_array.runtime.defaults import DEFAULTS, Defaults
+from bsig_array.runtime.run import RunSpec
 from bsig_array.stages.screen import screen
 from bsig_array.stages.select import select_signatures
 
@@ -47,11 +48,53 @@ def _pool(m: int = 6, d: int = 600, B: int = 3, seed: int = 0) -> tuple[xr.DataA
 def test_defaults_table_and_overrides():
     assert DEFAULTS == Defaults.from_env({}) or any(k.startswith("BSIG_") for k in os.environ)
     table = Defaults.from_env({"BSIG_ALPHA": "0.02", "BSIG_MEMORY_LIMIT": "8GiB", "BSIG_CHUNK_TOKENS": "4096"})
-    assert (table.alpha, table.memory_limit, table.chunk_tokens) == (0.02, "8GiB", 4096)
+    assert (table.alpha, table.memory_limit, table.chunk_tokens) == (0.02, 8 * 2**30, 4096)
     rows = {name: (var, value) for name, var, value, _ in table.rows()}
-    assert rows["alpha"] == ("BSIG_ALPHA", 0.02) and rows["memory_limit"][0] == "BSIG_MEMORY_LIMIT"
-    with pytest.raises(OptionError, match=r"BSIG_ALPHA='x' is not a valid float"):
+    assert rows["alpha"] == ("BSIG_ALPHA", "0.02") and rows["memory_limit"] == ("BSIG_MEMORY_LIMIT", "8GiB")
+    with pytest.raises(OptionError, match=r"^BSIG_ALPHA must be a finite number, got x; unset it or set e.g. BSIG_ALPHA=0.01$"):
         Defaults.from_env({"BSIG_ALPHA": "x"})
+
+
+@pytest.mark.parametrize(("variable", "value", "why"), [
+    ("BSIG_MEMORY_LIMIT", "lots", "cannot read memory size 'lots'"),
+    ("BSIG_MEMORY_LIMIT", "0", "memory size must be positive"),
+    ("BSIG_ALPHA", "0.7", r"must be in \(0, 0.5\), got 0.7"),
+    ("BSIG_WORKERS", "0", "must be an integer >= 1, got 0"),
+    ("BSIG_SEED", "-1", r"must be an integer in \[0, 4294967295\]"),
+    ("BSIG_DEVICE", "tpu", "unknown device"),
+    ("BSIG_SCHEDULER", "tcp://", "needs a host and a port"),
+    ("BSIG_SAMPLE_RATE", "1.5", r"must be in \(0, 1\]"),
+    ("BSIG_RESAMPLES", "0", ">= 1"),
+    ("BSIG_PROGRESS", "maybe", "auto, 1 or 0"),
+])
+def test_every_setting_is_checked_where_it_is_read_and_names_its_variable(variable, value, why):
+    """A bad override fails when the table is read, naming the variable, not later in a stage."""
+    with pytest.raises(OptionError, match=why) as info:
+        Defaults.from_env({variable: value})
+    message = str(info.value)
+    assert variable in message and f"unset it or set e.g. {variable}=" in message and "\n" not in message
+
+
+def test_a_bad_variable_is_one_line_from_the_command_line():
+    for env in ({"BSIG_MEMORY_LIMIT": "lots"}, {"BSIG_ALPHA": "0.7"}):
+        res = _bsig("screen", "--help", env=env)
+        (variable,) = env
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert res.stderr.strip().splitlines() == [res.stderr.strip()]
+        assert res.stderr.startswith(f"bsig: error: {variable}") and "unset it" in res.stderr
+
+
+def test_run_spec_is_built_once_from_options_variables_and_the_table():
+    table = Defaults.from_env({"BSIG_MEMORY_LIMIT": "3GiB", "BSIG_WORKERS": "2", "BSIG_SEED": "9"})
+    run = RunSpec.build(defaults=table)
+    assert (run.memory_limit, run.workers, run.seed, run.scheduler, run.device) == (3 * 2**30, 2, 9, "threads", "auto")
+    given = RunSpec.build(memory_limit="500MB", workers=1, seed=4, device="cpu", defaults=table)
+    assert (given.memory_limit, given.workers, given.seed, given.device) == (500 * 10**6, 1, 4, "cpu")
+    assert given.record()["memory_limit"] == 500 * 10**6  # provenance records bytes, as the attributes do
+    with pytest.raises(OptionError, match=r"^--memory-limit: cannot read memory size 'lots'"):
+        RunSpec.build(memory_limit="lots")
+    with pytest.raises(OptionError, match=r"^--workers must be an integer >= 1, got 0$"):
+        RunSpec.build(workers=0)
 
 
 def test_cli_defaults_follow_the_environment():
@@ -66,7 +109,7 @@ def test_bad_override_is_one_line():
     res = _bsig("screen", "--help", env={"BSIG_CHUNK_TOKENS": "lots"})
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [res.stderr.strip()]
-    assert "BSIG_CHUNK_TOKENS='lots'" in res.stderr and res.stderr.startswith("bsig: error:")
+    assert "BSIG_CHUNK_TOKENS must be an integer, got 'lots'" in res.stderr and res.stderr.startswith("bsig: error:")
 
 
 def test_environment_default_reaches_the_stage(tmp_path):
@@ -74,7 +117,7 @@ def test_environment_default_reaches_the_stage(tmp_path):
     from bsig_array.pipelines.synth import synthesize
 
     paths = synthesize(tmp_path / "pool", models=5, benchmarks=2, tokens=2000, planted_per_benchmark=2, questions=False)
-    args = ["screen", "--perplexity", str(paths.perplexity), "--performance", str(paths.performance), "--method", "thrush"]
+    args = ["screen", "--perplexity", str(paths.perplexity), "--performance", str(paths.performance), "--coefficients", "thrush"]
     res = _bsig(*args, "--out", str(tmp_path / "s.zarr"), env={"BSIG_ALPHA": "0.05"})
     assert res.returncode == 0, res.stderr
     ds = open_screen(tmp_path / "s.zarr")
@@ -99,7 +142,7 @@ def test_each_kind_of_error_from_a_stage():
     with pytest.raises(InputError, match="not in the performance"):
         screen(nll, score.isel(model=slice(1, None)))
     with pytest.raises(PlanError, match="screen needs at least"):
-        screen(nll, score, memory_limit="100MiB")
+        screen(nll, score, run=RunSpec.build(memory_limit="100MiB"))
 
 
 def test_too_many_models_is_refused_before_any_work():
@@ -110,14 +153,14 @@ def test_too_many_models_is_refused_before_any_work():
     nll = xr.DataArray(rng.normal(size=(m, 50)).astype(np.float32), dims=("model", "token"), coords={"model": models})
     score = xr.DataArray(rng.normal(size=(m, 2)), dims=("model", "benchmark"), coords={"model": models, "benchmark": ["a", "b"]})
     with pytest.raises(InputError, match="201 models; the screening kernels are exact for at most 200"):
-        screen(nll, score, memory_limit="64GiB")
+        screen(nll, score, run=RunSpec.build(memory_limit="64GiB"))
 
 
 def test_kernel_errors_become_user_errors_at_the_boundary():
     """A kernel's KernelInputError raised inside a task reaches the caller as one InputError line."""
     nll, score = _pool()
     with pytest.raises(InputError, match="screening kernels refused the input: unknown kernel backend 'nope'") as info:
-        screen(nll, score, backend="nope", scheduler="threads")
+        screen(nll, score, backend="nope", run=RunSpec.build(scheduler="threads"))
     assert "\n" not in str(info.value)
 
 
@@ -143,13 +186,13 @@ class Recorder:
 def test_stages_report_progress_through_the_protocol(tmp_path):
     nll, score = _pool(d=900)
     rec = Recorder()
-    screen(nll.chunk({"token": 300}), score, progress=rec, memory_limit="1GiB", out=tmp_path / "s.zarr")
+    screen(nll.chunk({"token": 300}), score, out=tmp_path / "s.zarr", run=RunSpec.build(progress=rec, memory_limit="1GiB"))
     assert rec.bars["screen (one pass: histograms + tails)"] == [900, 900]
     assert rec.bars["screen merge (count, finalize, write)"] == [7, 7]  # 3 segments x (count, finalize) + write
-    screen(nll.chunk({"token": 300}), score, progress=rec, memory_limit="1GiB", passes=2)
+    screen(nll.chunk({"token": 300}), score, passes=2, run=RunSpec.build(progress=rec, memory_limit="1GiB"))
     assert rec.bars["screen pass 1/2 (histograms)"] == [900, 900]
     assert rec.bars["screen pass 2/2 (tails)"] == [900, 900]
-    select_signatures(open_screen(tmp_path / "s.zarr"), score, progress=rec, loocv=False)
+    select_signatures(open_screen(tmp_path / "s.zarr"), score, loocv=False, run=RunSpec.build(progress=rec))
     assert rec.bars["select (aic)"] == [3, 3]
 
 
@@ -166,9 +209,9 @@ def screened(tmp_path_factory):
 
 def test_select_runs_on_every_scheduler(screened):
     screen_ds, score = screened
-    reference = select_signatures(screen_ds, score, scheduler="threads").load()
+    reference = select_signatures(screen_ds, score, run=RunSpec.build(scheduler="threads")).load()
     for scheduler in ("synchronous", "processes"):
-        got = select_signatures(screen_ds, score, scheduler=scheduler).load()
+        got = select_signatures(screen_ds, score, run=RunSpec.build(scheduler=scheduler)).load()
         xr.testing.assert_identical(got.drop_attrs(), reference.drop_attrs())
         assert got.attrs["scheduler"] == scheduler
 
@@ -177,17 +220,17 @@ def test_select_runs_on_a_local_cluster(screened):
     from distributed import Client, LocalCluster
 
     screen_ds, score = screened
-    reference = select_signatures(screen_ds, score, scheduler="synchronous", workers=1).load()
+    reference = select_signatures(screen_ds, score, run=RunSpec.build(scheduler="synchronous", workers=1)).load()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        got = select_signatures(screen_ds, score, scheduler=client).load()
+        got = select_signatures(screen_ds, score, run=RunSpec.build(scheduler=client)).load()
     xr.testing.assert_identical(got.drop_attrs(), reference.drop_attrs())
 
 
 def test_select_refuses_an_unknown_scheduler(screened):
     screen_ds, score = screened
     with pytest.raises(OptionError, match="unknown scheduler"):
-        select_signatures(screen_ds, score, scheduler="xyz")
+        select_signatures(screen_ds, score, run=RunSpec.build(scheduler="xyz"))
 
 
 # ----------------------------------------------------------------------------- the coefficient dimension
@@ -225,7 +268,7 @@ def test_selection_kernel_errors_become_user_errors(screened, monkeypatch):
     monkeypatch.setattr(select_stage, "forward_select", refuse)
     screen_ds, score = screened
     with pytest.raises(InputError, match=r"the selection kernels refused the input: y has shape"):
-        select_signatures(screen_ds, score, scheduler="threads")
+        select_signatures(screen_ds, score, run=RunSpec.build(scheduler="threads"))
 
 
 def test_a_dead_worker_process_is_one_line():

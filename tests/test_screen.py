@@ -19,6 +19,7 @@ from bsig_array.errors import BsigError
 from bsig_array.io.perplexity_store.reader import open_store
 from bsig_array.io.perplexity_store.writer import create_store
 from bsig_array.io.screen_output import write_screen
+from bsig_array.runtime.run import RunSpec
 from bsig_array.stages.screen.driver import permuted_scores, screen
 
 # ----------------------------------------------------------------------------- literal references
@@ -131,7 +132,7 @@ def test_screen_equals_literal_full_sort(inputs):
     P, Y, ids, chunk, alpha, ties = inputs
     m, d = P.shape
     nll = make_nll(P, ids).chunk({"token": chunk})
-    out = screen(nll, make_score(Y, [f"m{i}" for i in range(m)]), alpha=alpha, ties=ties, scheduler="synchronous").compute()
+    out = screen(nll, make_score(Y, [f"m{i}" for i in range(m)]), alpha=alpha, ties=ties, run=RunSpec.build(scheduler="synchronous")).compute()
     assert out.attrs["k"] == max(int(np.floor(round(alpha * d, 9))), 1)
     check_against_reference(out, P, Y, ids, ties)
 
@@ -143,8 +144,8 @@ def test_portable_backend_same_result():
     Y[:, 0] = 5.0
     score = make_score(Y, [f"m{i}" for i in range(5)])
     nll = make_nll(P).chunk({"token": 70})
-    a = screen(nll, score, alpha=0.05, scheduler="synchronous", backend="numpy").compute()
-    b = screen(nll, score, alpha=0.05, scheduler="synchronous", backend="numba").compute()
+    a = screen(nll, score, alpha=0.05, backend="numpy", run=RunSpec.build(scheduler="synchronous")).compute()
+    b = screen(nll, score, alpha=0.05, backend="numba", run=RunSpec.build(scheduler="synchronous")).compute()
     xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
     check_against_reference(a, P, Y, np.arange(300), "average")
 
@@ -179,12 +180,13 @@ def pool(tmp_path_factory):
     return {"P": P, "Y": Y, "models": models, "stores": stores, "csv": csv, "root": root}
 
 
-def run_to_disk(pool, out: Path, *, chunk: int = 1000, scheduler="threads", direct: bool = True, **kw) -> xr.Dataset:
+def run_to_disk(pool, out: Path, *, chunk: int = 1000, scheduler="threads", direct: bool = True, workers=None,
+                **kw) -> xr.Dataset:
     """Screen one of the pool's stores and write it; ``direct`` reads chunks with zarr, else via xarray."""
     path = pool["stores"][chunk]
     ds = open_store(path)
-    result = screen(ds["nll"], make_score(pool["Y"], pool["models"]), alpha=0.02, scheduler=scheduler,
-                    store=path if direct else None, **kw)
+    result = screen(ds["nll"], make_score(pool["Y"], pool["models"]), alpha=0.02, store=path if direct else None, **kw,
+                    run=RunSpec.build(scheduler=scheduler, workers=workers))
     write_screen(result, out, scheduler=scheduler)
     return xr.open_zarr(out).load()
 
@@ -285,7 +287,7 @@ def test_planted_signal_has_low_null_fdr():
     Y = np.stack([y, rng.permutation(y)])
     Y[1] = [3, 1, 7, 5, 0, 9, 11, 2, 8, 4, 10, 6]  # fixed unrelated order
     out = screen(make_nll(P), make_score(Y, [f"m{i}" for i in range(m)]), alpha=0.01,
-                 null_permutations=20, scheduler="synchronous").compute()
+                 null_permutations=20, run=RunSpec.build(scheduler="synchronous")).compute()
     thrush = out.sel(coefficient="thrush").isel(benchmark=0)
     assert set(thrush["candidate_token"].sel(tail="low").values.tolist()) == set(range(40))
     assert set(thrush["candidate_token"].sel(tail="high").values.tolist()) == set(range(40, 80))
@@ -359,7 +361,7 @@ def test_nan_in_store(tmp_path):
         w.write_chunk(j, P[:, w.chunk_slice(j)], token=np.arange(w.chunk_slice(j).start, w.chunk_slice(j).stop))
     ds = open_store(tmp_path / "nan.zarr")
     with pytest.raises(BsigError, match=r"1 NaN .*model 'm2', token position 217"):
-        screen(ds["nll"], make_score(np.arange(4.0)[None, :], [f"m{i}" for i in range(4)]), scheduler="synchronous")
+        screen(ds["nll"], make_score(np.arange(4.0)[None, :], [f"m{i}" for i in range(4)]), run=RunSpec.build(scheduler="synchronous"))
 
 
 def test_model_mismatch():
@@ -374,7 +376,7 @@ def test_more_benchmarks_than_fit_memory_is_refused_before_running():
     rng = np.random.default_rng(0)
     score = make_score(rng.random((n_bench, m)), [f"m{i}" for i in range(m)])
     with pytest.raises(BsigError, match=r"screen needs at least .* but --memory-limit is 1.00 GiB; raise --memory-limit"):
-        screen(nll, score, memory_limit="1GiB")
+        screen(nll, score, run=RunSpec.build(memory_limit="1GiB"))
 
 
 def test_bad_options():
@@ -384,9 +386,9 @@ def test_bad_options():
     with pytest.raises(BsigError, match="unknown ties"):
         screen(nll, score, ties="dense")
     with pytest.raises(BsigError, match="unknown scheduler"):
-        screen(nll, score, scheduler="gpu-cluster")
+        screen(nll, score, run=RunSpec.build(scheduler="gpu-cluster"))
     with pytest.raises(BsigError, match="unknown device"):
-        screen(nll, score, device="tpu")
+        screen(nll, score, run=RunSpec.build(device="tpu"))
     with pytest.raises(BsigError, match="null permutations"):
         screen(nll, score, null_permutations=-1)
 
@@ -399,12 +401,12 @@ def test_gpu_without_cupy_is_refused():
         pytest.skip("a GPU is available here")
     nll, score = _small()
     with pytest.raises(BsigError, match="--device gpu needs CuPy"):
-        screen(nll, score, device="gpu")
+        screen(nll, score, run=RunSpec.build(device="gpu"))
 
 
 def test_existing_output_needs_overwrite(tmp_path):
     nll, score = _small()
-    result = screen(nll, score, scheduler="synchronous")
+    result = screen(nll, score, run=RunSpec.build(scheduler="synchronous"))
     write_screen(result, tmp_path / "s.zarr")
     with pytest.raises(BsigError, match="already exists; pass --overwrite"):
         write_screen(result, tmp_path / "s.zarr")
@@ -418,7 +420,7 @@ def test_single_method_and_first_ties():
     Y = rng.integers(0, 3, size=(2, 5)).astype(float)
     Y[:, 4] = 7
     out = screen(make_nll(P), make_score(Y, [f"m{i}" for i in range(5)]), coefficients="thrush", ties="first",
-                 alpha=0.03, scheduler="synchronous").compute()
+                 alpha=0.03, run=RunSpec.build(scheduler="synchronous")).compute()
     assert list(out["coefficient"].values) == ["thrush"] and "histogram_preselect" not in out
     check_against_reference(out, P, Y, np.arange(200), "first")
 
@@ -431,4 +433,4 @@ def test_duplicate_token_ids_are_refused(tmp_path):
         w.write_chunk(j, rng.random((4, 100)).astype("float32"), token=np.arange(100))  # both chunks: 0..99
     ds = open_store(tmp_path / "dup.zarr")
     with pytest.raises(BsigError, match=r"token id \d+ occurs 2 times in the store"):
-        screen(ds["nll"], make_score(np.arange(4.0)[None, :], [f"m{i}" for i in range(4)]), scheduler="synchronous")
+        screen(ds["nll"], make_score(np.arange(4.0)[None, :], [f"m{i}" for i in range(4)]), run=RunSpec.build(scheduler="synchronous"))

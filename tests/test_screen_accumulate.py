@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import pickle
 import sys
 import threading
 
@@ -15,6 +15,7 @@ from test_screen import make_nll
 
 from bsig_array import kernels as K
 from bsig_array.io.perplexity_store.chunks import chunk_sources
+from bsig_array.runtime.run import RunSpec
 from bsig_array.stages.screen import accumulate
 from bsig_array.stages.screen.driver import permuted_scores
 from bsig_array.stages.screen.tasks import ScreenJob, scan_task
@@ -31,7 +32,7 @@ def test_concurrent_adds_are_whole_chunks_to_every_reader() -> None:
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads often, between the per-coefficient adds too
     try:
-        with accumulate.pass_histograms() as (key, sums):
+        with accumulate.PassHistograms() as sums:
             stop = threading.Event()
 
             def reader() -> None:
@@ -40,7 +41,7 @@ def test_concurrent_adds_are_whole_chunks_to_every_reader() -> None:
 
             def writer(part: list[np.ndarray]) -> None:
                 for h in part:
-                    accumulate.add(key, {"thrush": h.astype(np.int64), "preselect": h[::-1].astype(np.int64)})
+                    sums.add({"thrush": h.astype(np.int64), "preselect": h[::-1].astype(np.int64)})
 
             r = threading.Thread(target=reader)
             r.start()
@@ -63,14 +64,17 @@ def test_concurrent_adds_are_whole_chunks_to_every_reader() -> None:
         if read:
             rows = np.concatenate(read)
             assert (rows == rows[0]).all() and rows[0] % width == 0
-    with pytest.raises(RuntimeError, match="no histograms of pass"):  # closed with the pass
-        accumulate.add(key, {"thrush": chunks[0]})
+    with pytest.raises(RuntimeError, match="closed pass"):  # closed with the pass
+        sums.add({"thrush": chunks[0]})
+    with pytest.raises(TypeError, match="cannot leave this process"):  # never shipped to another process
+        pickle.dumps(sums)
 
 
 @settings(max_examples=15, deadline=None)
 @given(st.integers(3, 6), st.integers(2, 90), st.integers(1, 3), st.integers(1, 40), st.integers(0, 2**32 - 1))
 def test_scan_task_adds_in_process_exactly_what_it_would_return(m: int, d: int, B: int, chunk: int, seed: int) -> None:
-    """A task given a pass key adds (and does not return) exactly the histograms it would return."""
+    """A task given the pass's sums adds (and does not return) exactly the histograms it would return;
+    its job and result pickle (process pools, dask.distributed)."""
     rng = np.random.default_rng(seed)
     P = rng.integers(0, 4, size=(m, d)).astype("float32")  # heavy ties
     Y = rng.integers(0, 3, size=(B, m)).astype(float)
@@ -80,10 +84,13 @@ def test_scan_task_adds_in_process_exactly_what_it_would_return(m: int, d: int, 
                     block_tokens=7, backend="numba", models=tuple(nll["model"].values), path="p",
                     k=K.tail_size(0.1, d), n_tokens=d, collect=False)
     sources = chunk_sources(nll)
-    returned = [scan_task(src, job)["hist"] for src in sources]
-    with accumulate.pass_histograms() as (key, sums):
+    results = [scan_task(src, job) for src in sources]
+    job_back, results_back = pickle.loads(pickle.dumps((job, results)))
+    assert job_back.k == job.k and [r.span for r in results_back] == [r.span for r in results]
+    returned = [r.hist for r in results]
+    with accumulate.PassHistograms() as sums:
         for src in sources:
-            assert "hist" not in scan_task(src, dataclasses.replace(job, sums=key))
+            assert not scan_task(src, job, sums).hist
         added = sums.host()
         assert sums.chunks == len(sources)
     for coef in job.coefficients:
@@ -106,13 +113,13 @@ def test_the_driver_sums_in_process_and_folds_what_other_schedulers_return(monke
     Y[:, 0] = 3.0
     nll, score = make_nll(P).chunk({"token": 64}), make_score(Y, [f"m{i}" for i in range(m)])
     added: list[int] = []
-    real_add = accumulate.add
-    monkeypatch.setattr(accumulate, "add", lambda key, hist: (added.append(1), real_add(key, hist))[1])
-    threads = screen(nll, score, alpha=0.05, scheduler="threads", workers=2, passes=2)
+    real_add = accumulate.PassHistograms.add
+    monkeypatch.setattr(accumulate.PassHistograms, "add", lambda sums, hist: (added.append(1), real_add(sums, hist))[1])
+    threads = screen(nll, score, alpha=0.05, passes=2, run=RunSpec.build(scheduler="threads", workers=2))
     assert len(added) == 5  # pass 1 counts every chunk once; pass 2 does not count
     added.clear()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        returned = screen(nll, score, alpha=0.05, scheduler=client, passes=2)
+        returned = screen(nll, score, alpha=0.05, passes=2, run=RunSpec.build(scheduler=client))
     assert not added
     xr.testing.assert_identical(threads.drop_attrs(), returned.drop_attrs())

@@ -23,6 +23,7 @@ from test_screen import check_against_reference, make_nll, make_score
 from bsig_array.errors import BsigError
 from bsig_array.io.perplexity_store.reader import open_store
 from bsig_array.io.perplexity_store.writer import create_store
+from bsig_array.runtime.run import RunSpec
 from bsig_array.stages.screen.driver import screen
 
 OUTPUTS = ("candidate_token", "candidate_score", "candidate_column", "threshold", "candidate_nll", "candidate")
@@ -65,8 +66,8 @@ def test_one_pass_equals_two_passes_and_full_sort(inputs, scheduler):
     m = P.shape[0]
     nll = make_nll(P, ids).chunk({"token": chunk})
     score = make_score(Y, [f"m{i}" for i in range(m)])
-    one = screen(nll, score, alpha=alpha, coefficients=coefficients, scheduler=scheduler, passes=1, workers=2)
-    two = screen(nll, score, alpha=alpha, coefficients=coefficients, scheduler="synchronous", passes=2)
+    one = screen(nll, score, alpha=alpha, coefficients=coefficients, passes=1, run=RunSpec.build(scheduler=scheduler, workers=2))
+    two = screen(nll, score, alpha=alpha, coefficients=coefficients, passes=2, run=RunSpec.build(scheduler="synchronous"))
     assert (one.attrs["passes"], two.attrs["passes"]) == (1, 2)
     assert_same(one, two)
     check_against_reference(one, P, Y, ids, "average")
@@ -86,8 +87,8 @@ def test_chunks_cut_too_tight_by_a_speculative_boundary_are_read_again():
     P[:, :half] += rng.random((m, half)).astype("float32") * 0.1  # perfectly ordered with the scores, both signs
     nll = make_nll(P).chunk({"token": 250})
     score = make_score(Y, [f"m{i}" for i in range(m)])
-    one = screen(nll, score, alpha=0.2, coefficients="thrush", scheduler="synchronous", passes=1)
-    two = screen(nll, score, alpha=0.2, coefficients="thrush", scheduler="synchronous", passes=2)
+    one = screen(nll, score, alpha=0.2, coefficients="thrush", passes=1, run=RunSpec.build(scheduler="synchronous"))
+    two = screen(nll, score, alpha=0.2, coefficients="thrush", passes=2, run=RunSpec.build(scheduler="synchronous"))
     assert one.attrs["reread_chunks"] > 0
     assert_same(one, two)
 
@@ -123,14 +124,14 @@ def test_local_cluster_and_processes_match_threads(tmp_path, passes):
     store = _store(tmp_path / "p.zarr", P, 500)
     score = make_score(rng.random((3, 6)), [f"m{i}" for i in range(6)])
     nll = open_store(store)["nll"]
-    ref = screen(nll, score, alpha=0.02, store=store, scheduler="threads", passes=passes)
-    on_processes = screen(nll, score, alpha=0.02, store=store, scheduler="processes", workers=2, passes=passes,
-                          out=tmp_path / "proc.zarr")
+    ref = screen(nll, score, alpha=0.02, store=store, passes=passes, run=RunSpec.build(scheduler="threads"))
+    on_processes = screen(nll, score, alpha=0.02, store=store, passes=passes,
+                          out=tmp_path / "proc.zarr", run=RunSpec.build(scheduler="processes", workers=2))
     assert_same(ref, on_processes.load())
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        distributed = screen(nll, score, alpha=0.02, store=store, scheduler=client, passes=passes,
-                             out=tmp_path / "dist.zarr")
+        distributed = screen(nll, score, alpha=0.02, store=store, passes=passes,
+                             out=tmp_path / "dist.zarr", run=RunSpec.build(scheduler=client))
         assert_same(ref, distributed.load())
 
 
@@ -171,11 +172,12 @@ RSS_SCRIPT = textwrap.dedent(
     from bsig_array.io.perplexity_store.reader import open_store
     from bsig_array.io.scores import load_performance, align_performance
     from bsig_array.runtime.memory import peak_rss
+    from bsig_array.runtime.run import RunSpec
     from bsig_array.stages.screen import screen
     store, perf, out, limit = sys.argv[1:5]
     ds = open_store(store)
     score = align_performance(load_performance(perf), ds["model"].values)
-    r = screen(ds["nll"], score, coefficients="thrush", alpha=0.01, memory_limit=limit, store=store, out=out)
+    r = screen(ds["nll"], score, coefficients="thrush", alpha=0.01, store=store, out=out, run=RunSpec.build(memory_limit=limit))
     print(json.dumps({"peak": peak_rss(), "workers": r.attrs["workers"], "k": r.attrs["k"],
                       "candidates": r.sizes["candidate"], "plan": r.attrs["plan"]}))
     """

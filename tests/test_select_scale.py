@@ -23,8 +23,8 @@ import xarray as xr
 
 from bsig_array.errors import PlanError
 from bsig_array.io.screen_output import CANDIDATE_CHUNK, build_screen, open_screen, write_screen
-from bsig_array.runtime.memory import plan_selection
 from bsig_array.stages.select import _read_bytes
+from bsig_array.stages.select_cost import plan_selection
 
 M, N = 128, 2_000_000  # 128 models x 2e6 candidates: 1.02 GB of float32 columns
 

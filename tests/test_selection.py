@@ -18,17 +18,19 @@ from bsig_array.errors import BsigError
 from bsig_array.io.screen_output import benchmark_candidates, open_screen
 from bsig_array.io.signatures import attach_contexts, write_signatures
 from bsig_array.kernels.forward import forward_select
-from bsig_array.runtime.memory import (
-    PROCESS_OVERHEAD,
-    RUNTIME_OVERHEAD,
-    SelectPlan,
-    plan_selection,
-    select_task_bytes,
-)
+from bsig_array.options import parse_memory
+from bsig_array.runtime.memory import PROCESS_OVERHEAD
+from bsig_array.runtime.run import RunSpec
 from bsig_array.stages.select import (
     _GatheredColumns,
     select_benchmark,
     select_signatures,
+)
+from bsig_array.stages.select_cost import (
+    RUNTIME_OVERHEAD,
+    SelectPlan,
+    plan_selection,
+    select_task_bytes,
 )
 
 # --------------------------------------------------------------------------- fixtures
@@ -157,7 +159,7 @@ def test_screen_method_and_max_features():
 
 def test_results_identical_across_seeds_without_ties():
     screen, score = make_problem(seed=5)
-    runs = [select_signatures(screen, score, seed=s, loocv=False) for s in (0, 1, 2)]
+    runs = [select_signatures(screen, score, loocv=False, run=RunSpec.build(seed=s)) for s in (0, 1, 2)]
     for other in runs[1:]:
         xr.testing.assert_identical(runs[0].drop_attrs(), other.drop_attrs())
 
@@ -179,8 +181,8 @@ def test_exact_ties_are_decided_by_the_seed():
     score = score.copy(data=y[:, None])
     firsts = set()
     for seed in range(8):
-        sig = select_signatures(screen, score, seed=seed, loocv=False, max_features=3)
-        again = select_signatures(screen, score, seed=seed, loocv=False, max_features=3)
+        sig = select_signatures(screen, score, loocv=False, max_features=3, run=RunSpec.build(seed=seed))
+        again = select_signatures(screen, score, loocv=False, max_features=3, run=RunSpec.build(seed=seed))
         # identical except the provenance record, whose creation time may tick between the runs
         xr.testing.assert_identical(sig.drop_attrs(deep=False).assign_attrs(_attrs_without_record(sig)),
                                     again.drop_attrs(deep=False).assign_attrs(_attrs_without_record(again)))
@@ -296,12 +298,16 @@ def test_bad_inputs_raise_one_line_errors(change, match):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("kw", [dict(delta=-1.0), dict(max_features=0), dict(method="ridge"), dict(covariate="x"),
-                                dict(device="tpu")])
+@pytest.mark.parametrize("kw", [dict(delta=-1.0), dict(max_features=0), dict(method="ridge"), dict(covariate="x")])
 def test_bad_options(kw):
     screen, score = make_problem()
     with pytest.raises(BsigError):
         select_signatures(screen, score, **kw)
+
+
+def test_a_bad_run_setting_is_refused_where_it_enters():
+    with pytest.raises(BsigError, match=r"^unknown device \(--device\) 'tpu'; use auto, cpu or gpu$"):
+        RunSpec.build(device="tpu")
 
 
 def test_device_gpu_without_a_gpu_is_one_line_and_auto_runs_on_the_cpu():
@@ -312,9 +318,9 @@ def test_device_gpu_without_a_gpu_is_one_line_and_auto_runs_on_the_cpu():
         pytest.skip("a GPU is visible")
     screen, score = make_problem(n_bench=1)
     with pytest.raises(PlanError, match="--device gpu needs CuPy") as info:
-        select_signatures(screen, score, device="gpu", loocv=False)
+        select_signatures(screen, score, loocv=False, run=RunSpec.build(device="gpu"))
     assert "\n" not in str(info.value)
-    auto = select_signatures(screen, score, device="auto", loocv=False)
+    auto = select_signatures(screen, score, loocv=False, run=RunSpec.build(device="auto"))
     xr.testing.assert_identical(auto.drop_attrs(), select_signatures(screen, score, loocv=False).drop_attrs())
 
 
@@ -323,21 +329,21 @@ def test_device_gpu_without_a_gpu_is_one_line_and_auto_runs_on_the_cpu():
 
 def test_plan_prefers_memory_then_batches_then_streams_then_spills_then_refuses():
     m, n = 32, 340_000
-    roomy = plan_selection("64GiB", m, n, n_tasks=88)
+    roomy = plan_selection(parse_memory("64GiB"), m, n, n_tasks=88)
     assert roomy.cache and roomy.fold_batch == m + 1 and roomy.workers >= 1 and not roomy.spill
-    tight = plan_selection("700MiB", m, n, n_tasks=88)
+    tight = plan_selection(parse_memory("700MiB"), m, n, n_tasks=88)
     assert tight.workers == 1 and tight.cache and tight.fold_batch < m + 1
     # streamed: the 33 fits' state does not fit in memory, so it is spilled and a pass still serves 16 fits
-    spilled = plan_selection("520MiB", m, n, n_tasks=88)
+    spilled = plan_selection(parse_memory("520MiB"), m, n, n_tasks=88)
     assert not spilled.cache and spilled.spill and spilled.fold_batch == 16 and spilled.workers == 1
     assert "state spilled to disk" in spilled.describe()
-    alone = plan_selection("520MiB", m, n, loocv=False)  # one fit's state fits beside the block
+    alone = plan_selection(parse_memory("520MiB"), m, n, loocv=False)  # one fit's state fits beside the block
     assert not alone.cache and not alone.spill and alone.fold_batch == 1
     for plan in (roomy, tight, spilled, alone):
         assert plan.projected_bytes <= plan.memory_limit
         assert plan.task_bytes + PROCESS_OVERHEAD + RUNTIME_OVERHEAD <= plan.memory_limit
     with pytest.raises(BsigError, match="raise --memory-limit"):
-        plan_selection("500MiB", m, n)
+        plan_selection(parse_memory("500MiB"), m, n)
 
 
 def test_spilled_task_grows_only_by_the_candidate_lists():
@@ -348,13 +354,13 @@ def test_spilled_task_grows_only_by_the_candidate_lists():
     assert spilled[1] - spilled[0] == n * 96 and spilled[2] - spilled[1] == 2 * n * 96
     in_memory = [select_task_bytes(m, k * n, 16, False, "aic", chunk_bytes=chunk) for k in (1, 2)]
     assert in_memory[1] - in_memory[0] == n * (96 + 8 * (2 + 2 * 16))
-    plan = plan_selection("2GiB", m, 10**7, chunk_bytes=chunk)  # the issue's scale: 1e7 candidates
+    plan = plan_selection(parse_memory("2GiB"), m, 10**7, chunk_bytes=chunk)  # the issue's scale: 1e7 candidates
     assert plan.spill and plan.fold_batch == 16 and plan.projected_bytes <= plan.memory_limit
 
 
 def test_refusal_names_the_storage_chunk():
     with pytest.raises(BsigError, match=r"storage chunks of 3.00 GiB.* raise --memory-limit"):
-        plan_selection("2GiB", 32, 1000, chunk_bytes=3 * 2**30)
+        plan_selection(parse_memory("2GiB"), 32, 1000, chunk_bytes=3 * 2**30)
 
 
 @pytest.mark.parametrize("spill", [False, True])
@@ -450,8 +456,8 @@ def test_gathered_columns_read_chunk_by_chunk(tmp_path, span):
 
 def test_parallel_workers_equal_serial():
     screen, score = make_problem(n_bench=4, seed=10)
-    serial = select_signatures(screen, score, workers=1)
-    parallel = select_signatures(screen, score, workers=2, memory_limit="4GiB")
+    serial = select_signatures(screen, score, run=RunSpec.build(workers=1))
+    parallel = select_signatures(screen, score, run=RunSpec.build(workers=2, memory_limit="4GiB"))
     xr.testing.assert_identical(serial.drop_attrs(), parallel.drop_attrs())
 
 
@@ -516,10 +522,11 @@ RSS_SCRIPT = """
 import sys
 from bsig_array.io.scores import load_performance
 from bsig_array.io.screen_output import open_screen
+from bsig_array.runtime.run import RunSpec
 from bsig_array.stages.select import select_signatures
 screen = open_screen(sys.argv[1])
 score = load_performance(sys.argv[2])
-sig = select_signatures(screen, score, memory_limit=sys.argv[3], workers=2)
+sig = select_signatures(screen, score, run=RunSpec.build(memory_limit=sys.argv[3], workers=2))
 assert (sig["n_selected"] > 0).all()
 print(sig.attrs["plan"])
 from bsig_array.runtime.memory import peak_rss

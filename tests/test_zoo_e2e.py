@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from bsig_array.models.loading import build_tiny_gpt2
 from bsig_array.models.zoo import DEFAULT_ZOO, VARIANTS, Variant, perturb_
 from bsig_array.pipelines.zoo_pool import build_zoo_pool
+from bsig_array.runtime.run import RunSpec
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def _chain(out, loader, variants, **kw):
     assert varying, "every benchmark tied across models"
     table[varying].reset_index().to_csv(out / "varying.csv", index=False)
     score = align_performance(load_performance(out / "varying.csv"), ds)
-    screened = screen(ds["nll"], score, alpha=0.05, memory_limit="1GiB")
+    screened = screen(ds["nll"], score, alpha=0.05, run=RunSpec.build(memory_limit="1GiB"))
     sig = select_signatures(screened, score)
     return pool, ds, score, sig
 

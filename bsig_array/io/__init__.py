@@ -16,6 +16,9 @@ module                      artifact
 :mod:`.questions`           ``questions/<benchmark>.jsonl``
 ==========================  ===================================================================
 
-Shared by all of them: :mod:`.atomic` (never clobber by accident; write to a temporary sibling and
-rename) and :mod:`.zarr_format` (Zarr v3, consolidated metadata, text as variable-length strings).
+Shared by all of them: :mod:`.kinds` (the registry of artifact kinds: each module above that owns
+a directory artifact registers its kind, name and marker entries), :mod:`.atomic` (never clobber by
+accident; write to a temporary sibling and rename; debris) and :mod:`.zarr_format` (Zarr v3,
+consolidated metadata, text as variable-length strings).  :mod:`.faults` is a test hook only (the
+points where tests kill a writer).
 """

@@ -1,4 +1,11 @@
-"""Output safety for every artifact: one check before the work, one atomic write around it.
+"""Output safety for every artifact: one check before the work, one atomic write around it, debris.
+
+This module does three things: the output check (:func:`check_new_output`,
+:func:`check_output_files`), the atomic swap or publish (:func:`atomic_output`,
+:func:`atomic_entries`, :func:`publish`) and the debris of interrupted writers (:func:`remove_stale`,
+:func:`scratch_dir`).  What kind an existing artifact is comes from the registry in
+:mod:`bsig_array.io.kinds` (each owning io module registers its kind); the kind constants live with
+their owners (``SCREEN_OUTPUT`` in :mod:`bsig_array.io.screen_output`, …).
 
 Every command that writes goes through :func:`check_new_output` before any work:
 
@@ -21,8 +28,8 @@ written to a local staging directory and then published (:func:`publish`): every
 root metadata is the commit: until it exists readers refuse the store as incomplete, and the next
 writer replaces such leftovers without ``--overwrite``.
 
-``BSIG_FAULT_KILL_AT=n`` (a test hook, see ``tests/test_faults.py``) makes the n-th
-:func:`fault_point` of the process kill it with SIGKILL.
+The swaps and publishes pass :func:`~bsig_array.io.faults.fault_point`, where tests kill a run
+(a test hook, inert unless ``BSIG_FAULT_KILL_AT`` or ``BSIG_FAULT_COUNT`` is set).
 """
 
 from __future__ import annotations
@@ -31,11 +38,9 @@ import ctypes
 import errno
 import os
 import re
-import signal
 import socket
 import sys
 import tempfile
-import threading
 import uuid
 import warnings
 import zlib
@@ -45,35 +50,18 @@ from pathlib import Path
 from typing import Any
 
 from bsig_array.errors import BsigWarning, InputError
+from bsig_array.io.faults import fault_point
+from bsig_array.io.kinds import (
+    DIRECTORY,
+    EMPTY_DIRECTORY,
+    FILE,
+    TEMPORARY,
+    artifact_kind,
+    is_directory_kind,
+    is_zarr_kind,
+)
 from bsig_array.io.location import BUCKET_PROTOCOLS, Location, as_location, remove_path
 
-PERPLEXITY_STORE = "perplexity store"
-CORPUS_STORE = "corpus store"
-SCREEN_OUTPUT = "screen output"
-SIGNATURES = "signatures store"
-OVERLAP_FILE = "overlap file"
-PERFORMANCE = "performance matrix"
-SYNTH_POOL = "synthetic pool"
-DEMO_OUTPUT = "demo output"
-QUESTIONS = "question set"
-FILE = "file"
-#: Kinds that are always Zarr stores (their root ``zarr.json`` commits them on object storage).
-ZARR_KINDS = (PERPLEXITY_STORE, CORPUS_STORE, SCREEN_OUTPUT, SIGNATURES)
-#: Kinds that are always directories (the others are directories only when named ``*.zarr``).
-DIRECTORY_KINDS = (PERPLEXITY_STORE, CORPUS_STORE, SCREEN_OUTPUT, SIGNATURES, SYNTH_POOL, DEMO_OUTPUT, QUESTIONS)
-# A store is recognized by the arrays (child directories) only it has.
-_MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (SCREEN_OUTPUT, ("candidate_token",)),
-    (SIGNATURES, ("signature_token",)),
-    (CORPUS_STORE, ("doc_offset",)),
-    (PERPLEXITY_STORE, ("nll",)),
-    (OVERLAP_FILE, ("benchmark_a",)),
-    (PERFORMANCE, ("score",)),
-    (DEMO_OUTPUT, ("summary.json",)),
-    (DEMO_OUTPUT, ("pool", "screen.zarr")),
-    (SYNTH_POOL, ("perplexity.zarr",)),
-)
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<tag>tmp|old)-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-[0-9a-f]{8}$")
 #: This machine, in debris names: a pid is only known dead on the machine that ran it (shared disks).
 HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
 
@@ -83,50 +71,13 @@ def owner() -> str:
     return f"{os.getpid()}-{HOST}"
 
 
-def artifact_kind(path: str | os.PathLike | Location) -> str | None:
-    """What exists at ``path``: ``None`` (nothing), a kind constant of this module, ``"file"``,
-    ``"empty directory"``, ``"zarr store"`` (unrecognized) or ``"directory"`` (anything else)."""
-    loc = as_location(path)
-    if loc.is_remote:
-        # An object store has no empty directories: a prefix with objects below it is a directory.
-        if loc.is_dir():
-            names = loc.names()
-        elif loc.exists():
-            return FILE
-        else:
-            return None
-        return _kind_of(names)
-    path = loc.path
-    if not path.exists():
-        return None
-    if not path.is_dir():
-        return FILE
-    try:
-        # Temporaries and scratch of bsig writers are not content (the next writer removes them).
-        names = {p.name for p in path.iterdir() if not (_TEMPORARY.match(p.name) or p.name.startswith(".bsig-"))}
-    except OSError:
-        return "directory"
-    return _kind_of(names)
-
-
-def _kind_of(names: set[str]) -> str:
-    if not names:
-        return "empty directory"
-    for kind, marker in _MARKERS:
-        if all(m in names for m in marker):
-            return kind
-    if all(n.endswith(".jsonl") for n in names):
-        return QUESTIONS
-    return "zarr store" if "zarr.json" in names or ".zgroup" in names else "directory"
-
-
 def _article(kind: str) -> str:
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def is_directory_output(path: str | os.PathLike | Location, kind: str) -> bool:
     """Whether an output of ``kind`` at ``path`` is a directory."""
-    return kind in DIRECTORY_KINDS or as_location(path).suffix.lower() == ".zarr"
+    return is_directory_kind(kind) or as_location(path).suffix.lower() == ".zarr"
 
 
 def _resolved(path: str | os.PathLike) -> Path:
@@ -217,8 +168,8 @@ def check_new_output(
     what
         How messages name the output.
     kind
-        What will be written (a kind constant of this module, or ``"file"``); ``None`` checks only
-        existence, inputs and writability.
+        What will be written (a kind registered in :mod:`bsig_array.io.kinds`, or ``"file"``);
+        ``None`` checks only existence, inputs and writability.
     inputs
         Paths the command reads; ``None`` entries are skipped.
 
@@ -239,7 +190,7 @@ def check_new_output(
     found = artifact_kind(loc)
     # A URL is handed on as its Location (see Returns), a local output as its Path.
     out: Any = loc if loc.is_remote else loc.path
-    if loc.is_remote and found is not None and kind is not None and (kind in ZARR_KINDS or loc.suffix.lower() == ".zarr"):
+    if loc.is_remote and found is not None and kind is not None and (is_zarr_kind(kind) or loc.suffix.lower() == ".zarr"):
         if (found == kind and not loc.child("zarr.json").exists()) or uncommitted_zarr(loc):
             # Never committed, never opened: replaced without --overwrite (publish removes it first).
             _note(f"replacing {loc}: an incomplete {kind} without its root zarr.json, left by an interrupted bsig run")
@@ -254,7 +205,7 @@ def check_new_output(
             raise InputError(f"{what} {out} is a file, but {_article(kind)} is a directory; pick another path")
         if not directory and found != FILE:
             raise InputError(f"{what} {out} is a directory, but {_article(kind)} is a file; pick another path")
-        if directory and found == "empty directory":
+        if directory and found == EMPTY_DIRECTORY:
             return out  # nothing to lose
         if found not in (kind, FILE):
             raise InputError(
@@ -300,7 +251,7 @@ def remove_stale(directory: str | os.PathLike, prefix: str | None = None) -> lis
     except OSError:
         return removed
     for entry in entries:
-        match = _TEMPORARY.match(entry.name)
+        match = TEMPORARY.match(entry.name)
         if match is not None:
             pid, host = match["pid"], match["host"]
         elif prefix is not None and entry.name.startswith(prefix):
@@ -448,32 +399,6 @@ def atomic_output(path: str | os.PathLike | Location) -> Iterator[Path]:
         remove_path(tmp)
 
 
-# ------------------------------------------------------------------------------------ test hook
-
-_fault_lock = threading.Lock()
-_fault_calls = 0
-
-
-def fault_point() -> None:
-    """A point where a test may kill this process (``BSIG_FAULT_KILL_AT=n``: the n-th call, SIGKILL or
-    the signal named by ``BSIG_FAULT_SIGNAL``, e.g. ``TERM``).
-
-    ``BSIG_FAULT_COUNT=FILE`` appends the running count to FILE at each call (to find how many
-    points a run passes).  Without these variables this is a counter increment.
-    """
-    global _fault_calls
-    with _fault_lock:
-        _fault_calls += 1
-        n = _fault_calls
-    at = os.environ.get("BSIG_FAULT_KILL_AT")
-    if at is not None and at.isdigit() and n == int(at):
-        os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get("BSIG_FAULT_SIGNAL", "KILL")))
-    count = os.environ.get("BSIG_FAULT_COUNT")
-    if count:
-        with open(count, "a") as fh:
-            fh.write(f"{n}\n")
-
-
 def check_output_files(
     directory: str | os.PathLike | Location,
     names: Iterable[str],
@@ -498,7 +423,7 @@ def check_output_files(
     found = artifact_kind(loc)
     if found == FILE:
         raise InputError(f"{what} directory {directory} is a file; pick a directory")
-    if found not in (None, "empty directory", "directory"):
+    if found not in (None, EMPTY_DIRECTORY, DIRECTORY):
         raise InputError(f"{what} directory {directory} is {_article(found)}; pick another directory")
     return [check_new_output(loc.child(name), overwrite=overwrite, what=what, inputs=inputs) for name in names]
 

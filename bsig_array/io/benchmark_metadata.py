@@ -7,7 +7,7 @@ the paper's benchmark names by :func:`canonical_benchmark`.
 The shipped table ``bsig_array/data/benchmarks.csv`` is the paper's benchmark list
 (``shared/paper/benchmarks.csv``: Table 2's 88 MMLU and BBH rows, then GSM8K, MBPP, MMLU,
 TruthfulQA, IFEval, AbsenceBench) with its ``family`` and ``format`` (Table 3; a blank format reads
-as ``unknown``), with these corrections and additions (README "Benchmark metadata" lists the source
+as ``unknown``), with these corrections and additions (docs/performance.md, "Benchmark metadata", lists the source
 of every label):
 
 ``family`` — the paper's, except ``global_facts``: Table 2 lists it under BBH, but it is one of the

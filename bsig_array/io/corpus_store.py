@@ -28,6 +28,7 @@ import numpy as np
 import zarr
 
 from bsig_array.errors import InputError
+from bsig_array.io.kinds import ArtifactKind, register_kind
 from bsig_array.io.location import Location, as_location
 from bsig_array.io.zarr_format import (
     ALL_CHUNKS_ATTR,
@@ -40,6 +41,9 @@ from bsig_array.io.zarr_format import (
 )
 
 CORPUS_SCHEMA_VERSION = 1
+#: The artifact kind (docs/DESIGN.md §3): a Zarr store, marked by ``doc_offset``.
+CORPUS_STORE = register_kind(ArtifactKind(
+    "corpus store", owner=__name__, precedence=30, zarr=True, directory=True, markers=(("doc_offset",),)))
 #: Elements per chunk of ``text`` and of the index arrays.
 _TEXT_CHUNK = 8 * 2**20
 _INDEX_CHUNK = 2**20

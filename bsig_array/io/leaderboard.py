@@ -44,9 +44,10 @@ import pandas as pd
 import xarray as xr
 
 from bsig_array.errors import InputError, OptionError
-from bsig_array.io.atomic import PERFORMANCE, check_new_output
+from bsig_array.io.atomic import check_new_output
 from bsig_array.io.benchmark_metadata import canonical_benchmark, chance_levels, load_metadata, with_metadata
 from bsig_array.io.lm_eval_results import import_lm_eval
+from bsig_array.io.scores import PERFORMANCE
 from bsig_array.options import check_choice
 from bsig_array.schema import METADATA_COLUMNS, UNKNOWN
 

@@ -22,9 +22,13 @@ import xarray as xr
 
 from bsig_array.errors import InputError
 from bsig_array.io.atomic import atomic_output
+from bsig_array.io.kinds import ArtifactKind, register_kind
 from bsig_array.io.location import Location, as_location
 from bsig_array.io.zarr_format import open_artifact, write_zarr
 from bsig_array.schema import LEVELS
+
+#: The artifact kind: ``overlap.nc`` (a file) or ``overlap.zarr`` (a store marked by ``benchmark_a``).
+OVERLAP_FILE = register_kind(ArtifactKind("overlap file", owner=__name__, precedence=50, markers=(("benchmark_a",),)))
 
 
 def write_overlap(ds: xr.Dataset, path: str | os.PathLike | Location) -> Path | Location:

@@ -13,10 +13,19 @@ from pathlib import Path
 
 from bsig_array.errors import InputError, OptionError
 from bsig_array.io.atomic import atomic_output
+from bsig_array.io.kinds import ArtifactKind, register_kind
 from bsig_array.io.location import Location, as_location
 from bsig_array.options import check_path_name
 
 QUESTION_SUFFIXES = (".jsonl", ".txt")
+
+
+def _all_jsonl(names: frozenset[str]) -> bool:
+    return all(n.endswith(".jsonl") for n in names)
+
+
+#: The artifact kind: a directory whose entries are all ``.jsonl`` files (no fixed marker; tried last).
+QUESTIONS = register_kind(ArtifactKind("question set", owner=__name__, precedence=90, directory=True, check=_all_jsonl))
 
 
 def read_questions(directory: str | os.PathLike | Location, benchmarks: Sequence[str]) -> dict[str, list[str]]:

@@ -26,10 +26,14 @@ import xarray as xr
 from bsig_array.errors import InputError
 from bsig_array.io.atomic import atomic_output
 from bsig_array.io.benchmark_metadata import with_metadata
+from bsig_array.io.kinds import ArtifactKind, register_kind
 from bsig_array.io.location import Location, as_location
 from bsig_array.io.zarr_format import quiet_zarr, strings, write_zarr
 from bsig_array.options import duplicates
 from bsig_array.schema import METADATA_COLUMNS, MIN_MODELS
+
+#: The artifact kind: a CSV/Parquet/NetCDF file, or a ``.zarr`` store marked by ``score``.
+PERFORMANCE = register_kind(ArtifactKind("performance matrix", owner=__name__, precedence=60, markers=(("score",),)))
 
 
 def _from_wide(table: pd.DataFrame, source: str) -> xr.DataArray:

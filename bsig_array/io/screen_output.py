@@ -34,18 +34,30 @@ import numpy as np
 import xarray as xr
 
 from bsig_array.errors import InputError
-from bsig_array.io.atomic import SCREEN_OUTPUT, atomic_output, check_new_output
+from bsig_array.io.atomic import atomic_output, check_new_output
+from bsig_array.io.kinds import ArtifactKind, register_kind
 from bsig_array.io.location import Location, as_location
 from bsig_array.io.zarr_format import open_artifact, quiet_zarr, strings, write_zarr, zarr_array
 from bsig_array.kernels.unique import sorted_unique
-from bsig_array.runtime.memory import CANDIDATE_CHUNK, TAIL_JOB_BYTES
+from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.progress import Progress, no_progress
 from bsig_array.schema import BENCHMARK, CANDIDATE, COEFFICIENT, COEFFICIENTS, MODEL, RANK, TAIL, TAILS
 
 #: Largest chunk of the rank axis of the candidate arrays.
 MAX_RANK_CHUNK = 1 << 18
+#: Chunk length of the candidate axis of ``candidate_nll`` (the screen's and selection's cost models count it).
+CANDIDATE_CHUNK = 1 << 16
+#: Bytes of one tail write job: whole tails of as many benchmarks as fit, gathered and written at once.
+TAIL_JOB_BYTES = 8 * 2**20
+#: Bytes of one tail entry: ``candidate_token`` + ``candidate_score`` + ``candidate_column`` (int64, float64, int64).
+CANDIDATE_ENTRY_BYTES = 24
+#: Bytes of one stored NLL value of ``candidate_nll`` (float32).
+CANDIDATE_NLL_BYTES = 4
 #: Variables every screen output has (the histograms depend on the coefficients screened).
 REQUIRED = ("candidate_token", "candidate_score", "threshold", "candidate_nll")
+#: The artifact kind (docs/DESIGN.md §3): a Zarr store, marked by ``candidate_token``.
+SCREEN_OUTPUT = register_kind(ArtifactKind(
+    "screen output", owner=__name__, precedence=10, zarr=True, directory=True, markers=(("candidate_token",),)))
 _TAILS_DIMS = (COEFFICIENT, BENCHMARK, TAIL, RANK)
 
 
@@ -151,7 +163,7 @@ def write_screen(
     out: str | os.PathLike,
     *,
     overwrite: bool = False,
-    scheduler: Any = "threads",
+    scheduler: Any = DEFAULTS.scheduler,
     workers: int | None = None,
     progress: Progress = no_progress,
 ) -> Path:
@@ -197,7 +209,7 @@ class ScreenStoreWriter:
     and :meth:`write_candidates`, whose ``load`` callables gather one chunk's values and run with
     the write on the writer's threads (Blosc releases the GIL).  So every Zarr chunk is written
     once, whole, by one writer, and memory holds only the chunks in flight (at most two per thread,
-    :data:`~bsig_array.runtime.memory.TAIL_JOB_BYTES` each for the tails), never the candidate
+    :data:`TAIL_JOB_BYTES` each for the tails), never the candidate
     arrays.  :meth:`close` waits for the writes and consolidates the metadata.
 
     Parameters
@@ -210,12 +222,12 @@ class ScreenStoreWriter:
         Candidates per tail (length of ``rank``).
     n_candidates
         Length of the candidate axis.
-    workers
+    threads
         Threads compressing and writing chunks.
     """
 
     def __init__(
-        self, path: str | os.PathLike, summary: xr.Dataset, *, k: int, n_candidates: int, workers: int = 2,
+        self, path: str | os.PathLike, summary: xr.Dataset, *, k: int, n_candidates: int, threads: int = 2,
     ) -> None:
         import zarr
         from zarr.codecs import BloscCodec
@@ -226,7 +238,7 @@ class ScreenStoreWriter:
         # a tail chunk is (1, bench_chunk, 2, rank_chunk): whole tails of as many benchmarks as fit
         # one job's buffers (zarr's per-write cost, ~3 ms, rules out many small chunks)
         self.rank_chunk = min(self.k, MAX_RANK_CHUNK)
-        self.bench_chunk = int(max(1, min(B, TAIL_JOB_BYTES // (2 * self.rank_chunk * 24))))
+        self.bench_chunk = int(max(1, min(B, TAIL_JOB_BYTES // (2 * self.rank_chunk * CANDIDATE_ENTRY_BYTES))))
         cand_chunk = min(CANDIDATE_CHUNK, max(n_candidates, 1))
         template = summary.copy()
         placeholder = {"candidate_token": np.int64, "candidate_score": np.float64, "candidate_column": np.int64}
@@ -253,8 +265,8 @@ class ScreenStoreWriter:
         self._arrays[CANDIDATE].resize((n_candidates,))
         self.cand_chunk = cand_chunk
         self.n_candidates = int(n_candidates)
-        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="bsig-write")
-        self._slots = threading.BoundedSemaphore(2 * max(1, workers))  # jobs queued or running
+        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="bsig-write")
+        self._slots = threading.BoundedSemaphore(2 * max(1, threads))  # jobs queued or running
         self._futures: list[Future] = []
 
     def _run(self, job: Callable[[], None]) -> None:

@@ -25,11 +25,16 @@ import numpy as np
 import xarray as xr
 
 from bsig_array.errors import InputError
-from bsig_array.io.atomic import SIGNATURES, atomic_output, check_new_output
+from bsig_array.io.atomic import atomic_output, check_new_output
 from bsig_array.io.corpus_store import Corpus, feature_context
+from bsig_array.io.kinds import ArtifactKind, register_kind
 from bsig_array.io.location import Location, as_location
 from bsig_array.io.zarr_format import open_artifact, write_zarr
 from bsig_array.schema import BENCHMARK, STEP
+
+#: The artifact kind (docs/DESIGN.md §3): a Zarr store, marked by ``signature_token``.
+SIGNATURES = register_kind(ArtifactKind(
+    "signatures store", owner=__name__, precedence=20, zarr=True, directory=True, markers=(("signature_token",),)))
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 from bsig_array.errors import InputError, OptionError
 from bsig_array.models import zoo
 from bsig_array.models.gguf import GGUF_MODELS, resolve_model
+from bsig_array.runtime.defaults import DEFAULTS
 
 _REMOTE_CODE = (
     "model {name} ships its own Python code (auto_map); bsig does not run it unless you pass "
@@ -39,7 +40,7 @@ def load_causal_lm(
     name_or_path: str,
     *,
     gguf_file: str | None = None,
-    device: str = "cpu",
+    device: str = DEFAULTS.model_device,
     dtype: str = "float32",
     trust_remote_code: bool = False,
 ) -> tuple[Any, Any]:
@@ -85,7 +86,7 @@ def load_causal_lm(
     return model.to(device).eval(), tok  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides self
 
 
-def build_tiny_gpt2(out: str | os.PathLike, *, seed: int = 0, vocab_size: int = 512, n_layer: int = 2,
+def build_tiny_gpt2(out: str | os.PathLike, *, seed: int = DEFAULTS.seed, vocab_size: int = 512, n_layer: int = 2,
                     n_embd: int = 64, n_positions: int = 512) -> Path:
     """Save a tiny random GPT-2 and a byte-level BPE tokenizer trained on stdlib files (for tests).
 

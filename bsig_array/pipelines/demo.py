@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from bsig_array.io.atomic import DEMO_OUTPUT, atomic_output, check_new_output
+from bsig_array.io.atomic import atomic_output, check_new_output
+from bsig_array.io.kinds import DEMO_OUTPUT
 from bsig_array.io.overlap_file import present_levels, write_overlap
 from bsig_array.io.perplexity_store.reader import open_store
 from bsig_array.io.scores import align_performance, load_performance
@@ -47,8 +48,7 @@ from bsig_array.io.stats_tables import write_stats
 from bsig_array.options import check_count
 from bsig_array.pipelines.synth import make_spec, synthesize
 from bsig_array.runtime.defaults import DEFAULTS
-from bsig_array.runtime.memory import parse_memory
-from bsig_array.runtime.progress import Progress, no_progress
+from bsig_array.runtime.run import RunSpec
 from bsig_array.schema import SIGNATURE_MODES
 from bsig_array.stages.overlap import compute_overlaps, controlled_spearman_matrix, signature_profiles, spearman_matrix
 from bsig_array.stages.report import write_report
@@ -126,14 +126,12 @@ def run_demo(
     models: int = DEFAULTS.demo_models,
     benchmarks: int = DEFAULTS.demo_benchmarks,
     tokens: int = DEFAULTS.demo_tokens,
-    seed: int = 0,
-    semantic_bootstrap: int = 10,
-    resamples: int = 10_000,
-    memory_limit: str = DEFAULTS.demo_memory_limit,
+    semantic_bootstrap: int = DEFAULTS.demo_bootstrap,
+    resamples: int = DEFAULTS.resamples,
     encoder: Any = None,
     log: Callable[[str], None] = print,
-    progress: Progress = no_progress,
     overwrite: bool = False,
+    run: RunSpec | None = None,
 ) -> dict[str, Any]:
     """Run the whole chain under ``out`` and return a summary (also written to ``summary.json``).
 
@@ -143,40 +141,38 @@ def run_demo(
         Output directory, built aside and swapped in whole when complete.
     models, benchmarks, tokens
         Size of the synthetic pool.
-    seed
-        Seed of the pool, the selection shuffle and the semantic sampling.
     semantic_bootstrap
         Samples per pair for the semantic overlap.
     resamples
         Null relabelings of the category statistics.
-    memory_limit
-        Memory limit handed to screen and select.
     encoder
         Sentence-transformers model or path for the semantic level (default: offline MiniLM).
     log
         Receives one line per finished stage.
-    progress
-        Receives every stage's bars.
     overwrite
         Replace an existing demo output (it stays as it was if the run fails or is killed).
+    run
+        The run's settings (:class:`~bsig_array.runtime.run.RunSpec`), handed to every stage; its
+        ``seed`` seeds the pool, the selection shuffle and the semantic sampling.  Default: the
+        defaults in effect with the demo's own memory limit (``DEFAULTS.demo_memory_limit``).
     """
     # every option is checked before the output folder appears
-    make_spec(models=models, benchmarks=benchmarks, tokens=tokens, seed=seed)
+    run = RunSpec.build(memory_limit=DEFAULTS.demo_memory_limit) if run is None else run
+    make_spec(models=models, benchmarks=benchmarks, tokens=tokens, seed=run.seed)
     check_count(semantic_bootstrap, "--semantic-bootstrap", minimum=1)
     check_count(resamples, "resamples", minimum=1)
-    parse_memory(memory_limit)
     final = check_new_output(out, overwrite=overwrite, what="demo output", kind=DEMO_OUTPUT)
     with atomic_output(final) as work:
-        return _chain(work, final, models=models, benchmarks=benchmarks, tokens=tokens, seed=seed,
-                      semantic_bootstrap=semantic_bootstrap, resamples=resamples, memory_limit=memory_limit,
-                      encoder=encoder, log=log, progress=progress)
+        return _chain(work, final, models=models, benchmarks=benchmarks, tokens=tokens,
+                      semantic_bootstrap=semantic_bootstrap, resamples=resamples, encoder=encoder, log=log, run=run)
 
 
 def _chain(
-    out: Path, final: Path, *, models: int, benchmarks: int, tokens: int, seed: int, semantic_bootstrap: int,
-    resamples: int, memory_limit: str, encoder: Any, log: Callable[[str], None], progress: Progress,
+    out: Path, final: Path, *, models: int, benchmarks: int, tokens: int, semantic_bootstrap: int,
+    resamples: int, encoder: Any, log: Callable[[str], None], run: RunSpec,
 ) -> dict[str, Any]:
     """The chain of :func:`run_demo`, written under ``out`` (a temporary sibling of ``final``)."""
+    seed, progress = run.seed, run.progress
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -195,14 +191,13 @@ def _chain(
     nll = open_store(paths.perplexity)["nll"]
     score = align_performance(load_performance(paths.performance, metadata=paths.metadata), nll["model"].values)
     screened = screen(
-        nll, score, memory_limit=memory_limit, store=paths.perplexity, out=out / "screen.zarr", overwrite=True,
-        progress=progress,
+        nll, score, store=paths.perplexity, out=out / "screen.zarr", overwrite=True, run=run,
     )
     done("screen", t0, f"k = {screened.attrs.get('k')} tokens per tail -> {final / 'screen.zarr'}")
 
     t0 = time.perf_counter()
     signatures = select_signatures(
-        open_screen(out / "screen.zarr"), score, seed=seed, memory_limit=memory_limit, progress=progress
+        open_screen(out / "screen.zarr"), score, run=run
     )
     write_signatures(signatures, out / "signatures.zarr", overwrite=True)
     signatures = signatures.load()

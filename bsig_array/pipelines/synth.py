@@ -57,10 +57,11 @@ import pandas as pd
 import xarray as xr
 
 from bsig_array.errors import BsigWarning, InputError, OptionError
-from bsig_array.io.atomic import PERPLEXITY_STORE, SYNTH_POOL, artifact_kind, atomic_output, check_new_output
+from bsig_array.io.atomic import atomic_output, check_new_output
 from bsig_array.io.benchmark_metadata import load_metadata, write_metadata
+from bsig_array.io.kinds import SYNTH_POOL, artifact_kind
 from bsig_array.io.location import Location, as_location
-from bsig_array.io.perplexity_store.schema import WRITE_DTYPES, default_chunk_tokens
+from bsig_array.io.perplexity_store.schema import PERPLEXITY_STORE, WRITE_DTYPES, default_chunk_tokens
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
 from bsig_array.io.provenance import (
     FINGERPRINT_TOKENS,
@@ -245,7 +246,7 @@ def make_spec(
     models: int = 32,
     benchmarks: int = 88,
     tokens: int = 1_000_000,
-    seed: int = 0,
+    seed: int = DEFAULTS.seed,
     planted_per_benchmark: int = DEFAULT_PLANTED,
 ) -> SynthSpec:
     """Draw the model-level part of a pool (abilities, scores, planted token ids)."""
@@ -409,7 +410,7 @@ def synthesize(
     models: int = 32,
     benchmarks: int = 88,
     tokens: int = 1_000_000,
-    seed: int = 0,
+    seed: int = DEFAULTS.seed,
     dtype: str = "float32",
     chunk_tokens: int | None = None,
     planted_per_benchmark: int = DEFAULT_PLANTED,
@@ -551,7 +552,7 @@ def simulate(
     models: int = 8,
     benchmarks: int = 8,
     tokens: int = 5_000,
-    seed: int = 0,
+    seed: int = DEFAULTS.seed,
     planted_per_benchmark: int = 5,
     dtype: str = "float32",
 ) -> SynthPool:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bsig_array.io.questions import question_path, write_question_file
+from bsig_array.runtime.defaults import DEFAULTS
 
 # Topic words per category (the paper's eight broad categories, plus a fallback).
 VOCABULARY: dict[str, tuple[str, ...]] = {
@@ -106,7 +107,7 @@ def write_questions(
     benchmarks: Sequence[str],
     categories: Sequence[str],
     *,
-    seed: int = 0,
+    seed: int = DEFAULTS.seed,
     min_questions: int = 20,
     max_questions: int = 60,
 ) -> Path:

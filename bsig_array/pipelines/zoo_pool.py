@@ -18,6 +18,7 @@ import pandas as pd
 
 from bsig_array.io.perplexity_store.writer import StoreWriter
 from bsig_array.models.zoo import DEFAULT_ZOO, VARIANTS, load_variant
+from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.stages.corpus import build_corpus, stdlib_documents
 from bsig_array.stages.evaluate import GENERATORS, evaluate_model, update_performance
 from bsig_array.stages.perplexity import extract_perplexity
@@ -38,9 +39,9 @@ def build_zoo_pool(
     *,
     variants: Sequence[str] = DEFAULT_ZOO,
     n_docs: int = 40,
-    sample_rate: float = 0.004,
-    seed: int = 0,
-    context_pieces: int = 8,
+    sample_rate: float = DEFAULTS.zoo_sample_rate,
+    seed: int = DEFAULTS.seed,
+    context_pieces: int = DEFAULTS.zoo_context_pieces,
     tasks: Sequence[str] | None = None,
     limit: int | None = 12,
     batch_size: int = 16,

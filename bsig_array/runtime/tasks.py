@@ -271,7 +271,7 @@ def _quiet_distributed() -> Iterator[None]:
 
 
 @contextmanager
-def task_runner(scheduler: Any = "threads", workers: int = 1) -> Iterator[TaskRunner]:
+def task_runner(scheduler: Any, workers: int) -> Iterator[TaskRunner]:
     """Context manager giving a :class:`TaskRunner` for ``scheduler`` with ``workers`` in flight."""
     runner = TaskRunner(scheduler, workers)
     with runner:

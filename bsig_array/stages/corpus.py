@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from bsig_array.errors import InputError, OptionError
-from bsig_array.io.atomic import CORPUS_STORE, atomic_output, check_new_output
-from bsig_array.io.corpus_store import CorpusWriter
+from bsig_array.io.atomic import atomic_output, check_new_output
+from bsig_array.io.corpus_store import CORPUS_STORE, CorpusWriter
 from bsig_array.io.location import Location, as_location, redact_url
 from bsig_array.options import check_count, check_optional_count, check_seed
 from bsig_array.runtime.defaults import DEFAULTS

@@ -132,7 +132,7 @@ GENERATORS: dict[str, Callable[[random.Random], Item]] = {
 }
 
 
-def generate_tasks(out: str | os.PathLike = TASKS_DIR, *, n_items: int = 80, seed: int = 0) -> list[str]:
+def generate_tasks(out: str | os.PathLike = TASKS_DIR, *, n_items: int = 80, seed: int = DEFAULTS.seed) -> list[str]:
     """Write the project's local lm-eval tasks (one folder per task: YAML + JSONL); returns task names."""
     out = Path(out)
     for k, (task, make) in enumerate(GENERATORS.items()):
@@ -224,7 +224,7 @@ def evaluate_model(
     include_path: Sequence[str | os.PathLike | Location] = (TASKS_DIR,),
     gguf_file: str | None = None,
     batch_size: int = 16,
-    device: str = "cpu",
+    device: str = DEFAULTS.model_device,
     limit: int | None = None,
     metric: str = "acc",
     loaded: tuple[Any, Any] | None = None,

@@ -42,9 +42,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from bsig_array.errors import InputError
-from bsig_array.io.atomic import PERPLEXITY_STORE, atomic_output, check_new_output, scratch_dir
+from bsig_array.io.atomic import atomic_output, check_new_output, scratch_dir
 from bsig_array.io.location import Location, as_location
-from bsig_array.io.perplexity_store.schema import check_block
+from bsig_array.io.perplexity_store.schema import PERPLEXITY_STORE, check_block
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
 from bsig_array.io.provenance import FINGERPRINT_TOKENS, make_record, record_attrs, store_fingerprint_of
 from bsig_array.io.zarr_format import zarr_array

@@ -13,7 +13,7 @@ Spearman correlation of their profiles across models.
 
 Signature mode.  ``"paper"`` averages the z-scores as they are.  A signature mixes tokens whose
 perplexity falls with the score and tokens whose perplexity rises with it, and their plain mean
-cancels the signal; ``"signed"`` (the default: it recovers planted clusters far better, README
+cancels the signal; ``"signed"`` (the default: it recovers planted clusters far better, docs/analysis.md
 "Overlap options") first multiplies each token's z-scores by the sign of the Spearman correlation,
 across models, between those z-scores and its benchmark's scores (+1 when that is 0 or undefined),
 so every averaged term points the same way as the score.  With ``covariate="nll"`` that is almost
@@ -74,7 +74,7 @@ from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.progress import Progress, no_progress
 from bsig_array.schema import CONTROLS, LEVELS, METADATA_COLUMNS, POPULATIONS, SIGNATURE_MODES
 
-#: Default signature mode, chosen by the planted-cluster separation on ``bsig synth`` pools (README).
+#: Default signature mode, chosen by the planted-cluster separation on ``bsig synth`` pools (docs/analysis.md, "Overlap options").
 DEFAULT_SIGNATURE_MODE = "signed"
 #: What ``control="general"`` removes (stored as the ``control`` attribute of the controlled levels).
 GENERAL_CONTROL = "general ability: models' mean score rank over the benchmarks other than the pair"

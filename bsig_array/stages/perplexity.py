@@ -50,6 +50,7 @@ from bsig_array.io.provenance import MODEL_PROVENANCE_ATTR, make_record
 from bsig_array.io.zarr_format import zarr_array
 from bsig_array.models.backends.base import Backend, check_target, get_backend
 from bsig_array.options import check_count, check_model_name, check_model_options
+from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.progress import Progress, no_progress
 
 #: Corpus attributes that must match between a store and the corpus it is filled from.
@@ -252,7 +253,7 @@ def extract_perplexity(
     source: str | None = None,
     gguf_file: str | None = None,
     batch_size: int = 32,
-    device: str = "cpu",
+    device: str = DEFAULTS.model_device,
     dtype: str = "float32",
     max_tokens: int = 512,
     chunk_tokens: int | None = None,

@@ -23,7 +23,7 @@ full pass over the perplexity store per model.)  Expect ``loocv_r2`` well below 
 
 Benchmarks are independent tasks on the stage task runner (:mod:`bsig_array.runtime.tasks`:
 threads by default, numpy and numba release the GIL; ``--scheduler`` works as for the screen), as
-many at once as the memory plan (:func:`bsig_array.runtime.memory.plan_selection`) allows; a
+many at once as the memory plan (:func:`bsig_array.stages.select_cost.plan_selection`) allows; a
 benchmark whose candidate block does not fit is streamed from the screen store in column blocks
 (read one storage chunk at a time, :class:`_GatheredColumns`), the LOO folds are batched so their
 per-candidate state fits, and when even that does not fit the state is spilled to a temporary file
@@ -58,16 +58,23 @@ from bsig_array.io.provenance import (
 from bsig_array.io.scores import align_performance
 from bsig_array.io.screen_output import benchmark_candidates
 from bsig_array.io.signatures import BenchmarkSelection, build_signatures
-from bsig_array.kernels.forward import DEFAULT_BLOCK_COLUMNS, forward_select, ols_fit
+from bsig_array.kernels.forward import forward_select, ols_fit
 from bsig_array.kernels.unique import sorted_unique
-from bsig_array.options import check_choice, check_nonnegative, check_number, check_optional_count, check_seed
+from bsig_array.options import check_choice, check_nonnegative, check_number
 from bsig_array.runtime.boundary import kernel_errors
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.device import gpu_free_bytes, resolve_device
-from bsig_array.runtime.memory import STREAM_BLOCK_COLUMNS, SelectPlan, plan_selection
-from bsig_array.runtime.progress import Progress, no_progress
-from bsig_array.runtime.tasks import check_scheduler, describe_scheduler, task_runner
+from bsig_array.runtime.run import RunSpec
+from bsig_array.runtime.tasks import describe_scheduler, task_runner
 from bsig_array.schema import BENCHMARK, CANDIDATE, COEFFICIENT, COVARIATES, MODEL, RANK, SELECTION_METHODS
+from bsig_array.stages.select_cost import (
+    READ_SPAN_COLUMNS,
+    STREAM_BLOCK_COLUMNS,
+    SelectPlan,
+    gpu_task_bytes,
+    plan_selection,
+    read_bytes,
+)
 
 
 def _aligned_scores(screen: xr.Dataset, score: xr.DataArray) -> xr.DataArray:
@@ -83,10 +90,6 @@ def _aligned_scores(screen: xr.Dataset, score: xr.DataArray) -> xr.DataArray:
         )
     score = score.assign_coords(benchmark=[str(b) for b in score["benchmark"].values])
     return align_performance(score.sel(benchmark=benchmarks), models)
-
-
-#: Columns read at once when the store's chunks are smaller (a run of consecutive chunks per read).
-READ_SPAN_COLUMNS = 1 << 16
 
 
 class _GatheredColumns:
@@ -179,8 +182,7 @@ def _read_bytes(nll: xr.DataArray) -> int:
         longest = _storage_chunk(nll)
     else:
         return 0
-    span = min(max(int(longest), READ_SPAN_COLUMNS), nll.sizes[CANDIDATE])
-    return span * nll.sizes[MODEL] * nll.dtype.itemsize
+    return read_bytes(nll.sizes[MODEL], nll.sizes[CANDIDATE], int(longest), nll.dtype.itemsize)
 
 
 def _shuffle_priority(n: int, seed: int, index: int) -> np.ndarray:
@@ -203,14 +205,7 @@ def _loocv_r2(y: np.ndarray, predicted: np.ndarray) -> float:
     return 1.0 - float(np.sum((y - predicted) ** 2)) / tss
 
 
-def _gpu_selection_bytes(m: int, n: int, problems: int) -> int:
-    """Device bytes of one in-memory selection on the GPU: float32 columns and their standardized
-    float64 copy, per-candidate state and priority, and one block's products, gains and temporaries."""
-    block = min(n, DEFAULT_BLOCK_COLUMNS)
-    return 12 * m * n + 8 * n * (3 + 2 * problems) + 8 * block * (3 * problems + 2 * m)
-
-
-def _gpu(device: str, plan: SelectPlan, m: int, n: int) -> Any:
+def _gpu(device: str | None, plan: SelectPlan, m: int, n: int) -> Any:
     """CuPy when this benchmark's selection steps run on the GPU, else ``None`` (the CPU path).
 
     The GPU step (:mod:`bsig_array.kernels.cuda_forward`) needs the candidate block in memory
@@ -218,7 +213,7 @@ def _gpu(device: str, plan: SelectPlan, m: int, n: int) -> Any:
     """
     if device != "gpu" or not plan.cache:
         return None
-    if _gpu_selection_bytes(m, n, plan.fold_batch) * plan.workers > 0.9 * gpu_free_bytes():
+    if gpu_task_bytes(m, n, plan.fold_batch) * plan.workers > 0.9 * gpu_free_bytes():
         return None
     import cupy
 
@@ -227,7 +222,7 @@ def _gpu(device: str, plan: SelectPlan, m: int, n: int) -> Any:
 
 def _select_aic(
     X: Any, y: np.ndarray, priority: np.ndarray, covariate: str, *, delta: float, max_features: int | None,
-    loocv: bool, plan: SelectPlan, column: Callable[[np.ndarray], np.ndarray], device: str = "cpu",
+    loocv: bool, plan: SelectPlan, column: Callable[[np.ndarray], np.ndarray], device: str | None = None,
 ) -> BenchmarkSelection:
     m = y.size
     masks = np.ones((1, m), dtype=bool)
@@ -327,8 +322,8 @@ def _select_lasso(
 
 def select_benchmark(
     X: Any, y: np.ndarray, *, method: str = "aic", delta: float = 0.0, max_features: int | None = None,
-    covariate: str = "perplexity", seed: int = 0, index: int = 0, loocv: bool = True,
-    lasso_alpha: float = DEFAULTS.lasso_alpha, plan: SelectPlan | None = None, device: str = "cpu",
+    covariate: str = "perplexity", seed: int = DEFAULTS.seed, index: int = 0, loocv: bool = True,
+    lasso_alpha: float = DEFAULTS.lasso_alpha, plan: SelectPlan | None = None, device: str | None = None,
 ) -> BenchmarkSelection:
     """Select one benchmark's signature from its candidate NLL columns.
 
@@ -346,7 +341,7 @@ def select_benchmark(
     plan
         Memory plan (default: everything in memory, all fits in one pass).
     device
-        ``"cpu"`` or ``"gpu"`` (resolved): on ``gpu``, AIC selection runs its per-step update on the
+        ``None`` (CPU) or ``"gpu"`` (resolved): on ``gpu``, AIC selection runs its per-step update on the
         GPU when the candidate block fits device memory, else on the CPU.
 
     Returns
@@ -405,23 +400,18 @@ def select_signatures(
     delta: float = 0.0,
     max_features: int | None = None,
     covariate: str = "perplexity",
-    seed: int = DEFAULTS.seed,
     loocv: bool = True,
-    memory_limit: int | str = DEFAULTS.memory_limit,
     lasso_alpha: float = DEFAULTS.lasso_alpha,
-    workers: int | None = None,
-    scheduler: Any = DEFAULTS.scheduler,
-    progress: Progress = no_progress,
     allow_mismatch: bool = False,
     input_paths: Mapping[str, Any] | None = None,
-    device: str = "cpu",
+    run: RunSpec | None = None,
 ) -> xr.Dataset:
     """Select every screened benchmark's signature.
 
     Parameters
     ----------
     screen
-        Screen output (README "Screen output"): ``candidate_token``, ``candidate_nll``.
+        Screen output (docs/formats.md, "Screen output"): ``candidate_token``, ``candidate_nll``.
     score
         ``score (model, benchmark)``; matched to the screen's models by name.
     method
@@ -434,35 +424,29 @@ def select_signatures(
         Cap on signature length (default m − 2; for Lasso the largest ``|coef|`` are kept).
     covariate
         ``"perplexity"`` (``exp(nll)``, the paper) or ``"nll"``.
-    seed
-        Seeds the per-benchmark candidate shuffle that breaks exact AIC ties.
     loocv
         Leave-one-model-out validation (reruns the selection m times per benchmark; see module doc).
-    memory_limit
-        Peak memory promise for the run (e.g. ``"2GiB"``).
     lasso_alpha
         sklearn ``Lasso`` penalty for ``method="lasso"``.
-    workers
-        Cap on concurrent benchmarks (default: what the memory plan allows, at most the CPU count).
-    scheduler
-        Where the benchmarks run (:mod:`bsig_array.runtime.tasks`): ``"threads"``, ``"processes"``,
-        ``"synchronous"``, a dask.distributed address or a ``distributed.Client``.
-    progress
-        Receives one bar advanced per finished benchmark.
     allow_mismatch
         Use ``score`` even when it is not the performance matrix the screen was made with (a
         warning instead of an :class:`InputError`; :mod:`bsig_array.io.provenance`).
     input_paths
         Paths of the inputs (``"screen"``, ``"performance"``, ``"corpus"``), recorded in the
         output's provenance and named in messages.
-    device
-        ``"cpu"``, ``"gpu"`` or ``"auto"``: on a GPU (CuPy), AIC selection runs each step's candidate
-        update as CUDA kernels for benchmarks whose candidate block fits device memory.
+    run
+        The run's settings (:class:`~bsig_array.runtime.run.RunSpec`; default: the defaults in
+        effect): ``memory_limit`` for the plan; ``workers`` bounds concurrent benchmarks before it
+        (the plan may lower it); ``scheduler`` (:mod:`bsig_array.runtime.tasks`); ``device``
+        (``auto``, ``cpu`` or ``gpu``: on a GPU (CuPy) each AIC step's candidate update runs as CUDA
+        kernels for benchmarks whose candidate block fits device memory); ``seed`` of the
+        per-benchmark candidate shuffle that breaks exact AIC ties; ``progress``: one bar advanced
+        per finished benchmark.
 
     Returns
     -------
     xr.Dataset
-        README "Signatures": ``signature_token``, ``aic``, ``coefficient`` (benchmark, step);
+        docs/formats.md, "Signatures": ``signature_token``, ``aic``, ``coefficient`` (benchmark, step);
         ``intercept``, ``r2``, ``r2_adj``, ``loocv_r2``, ``n_selected``, ``n_candidates``, ``aic_null``
         (benchmark).
 
@@ -472,11 +456,10 @@ def select_signatures(
         On bad options, a score table that does not match the screen (models, benchmarks, constant or
         missing scores), an inconsistent screen store, or a memory limit that cannot fit one benchmark.
     """
+    run = RunSpec.build() if run is None else run
+    scheduler, seed, progress = run.scheduler, run.seed, run.progress
     _check_options(method, screen_method, covariate, delta, max_features, lasso_alpha, screen)
-    check_scheduler(scheduler)
-    device = resolve_device(device)
-    seed = check_seed(seed)
-    workers = check_optional_count(workers, "--workers")
+    device = resolve_device(run.device)
     screen_name = f"screen {name('screen', input_paths, '(in memory)')}"
     made_from = read_record(screen.attrs, screen_name)
     score_print = performance_fingerprint(score)
@@ -490,10 +473,8 @@ def select_signatures(
     m = nll.sizes[MODEL]
     n_max = 2 * screen.sizes[RANK]  # both tails full: the most candidates a benchmark can have
     # The driver holds nothing per candidate: each task finds its own candidates and returns its picks.
-    plan = plan_selection(memory_limit, m, max(n_max, 1), method=method, loocv=loocv, n_tasks=len(benchmarks),
-                          chunk_bytes=_read_bytes(nll))
-    if workers is not None:
-        plan = dataclasses.replace(plan, workers=max(1, min(plan.workers, int(workers))))
+    plan = plan_selection(run.memory_limit, m, max(n_max, 1), method=method, loocv=loocv, n_tasks=len(benchmarks),
+                          chunk_bytes=_read_bytes(nll), max_workers=run.workers)
     job = SelectJob(
         screen=screen, nll=nll, y=np.asarray(y_all.transpose(BENCHMARK, MODEL).values, dtype=np.float64),
         benchmarks=tuple(benchmarks), screen_method=screen_method, method=method, delta=float(delta),
@@ -531,8 +512,8 @@ def select_signatures(
         "signatures", inputs=dict(input_paths or {}),
         fingerprints={**fingerprints_of(made_from), "performance": score_print},
         options=dict(method=method, screen_method=screen_method, covariate=covariate, delta=float(delta),
-                     max_features=max_features, seed=int(seed), loocv=bool(loocv), lasso_alpha=float(lasso_alpha),
-                     memory_limit=str(memory_limit)),
+                     max_features=max_features, loocv=bool(loocv), lasso_alpha=float(lasso_alpha),
+                     **run.record(), resolved_device=device),
     )))
     for key in ("alpha", "ties", "n_tokens", "k"):
         if key in screen.attrs:

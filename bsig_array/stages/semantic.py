@@ -32,6 +32,7 @@ import numpy as np
 
 from bsig_array.errors import InputError, OptionError
 from bsig_array.io.location import as_location
+from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.progress import Progress, no_progress
 
 SEPARATOR = " "
@@ -165,8 +166,8 @@ def semantic_overlap(
     benchmarks: Sequence[str],
     *,
     encoder: Any = None,
-    bootstrap: int = 1000,
-    seed: int = 0,
+    bootstrap: int = DEFAULTS.bootstrap,
+    seed: int = DEFAULTS.seed,
     batch_size: int = 64,
     progress: Progress = no_progress,
 ) -> tuple[np.ndarray, np.ndarray]:

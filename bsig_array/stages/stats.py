@@ -177,8 +177,8 @@ def within_cross(
     m: np.ndarray,
     categories: Sequence[str],
     *,
-    resamples: int = 10_000,
-    seed: int = 0,
+    resamples: int = DEFAULTS.resamples,
+    seed: int = DEFAULTS.seed,
     batch: int = 500,
 ) -> pd.DataFrame:
     """Within- vs cross-category overlap per category with benchmark-label permutation p-values (Table 5).
@@ -245,7 +245,7 @@ def same_vs_different(
     attributes: Sequence[str] = ("family", "format"),
     *,
     permutations: int = 10_000,
-    seed: int = 0,
+    seed: int = DEFAULTS.seed,
     batch: int = 500,
 ) -> pd.DataFrame:
     """Overlap of same- vs different-label pairs (Figure 5): a benchmark-label permutation test and the paper's U test.

@@ -24,6 +24,7 @@ import xarray as xr
 from zarr.codecs import BloscCodec
 
 from bsig_array.errors import BsigWarning, InputError, OptionError
+from bsig_array.io.kinds import ArtifactKind, register_kind
 from bsig_array.options import duplicates
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.schema import MIN_MODELS
@@ -31,6 +32,9 @@ from bsig_array.schema import MIN_MODELS
 SCHEMA_VERSION = 1
 #: Name of the NLL variable.
 NLL = "nll"
+#: The artifact kind (docs/DESIGN.md §3): a Zarr store, marked by its ``nll`` array.
+PERPLEXITY_STORE = register_kind(ArtifactKind(
+    "perplexity store", owner=__name__, precedence=40, zarr=True, directory=True, markers=((NLL,),)))
 #: Name of the progress record (model, chunk).
 PROGRESS = "_complete"
 #: Per-token coordinates a store may carry.
@@ -52,7 +56,7 @@ def default_chunk_tokens(n_tokens: int, chunk_tokens: int | None = None) -> int:
 def compressor() -> BloscCodec:
     """Codec of the ``nll`` chunks and the per-token coordinates: Blosc lz4, byte shuffle, level 5.
 
-    Chosen by ``benchmarks/bench_codec.py`` (README, "Store codec"): every screen pass decodes the
+    Chosen by ``benchmarks/bench_codec.py`` (docs/formats.md, "Store codec"): every screen pass decodes the
     whole store, and lz4 decodes 8x (float16, at the speed of a copy) and 2.5x (float32) faster
     than zstd-3 for a ratio of 1.00 and 1.11 against zstd's 1.11 and 1.16.  Stores written with any
     other codec zarr reads still open (:mod:`.reader`).

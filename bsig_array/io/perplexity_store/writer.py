@@ -17,10 +17,12 @@ import xarray as xr
 import zarr
 
 from bsig_array.errors import InputError, OptionError
-from bsig_array.io.atomic import PERPLEXITY_STORE, check_new_output, fault_point
+from bsig_array.io.atomic import check_new_output
+from bsig_array.io.faults import fault_point
 from bsig_array.io.location import Location, as_location
 from bsig_array.io.perplexity_store.schema import (
     NLL,
+    PERPLEXITY_STORE,
     PROGRESS,
     SCHEMA_VERSION,
     WRITE_DTYPES,

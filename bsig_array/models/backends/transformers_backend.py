@@ -16,6 +16,7 @@ import numpy as np
 
 from bsig_array.errors import OptionError, PlanError
 from bsig_array.models.backends.base import Backend, Encoded, target_positions
+from bsig_array.runtime.defaults import DEFAULTS
 
 
 class TransformersBackend(Backend):
@@ -50,7 +51,7 @@ class TransformersBackend(Backend):
         *,
         tokenizer: Any = None,
         gguf_file: str | None = None,
-        device: str = "cpu",
+        device: str = DEFAULTS.model_device,
         dtype: str = "float32",
         batch_size: int = 32,
         max_tokens: int = 512,

@@ -73,7 +73,7 @@ class VllmBackend(Backend):
         *,
         tokenizer: Any = None,
         gguf_file: str | None = None,
-        device: str = "cuda",
+        device: str | None = None,  # vLLM places the model on its GPU itself; kept for the common signature
         dtype: str = "float32",
         batch_size: int = 32,
         max_tokens: int = 512,

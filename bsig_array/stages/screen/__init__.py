@@ -5,6 +5,8 @@
 - :mod:`.tasks`: what runs on one store chunk (scan) or one segment of chunks (count, finalize);
 - :mod:`.merge`: running and speculative tail boundaries, segments, ties, null estimates;
 - :mod:`.spill`: tail members and NLL columns parked on disk until the output is written;
+- :mod:`.cost`: the screen's cost model: bytes of a task and of the driver, the spill, operations per
+  token, and its plan (:func:`~bsig_array.stages.screen.cost.plan_screen`);
 - :mod:`.accumulate`: a pass's histograms summed in this process where they are formed (on the GPU:
   on the device), for tasks on the threaded or synchronous scheduler.
 """

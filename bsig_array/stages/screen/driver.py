@@ -2,7 +2,7 @@
 
 **One pass** over the perplexity store (the default): each store chunk is one task (:mod:`.tasks`)
 on the stage task runner (:mod:`bsig_array.runtime.tasks`), with the block size and concurrency
-that :func:`bsig_array.runtime.memory.plan_screen` derives from ``memory_limit``.  A task forms
+that :func:`bsig_array.stages.screen.cost.plan_screen` derives from ``memory_limit``.  A task forms
 every benchmark's integer codes (Thrush ``2γ``, Pre-select ``η·Z``), counts them on each
 coefficient's exact lattice, and spills its tail members against the *running* boundaries: those of
 the chunks folded so far (sent with each new task) tightened by the chunk's own.  A token behind the
@@ -41,31 +41,36 @@ import xarray as xr
 
 from bsig_array import kernels as K
 from bsig_array.errors import InputError, OptionError
-from bsig_array.io.atomic import SCREEN_OUTPUT, atomic_output, check_new_output
+from bsig_array.io.atomic import atomic_output, check_new_output
 from bsig_array.io.location import Location, as_location
 from bsig_array.io.perplexity_store.chunks import ChunkSource, chunk_sources
 from bsig_array.io.perplexity_store.schema import check_constant_rows
 from bsig_array.io.provenance import make_record, performance_fingerprint, record_attrs, store_fingerprint
 from bsig_array.io.scores import align_performance
-from bsig_array.io.screen_output import ScreenStoreWriter, add_null_estimates, histogram_name, open_screen
+from bsig_array.io.screen_output import (
+    SCREEN_OUTPUT,
+    ScreenStoreWriter,
+    add_null_estimates,
+    histogram_name,
+    open_screen,
+)
 from bsig_array.io.zarr_format import strings
 from bsig_array.options import (
     check_alpha,
     check_choice,
     check_count,
-    check_optional_count,
-    check_seed,
     resolve_coefficients,
 )
 from bsig_array.runtime.boundary import kernel_errors
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.device import resolve_device
-from bsig_array.runtime.memory import ScreenPlan, plan_screen
-from bsig_array.runtime.progress import Progress, no_progress
-from bsig_array.runtime.tasks import TaskRunner, check_scheduler, describe_scheduler, task_runner
+from bsig_array.runtime.progress import Progress, Timer, Timings, phase
+from bsig_array.runtime.run import RunSpec
+from bsig_array.runtime.tasks import TaskRunner, describe_scheduler, task_runner
 from bsig_array.schema import BENCHMARK, COEFFICIENT, COEFFICIENTS, MODEL, TAIL, TAILS, TIES, TOKEN
 from bsig_array.stages.screen import accumulate
 from bsig_array.stages.screen import spill as S
+from bsig_array.stages.screen.cost import ScreenPlan, plan_screen
 from bsig_array.stages.screen.merge import (
     allocate_ties,
     histogram_bins,
@@ -74,7 +79,7 @@ from bsig_array.stages.screen.merge import (
     segments,
     speculative_bounds,
 )
-from bsig_array.stages.screen.tasks import ScreenJob, count_task, finalize_task, scan_task, verify_task
+from bsig_array.stages.screen.tasks import ScanResult, ScreenJob, count_task, finalize_task, scan_task, verify_task
 
 #: ``passes`` choices: one pass, two passes, or one unless label permutations need two.
 PASSES = ("auto", "1", "2")
@@ -107,19 +112,14 @@ def screen(
     coefficients: str | Sequence[str] = COEFFICIENTS,
     alpha: float = DEFAULTS.alpha,
     ties: str = DEFAULTS.ties,
-    memory_limit: str | int = DEFAULTS.memory_limit,
-    scheduler: Any = DEFAULTS.scheduler,
-    device: str = DEFAULTS.device,
     null_permutations: int = 0,
-    seed: int = DEFAULTS.seed,
-    workers: int | None = None,
     backend: str = "auto",
     store: str | os.PathLike | Location | None = None,
     out: str | os.PathLike | Location | None = None,
     overwrite: bool = False,
     passes: str | int = "auto",
-    progress: Progress = no_progress,
     input_paths: Mapping[str, str | os.PathLike | None] | None = None,
+    run: RunSpec | None = None,
 ) -> xr.Dataset:
     """Screen every token against every benchmark with exact tail thresholds.
 
@@ -137,24 +137,9 @@ def screen(
     ties
         Ranking of tied NLLs for Thrush: ``"average"`` (midranks) or ``"first"`` (store order, the
         paper repo's behaviour).  Pre-select counts tied pairs as 0 either way.
-    memory_limit
-        Peak-memory promise (e.g. ``"2GiB"``), turned into block sizes and concurrency by
-        :func:`bsig_array.runtime.memory.plan_screen`; refused before running only when one store
-        chunk cannot be screened within it.
-    scheduler
-        ``"threads"``, ``"processes"``, ``"synchronous"``, a dask.distributed address, or a
-        ``distributed.Client``.  Tasks read the store themselves (a URL's storage options travel in
-        each task) and write the spill (:class:`~.spill.ChunkSpill`: next to a local ``out``, else
-        ``TMPDIR``, or ``BSIG_SPILL_DIR``): workers must see that directory.
-    device
-        ``"auto"``, ``"cpu"`` or ``"gpu"`` (CuPy).
     null_permutations
         Label-permuted copies of each benchmark scored against the final boundaries (two passes);
         gives ``null_exceedances`` and ``null_fdr``.
-    seed
-        Seed of the permutations.
-    workers
-        Upper bound on concurrent tasks (default: CPU count, lowered by the memory plan).
     backend
         Kernel backend on CPU (``"auto"`` = numba; ``"numpy"`` = portable array-API code).
     store
@@ -169,11 +154,19 @@ def screen(
         Replace an existing ``out``.
     passes
         ``"auto"`` (one pass, two with ``null_permutations``), ``1`` or ``2``.
-    progress
-        Receives one bar per pass and one for the merge (see :mod:`bsig_array.runtime.progress`).
     input_paths
         Paths the inputs were read from (``"performance"``, ``"metadata"``; ``"perplexity"``
         defaults to ``store``), recorded in the output's provenance (:mod:`bsig_array.io.provenance`).
+    run
+        The run's settings (:class:`~bsig_array.runtime.run.RunSpec`; default: the defaults in
+        effect).  ``memory_limit`` becomes block sizes and concurrency
+        (:func:`bsig_array.stages.screen.cost.plan_screen`; refused before running only when one store
+        chunk cannot fit it); ``workers`` bounds concurrent chunks before that plan; ``scheduler``:
+        tasks read the store themselves (a URL's storage options travel in each task) and write the
+        spill (:class:`~.spill.ChunkSpill`: ``spill_dir``, else next to a local ``out``, else
+        ``TMPDIR``), so workers must see that directory; ``device``: ``auto``, ``cpu`` or ``gpu``
+        (CuPy); ``seed``: of the label permutations; ``progress``: one bar per pass and one for the
+        merge.
 
     Returns
     -------
@@ -187,13 +180,12 @@ def screen(
         the memory limit.  All before any chunk is read, except damaged chunks, NaN/inf values and
         repeated token ids, which are named when they are read.
     """
+    run = RunSpec.build() if run is None else run
+    scheduler, workers, seed, progress = run.scheduler, run.workers, run.seed, run.progress
     coefficients = resolve_coefficients(coefficients)
     check_choice(ties, TIES, "ties rule", "(midranks, or store order as the paper repo)")
-    check_scheduler(scheduler)
-    device = resolve_device(device)
+    device = resolve_device(run.device)
     null_permutations = check_count(null_permutations, "null permutations")
-    seed = check_seed(seed)
-    workers = check_optional_count(workers, "--workers")
     alpha = check_alpha(alpha)
     n_passes = _check_passes(passes, null_permutations)
     target = None if out is None else check_new_output(out, overwrite=overwrite, what="screen output",
@@ -217,8 +209,8 @@ def screen(
     provenance = make_record(
         "screen", inputs={"perplexity": store, **(input_paths or {})},
         fingerprints={"perplexity": store_fingerprint(nll), "performance": performance_fingerprint(score)},
-        options=dict(method=list(coefficients), alpha=float(alpha), ties=ties, null_permutations=null_permutations,
-                     seed=int(seed), passes=str(passes), device=device, memory_limit=str(memory_limit)),
+        options=dict(coefficients=list(coefficients), alpha=float(alpha), ties=ties, null_permutations=null_permutations,
+                     passes=str(passes), **run.record(), resolved_device=device),
     )
 
     sources = chunk_sources(nll, store=store)
@@ -229,7 +221,7 @@ def screen(
         max_workers = 1 if scheduler == "synchronous" else workers
     plan = plan_screen(
         n_models=m, n_benchmarks=B, null_permutations=null_permutations, n_tokens=d, chunk_tokens=widest,
-        itemsize=nll.dtype.itemsize, coefficients=coefficients, k=k, memory_limit=memory_limit,
+        itemsize=nll.dtype.itemsize, coefficients=coefficients, k=k, memory_limit=run.memory_limit,
         max_workers=max_workers, passes=n_passes,
     )
     job = ScreenJob(
@@ -240,29 +232,29 @@ def screen(
         threads=max(1, (os.cpu_count() or 1) // plan.workers) if isinstance(scheduler, str) else 0,
     )
     bench_coords = {str(name): c for name, c in score.coords.items() if c.dims == (BENCHMARK,)}
-    timings: dict[str, float] = {}
-    spill = S.ChunkSpill(near=target)
+    timer = Timings()  # this run's phase times, recorded in the output's ``timings`` attribute
+    spill = S.ChunkSpill(near=target, spill_dir=run.spill_dir)
     try:
         job = dataclasses.replace(job, spill=spill.path)
         with task_runner(scheduler, plan.workers) as runner, kernel_errors("screening"):
             if n_passes == 1:
-                scan = _scan(runner, sources, job, d, timings, progress, "screen (one pass: histograms + tails)")
-                hist, spans = scan["hist"], scan["spans"]
+                scan = _scan(runner, sources, job, d, timer, progress, "screen (one pass: histograms + tails)")
+                hist = scan.hist
                 bounds = {c: K.tail_bounds(hist[c], k, c, m) for c in coefficients}
-                scan["reread"] = _repair(runner, sources, dataclasses.replace(job, count=False, bounds=bounds),
-                                         timings, progress)
+                reread = _repair(runner, sources, dataclasses.replace(job, count=False, bounds=bounds), timer, progress)
             else:
-                first = _scan(runner, sources, dataclasses.replace(job, collect=False), d, timings, progress,
+                first = _scan(runner, sources, dataclasses.replace(job, collect=False), d, timer, progress,
                               "screen pass 1/2 (histograms)")
-                hist = first["hist"]
+                hist = first.hist
                 bounds = {c: K.tail_bounds(hist[c], k, c, m) for c in coefficients}
-                scan = _scan(runner, sources, dataclasses.replace(job, count=False, bounds=bounds), d, timings,
+                scan = _scan(runner, sources, dataclasses.replace(job, count=False, bounds=bounds), d, timer,
                              progress, "screen pass 2/2 (tails)")
-                spans = scan["spans"]
+                reread = 0
+            spans = scan.spans
             summary = _summary(models, bench_coords, coefficients, hist, bounds, m)
             if null_permutations:
                 exceed = np.stack([
-                    null_exceedance(scan["null"][c], hist[c], bounds[c], c, m, null_permutations) for c in coefficients
+                    null_exceedance(scan.null[c], hist[c], bounds[c], c, m, null_permutations) for c in coefficients
                 ])
                 summary = add_null_estimates(summary, exceed, k)
             summary.attrs.update(
@@ -270,10 +262,10 @@ def screen(
                 null_permutations=null_permutations, seed=int(seed), device=device,
                 scheduler=describe_scheduler(scheduler), memory_limit=plan.memory_limit, plan=plan.describe(),
                 workers=plan.workers, passes=n_passes, preselect_sign=PRESELECT_SIGN,
-                spill_bytes=int(scan["spilled"]), reread_chunks=int(scan.get("reread", 0)),
+                spill_bytes=int(scan.spilled), reread_chunks=int(reread),
                 **record_attrs(provenance),
             )
-            result = _merge(runner, sources, spill, job, bounds, spans, summary, plan, target, timings, progress)
+            result = _merge(runner, sources, spill, job, bounds, spans, summary, plan, target, timer, progress)
     finally:
         spill.remove()
     return result
@@ -290,26 +282,38 @@ def _check_passes(passes: str | int, null_permutations: int) -> int:
     return 2 if text == "2" or (text == "auto" and null_permutations) else 1
 
 
+@dataclasses.dataclass(frozen=True)
+class PassResult:
+    """What one pass over the store leaves the driver (:func:`_scan`)."""
+
+    hist: dict[str, np.ndarray]  # summed host histograms (B, bins) per coefficient; empty if the pass only collects
+    null: dict[str, np.ndarray]  # per coefficient (N·B, 4) null-row counts beyond / at the observed boundaries
+    spans: list[tuple[int, int, int, bool]]  # per chunk: start, lowest and highest token id, ids increasing
+    spilled: int  # bytes the pass wrote to the spill
+
+
 def _scan(
-    runner: TaskRunner, sources: list[ChunkSource], job: ScreenJob, d: int, timings: dict[str, float],
-    progress: Progress, title: str,
-) -> dict[str, Any]:
+    runner: TaskRunner, sources: list[ChunkSource], job: ScreenJob, d: int, timer: Timer, progress: Progress,
+    title: str,
+) -> PassResult:
     """One pass over the store: summed histograms and null counts, chunk id spans, spilled bytes.
 
     In the one-pass screen (``job.count`` and ``job.collect``) each task is sent the running
     boundaries of the histograms folded so far, so later chunks spill fewer members.  Tasks in this
     process add their histograms to the pass's sums where they were formed (:mod:`.accumulate`: on
-    the GPU they never leave it until the pass ends); others return them to be folded here.
+    the GPU they never leave it until the pass ends); others return them to be folded here.  The
+    pass's phase times go to ``timer``.
     """
-    in_process = job.count and runner.in_process
-    with accumulate.pass_histograms() if in_process else contextlib.nullcontext(("", None)) as (key, sums):
-        return _fold(runner, sources, dataclasses.replace(job, sums=key), d, timings, progress, title, sums)
+    if not (job.count and runner.in_process):
+        return _fold(runner, sources, job, d, timer, progress, title, None)
+    with accumulate.PassHistograms() as sums:
+        return _fold(runner, sources, job, d, timer, progress, title, sums)
 
 
 def _fold(
-    runner: TaskRunner, sources: list[ChunkSource], job: ScreenJob, d: int, timings: dict[str, float],
-    progress: Progress, title: str, sums: accumulate.PassHistograms | None,
-) -> dict[str, Any]:
+    runner: TaskRunner, sources: list[ChunkSource], job: ScreenJob, d: int, timer: Timer, progress: Progress,
+    title: str, sums: accumulate.PassHistograms | None,
+) -> PassResult:
     """:func:`_scan`'s pass, given the in-process sums the tasks add to (``None``: they return theirs)."""
     t_pass = time.perf_counter()
     m = job.Y.shape[1]
@@ -319,12 +323,14 @@ def _fold(
     null = {c: np.zeros((job.Y_null.shape[0], 4), dtype=np.int64) for c in job.coefficients}
     current = dict(job.bounds)
     guess: dict[str, K.TailBounds] = {}
-    spans, spilled = [], 0
+    spans: list[tuple[int, int, int, bool]] = []
+    spilled = 0
     lo, hi = np.full(m, np.inf), np.full(m, -np.inf)  # each model's NLL range (a constant row is refused)
 
     def arguments() -> Any:
         for src in sources:  # built lazily: each task gets the boundaries known when it starts
-            yield (src, dataclasses.replace(job, bounds=dict(current), speculative=dict(guess)) if running else job)
+            yield (src, dataclasses.replace(job, bounds=dict(current), speculative=dict(guess)) if running else job,
+                   sums)  # the live sums only to tasks in this process (None for the others)
 
     def refresh(coef: str, h: Any) -> None:
         for into, bounds in ((current, running_bounds(h, job.k, coef, m)),
@@ -333,9 +339,10 @@ def _fold(
                 into[coef] = bounds
 
     with progress(title, total=d, unit="tokens") as bar:
+        res: ScanResult
         for res in runner.imap_unordered(scan_task, arguments()):
             t0 = time.perf_counter()
-            for coef, h in res.get("hist", {}).items():
+            for coef, h in res.hist.items():
                 if coef in hist:
                     hist[coef] += h
                 else:
@@ -344,44 +351,43 @@ def _fold(
                     refresh(coef, hist[coef])
             if running and sums is not None:
                 sums.read(refresh)
-            for coef, n in res.get("null", {}).items():
+            for coef, n in res.null.items():
                 null[coef] += n
-            spans.append(res["ids"])
-            np.minimum(lo, res["extremes"][0], out=lo)
-            np.maximum(hi, res["extremes"][1], out=hi)
-            spilled += res.get("spilled", 0)
-            for key, val in res["times"].items():
-                timings[f"scan_{key}_s"] = timings.get(f"scan_{key}_s", 0.0) + val
-                timings[f"{label}_{key}_s"] = timings.get(f"{label}_{key}_s", 0.0) + val  # per pass (--profile)
-            timings["driver_fold_s"] = timings.get("driver_fold_s", 0.0) + time.perf_counter() - t0
-            bar.advance(res["tokens"])
+            spans.append(res.span)
+            np.minimum(lo, res.nll_range[0], out=lo)
+            np.maximum(hi, res.nll_range[1], out=hi)
+            spilled += res.spilled
+            for key, val in res.times.items():
+                timer.add(f"scan_{key}_s", val)
+                timer.add(f"{label}_{key}_s", val)  # per pass (--profile)
+            timer.add("driver_fold_s", time.perf_counter() - t0)
+            bar.advance(res.tokens)
     if sums is not None:
         if sums.chunks != len(sources):  # every task adds exactly once; anything else is a bug, never a result
             raise RuntimeError(f"{sums.chunks} of {len(sources)} chunks were counted")
         hist = sums.host()
-    timings[f"{label}_s"] = time.perf_counter() - t_pass
+    timer.add(f"{label}_s", time.perf_counter() - t_pass)
     check_constant_rows(lo, hi, job.models, path=job.path)
-    return {"hist": hist, "null": null, "spans": spans, "spilled": spilled}
+    return PassResult(hist=hist, null=null, spans=spans, spilled=spilled)
 
 
 def _repair(
-    runner: TaskRunner, sources: list[ChunkSource], job: ScreenJob, timings: dict[str, float], progress: Progress,
+    runner: TaskRunner, sources: list[ChunkSource], job: ScreenJob, timer: Timer, progress: Progress,
 ) -> int:
     """Read again, against the final boundaries, the chunks whose speculative boundaries cut too tight.
 
     Their spill is replaced; returns how many chunks were read again (0 unless the store's order
     shifts the score distribution, see :func:`~bsig_array.stages.screen.merge.speculative_bounds`).
     """
-    t0 = time.perf_counter()
-    starts = [s for s in runner.imap_unordered(_indexed, [(verify_task, 0, job.spill, src.start, job.bounds)
-                                                          for src in sources])]
-    redo = [src for src in sources if src.start in {s for _, s in starts if s is not None}]
-    if redo:
-        with progress("screen: re-reading chunks cut too tight", total=sum(s.stop - s.start for s in redo),
-                      unit="tokens") as bar:
-            for res in runner.imap_unordered(scan_task, [(src, job) for src in redo]):
-                bar.advance(res["tokens"])
-    timings["repair_s"] = time.perf_counter() - t0
+    with phase(timer, "repair_s"):
+        starts = [s for s in runner.imap_unordered(_indexed, [(verify_task, 0, job.spill, src.start, job.bounds)
+                                                              for src in sources])]
+        redo = [src for src in sources if src.start in {s for _, s in starts if s is not None}]
+        if redo:
+            with progress("screen: re-reading chunks cut too tight", total=sum(s.stop - s.start for s in redo),
+                          unit="tokens") as bar:
+                for res in runner.imap_unordered(scan_task, [(src, job) for src in redo]):
+                    bar.advance(res.tokens)
     return len(redo)
 
 
@@ -414,9 +420,13 @@ def _summary(
 def _merge(
     runner: TaskRunner, sources: list[ChunkSource], spill: S.ChunkSpill, job: ScreenJob,
     bounds: dict[str, K.TailBounds], spans: list[tuple[int, int, int, bool]], summary: xr.Dataset,
-    plan: ScreenPlan, target: Path | Location | None, timings: dict[str, float], progress: Progress,
+    plan: ScreenPlan, target: Path | Location | None, timer: Timings, progress: Progress,
 ) -> xr.Dataset:
-    """Exact tails from the spill, written to ``target`` (or returned in memory) in token-id order."""
+    """Exact tails from the spill, written to ``target`` (or returned in memory) in token-id order.
+
+    The merge's phase times go to ``timer``, the run's recorder, whose sums are then written with
+    the output as its ``timings`` attribute.
+    """
     t0 = time.perf_counter()
     segs = segments(spans)
     by_start = {src.start: src for src in sources}
@@ -441,20 +451,20 @@ def _merge(
         for i, size in runner.imap_unordered(_indexed, finalize_args):
             sizes[i] = size
             bar.advance(1)
-        timings["merge_finalize_s"] = time.perf_counter() - t0
+        timer.add("merge_finalize_s", time.perf_counter() - t0)
         t1 = time.perf_counter()
         tmp = None if target is not None else tempfile.mkdtemp(prefix=".bsig-screen-", dir=spill.path)
         with atomic_output(target) if target is not None else contextlib.nullcontext(Path(str(tmp))) as path:
             writer = ScreenStoreWriter(
                 path, summary, k=job.k, n_candidates=sum(sizes),
-                workers=max(2, plan.workers),  # writes overlap I/O with compression even at one worker
+                threads=max(2, plan.workers),  # writes overlap I/O with compression even at one worker
             )
             try:
                 _write_output(writer, spill.path, segs, sizes, list(bounds), job, bar)
                 writer.wait()
-                timings["merge_write_s"] = time.perf_counter() - t1
-                timings["merge_s"] = time.perf_counter() - t0
-                writer.close({**summary.attrs, "timings": {key: round(v, 4) for key, v in timings.items()}})
+                timer.add("merge_write_s", time.perf_counter() - t1)
+                timer.add("merge_s", time.perf_counter() - t0)
+                writer.close({**summary.attrs, "timings": timer.rounded(4)})
             except BaseException:
                 writer.abort()
                 raise

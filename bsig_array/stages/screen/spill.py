@@ -32,7 +32,6 @@ import numpy as np
 
 from bsig_array.io.atomic import scratch_dir
 from bsig_array.io.location import Location, as_location
-from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.stages.screen.merge import Members
 
 
@@ -50,9 +49,8 @@ class ChunkSpill:
 
     def __init__(self, near: str | os.PathLike | Location | None = None, spill_dir: str | None = None) -> None:
         where = None if near is None else as_location(near)
-        chosen = DEFAULTS.spill_dir if spill_dir is None else spill_dir
-        if chosen:
-            parent: Path | None = Path(chosen).expanduser().absolute()
+        if spill_dir:  # the run's spill_dir (RunSpec), from BSIG_SPILL_DIR
+            parent: Path | None = Path(spill_dir).expanduser().absolute()
         else:
             parent = None if where is None or where.is_remote else where.path.absolute().parent
         # pid in the name: the next screen removes the spill of a killed one (scratch_dir).

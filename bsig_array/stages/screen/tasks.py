@@ -13,7 +13,10 @@ Pure functions of their arguments plus the spill directory they write to:
 * :func:`count_task` and :func:`finalize_task` turn a segment's spilled members into the exact
   final tails once the full histograms fix the boundaries (:mod:`.merge` allocates the ties).
 
-Everything a task needs besides its chunk travels in one small :class:`ScreenJob`.
+Everything a task needs besides its chunk travels in one small :class:`ScreenJob`; a scan returns a
+:class:`ScanResult`.  Both are frozen dataclasses of plain values and arrays (no locks, no closures),
+so they pickle for a process pool and dask.distributed; only the in-process histogram sums, a live
+object, are handed to a scan beside its job, and only on an in-process scheduler.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from bsig_array import kernels as K
 from bsig_array.errors import InputError
 from bsig_array.io.perplexity_store.chunks import ChunkSource
 from bsig_array.io.perplexity_store.schema import check_block
-from bsig_array.stages.screen import accumulate
 from bsig_array.stages.screen import spill as S
+from bsig_array.stages.screen.accumulate import PassHistograms
 from bsig_array.stages.screen.merge import (
     Members,
     covers,
@@ -66,7 +69,22 @@ class ScreenJob:
     bounds: dict[str, K.TailBounds] = field(default_factory=dict)  # running (one pass) or final (pass 2)
     speculative: dict[str, K.TailBounds] = field(default_factory=dict)  # one pass: checked after the pass
     n_tokens: int = 0  # tokens in the store (sizes the chunk's own speculative boundaries)
-    sums: str = ""  # key of the pass's in-process histogram sums (:mod:`.accumulate`); "": return them
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What :func:`scan_task` returns for one chunk (small: counts, never members or columns)."""
+
+    tokens: int  # tokens in the chunk
+    span: tuple[int, int, int, bool]  # chunk start, lowest and highest token id, whether the ids increase
+    nll_range: tuple[np.ndarray, np.ndarray]  # each model's minimum and maximum NLL in the chunk
+    times: dict[str, float]  # seconds per task phase: read, check, codes, count, collect, spill
+    # host histograms (B, bins) of the observed rows per coefficient; empty when the pass only collects
+    # or the task added them to the pass's in-process sums
+    hist: dict[str, np.ndarray] = field(default_factory=dict)
+    # per coefficient (N·B, 4) counts of the null rows beyond / at the observed boundaries; empty without them
+    null: dict[str, np.ndarray] = field(default_factory=dict)
+    spilled: int = 0  # bytes written to the spill (members and NLL columns)
 
 
 def _xp(job: ScreenJob) -> Any:
@@ -149,7 +167,7 @@ def _check_unique(ids: np.ndarray) -> None:
         )
 
 
-def scan_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
+def scan_task(source: ChunkSource, job: ScreenJob, sums: PassHistograms | None = None) -> ScanResult:
     """One chunk: histograms of the observed rows (``job.count``), tail members spilled (``job.collect``).
 
     Members of a sub-block are the tokens strictly beyond each boundary (or at it, the boundary's
@@ -158,8 +176,9 @@ def scan_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
     boundaries (a token behind the ``k``-th of any set of tokens containing it can never be among
     the final ``k``) and by speculative ones (:func:`~.merge.speculative_bounds`), whose tightest
     per tail is recorded with the chunk's spill for the check after the pass.  Members are appended
-    to the spill part by part, then the NLL columns of their union; the task returns only counts,
-    the histograms and the boundaries it used.
+    to the spill part by part, then the NLL columns of their union; the task returns only counts
+    and, unless it adds them to the pass's in-process ``sums`` (:mod:`.accumulate`; given only when
+    it runs in the driver's process), the histograms.
     """
     xp = _xp(job)
     block, ids, increasing, times, extremes = _load_checked(source, job)
@@ -207,10 +226,7 @@ def scan_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
                     mask[found.token] = True
                     times["spill"] += time.perf_counter() - t2
                 times["collect"] += time.perf_counter() - t1
-        out: dict[str, Any] = {
-            "tokens": w, "times": times, "ids": (source.start, int(ids.min()), int(ids.max()), increasing),
-            "extremes": extremes,
-        }
+        spilled = 0
         if writer is not None:
             writer.close()
             if job.count:  # one pass: the boundaries used are checked against the final ones afterwards
@@ -218,7 +234,7 @@ def scan_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
             t0 = time.perf_counter()
             sel = np.flatnonzero(mask).astype(np.int32)
             pos = sel if order is None else order[sel]
-            out["spilled"] = writer.nbytes + S.write_columns(
+            spilled = writer.nbytes + S.write_columns(
                 job.spill, source.start, sel, ids[pos], np.take(block, pos, axis=1),
             )
             times["spill"] += time.perf_counter() - t0
@@ -226,13 +242,15 @@ def scan_task(source: ChunkSource, job: ScreenJob) -> dict[str, Any]:
         if writer is not None:
             writer.abort()
         raise
-    if job.count and job.sums:  # in this process: added where they were formed (the device, on a GPU)
-        accumulate.add(job.sums, hist)
+    returned: dict[str, np.ndarray] = {}
+    if job.count and sums is not None:  # in this process: added where they were formed (the device, on a GPU)
+        sums.add(hist)
     elif job.count:
-        out["hist"] = {meth: K.to_host(h) for meth, h in hist.items()}
-    if n_null:
-        out["null"] = null
-    return out
+        returned = {meth: K.to_host(h) for meth, h in hist.items()}
+    return ScanResult(
+        tokens=w, span=(source.start, int(ids.min()), int(ids.max()), increasing), nll_range=extremes, times=times,
+        hist=returned, null=null if n_null else {}, spilled=spilled,
+    )
 
 
 def _given(job: ScreenJob, meth: str, m: int, B: int) -> K.TailBounds:

@@ -1,31 +1,30 @@
-"""Kernel profile (``bsig profile``) and a screen run's timing breakdown (``bsig screen --profile``).
+"""Kernel profile (``bsig profile``): each kernel's rate against this machine's limits.
 
 :func:`profile_kernels` times each step of the screen and of selection on one synthetic chunk:
 read + decode of a real Zarr chunk (written to a temporary store with the package's writer), ranks,
 Thrush codes, Pre-select codes, both at once, histograms, the tail test against running
 boundaries, and one forward-selection step.  Each kernel gets tokens/s, bytes/s and operations/s
-from a stated per-token cost model (:data:`COST`), and its share of this machine's limit: the larger
-of bytes/s over the measured memory bandwidth (a multi-threaded numpy copy) and operations/s over
-the measured compare-and-add throughput (a vectorized numba loop on L1-resident data, all threads).
-A share near 1 means the kernel runs at the machine's limit; a small one shows where the next
-optimisation is.  On the CPU each kernel's wall and CPU time are the fastest of a few calls; on a
-GPU (``device="gpu"``) CUDA events time the copy of the chunk from a pinned host buffer and the fused
-kernels of :mod:`bsig_array.kernels.cuda_fused` against the measured device copy bandwidth and the
-stated H200 FP32 rate, and the forward step runs on the device (its CPU time is listed beside it).
-
-:func:`screen_breakdown` turns a screen output's ``timings`` attribute into read / decode check /
-compute / spill per pass, then merge and write.
+from the stages' stated per-token cost models (:data:`COST`: the screen's
+:func:`~bsig_array.stages.screen.cost.kernel_token_costs`, selection's
+:func:`~bsig_array.stages.select_cost.forward_step_cost`), and its share of this machine's limit: the
+larger of bytes/s over the measured memory bandwidth (a multi-threaded numpy copy) and operations/s
+over the measured compare-and-add throughput (a vectorized numba loop on L1-resident data, all
+threads).  A share near 1 means the kernel runs at the machine's limit; a small one shows where the
+next optimisation is.  On the CPU each kernel's wall and CPU time are the fastest of a few calls; on
+a GPU (``device="gpu"``) CUDA events time the copy of the chunk from a pinned host buffer and the
+fused kernels of :mod:`bsig_array.kernels.cuda_fused` against the measured device copy bandwidth and
+the stated H200 FP32 rate (:mod:`.devices`), and the forward step runs on the device (its CPU time
+is listed beside it).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -36,41 +35,27 @@ import numba
 import numpy as np
 
 from bsig_array import kernels as K
+from bsig_array.diagnostics.devices import H200
 from bsig_array.errors import OptionError
 from bsig_array.options import check_choice, check_count
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.runtime.device import resolve_device
-from bsig_array.runtime.projection import H200
+from bsig_array.runtime.run import RunSpec
 from bsig_array.schema import TIES
+from bsig_array.stages.screen.cost import kernel_token_costs
+from bsig_array.stages.select_cost import forward_step_cost
 
-#: Measured limits are the machine's own; these state how.
 MEMORY_LIMIT_HOW = "memory bandwidth: fastest multi-threaded numpy copy of 128 MiB (bytes read + written)"
 OPS_LIMIT_HOW = ("op rate: fastest compare-and-accumulate loop (the ranks kernel's inner loop alone, numba, "
                  "L1-resident float32, all threads)")
 
 
 def _cost(m: int, B: int, itemsize: int) -> dict[str, tuple[float, float]]:
-    """(bytes, operations) per token of each kernel: inputs read plus outputs written, and the
-    comparisons / multiply-adds / increments the CPU and GPU kernels perform (W = 32-bit words of models)."""
-    W = -(-m // 32)
-    ranks, bits = 2.0 * m * m, 2.0 * m * m  # compare + accumulate per model pair
-    t_prod, p_prod = 2.0 * B * m, 3.0 * B * m * W  # multiply-add; and + popcount + add
-    nll = m * itemsize
-    return {
-        "read + decode": (2.0 * nll, 0.0),  # decoded block written, about as much compressed input read
-        "ranks": (nll + 4.0 * m, ranks),
-        "thrush codes": (nll + 4.0 * B, ranks + t_prod),
-        "preselect codes": (nll + 4.0 * B, bits + p_prod),
-        "both codes": (nll + 8.0 * B, ranks + t_prod + p_prod),  # one comparison pass feeds both
-        "histogram thrush": (4.0 * B, 2.0 * B),  # read a code, increment a bin
-        "histogram preselect": (4.0 * B, 2.0 * B),
-        "tail test thrush": (4.0 * B + 8.0, 4.0 * B),  # four compares per code against the boundaries
-        "tail test preselect": (4.0 * B + 8.0, 4.0 * B),
-        "fused chunk": (nll + 8.0 * B, ranks + t_prod + p_prod + 4.0 * B),
-        "forward step": (8.0 * m, 2.0 * m * (m + 1)),  # per candidate column: one dot product per LOO fit
-        "forward step (host)": (8.0 * m, 2.0 * m * (m + 1)),  # on a GPU run: the CPU step, for comparison
-        "host to device": (nll, 0.0),  # a chunk copied from a pinned buffer (only on a GPU; share of the link)
-    }
+    """(bytes, operations) per token of each profiled kernel, from the stages' cost models: the
+    screen's kernels per token, selection's forward step per candidate column."""
+    step = forward_step_cost(m)
+    # on a GPU run the CPU step is listed beside the device's, for comparison
+    return {**kernel_token_costs(m, B, itemsize), "forward step": step, "forward step (host)": step}
 
 
 COST = _cost  # the cost model, exported for the docs and tests
@@ -205,7 +190,7 @@ def cpu_limits(threads: int, repeat: int = 3) -> tuple[float, float]:
 # ----------------------------------------------------------------------------- the profile
 
 
-def synthetic_chunk(m: int, n: int, B: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_chunk(m: int, n: int, B: int, seed: int = DEFAULTS.seed) -> tuple[np.ndarray, np.ndarray]:
     """NLL-like float16 ``P`` (m, n) (gamma difficulty x lognormal model noise) and scores ``Y`` (B, m) with ties."""
     rng = np.random.default_rng(seed)
     P = (rng.gamma(0.8, 2.5, (m, n)) * np.exp(0.3 * rng.standard_normal((m, n)))).astype(np.float16)
@@ -233,15 +218,13 @@ def _read_decode(P: np.ndarray, tmp: str) -> Callable[[], object]:
 
 
 def profile_kernels(
-    *, device: str = "cpu", tokens: int = 1 << 16, models: int = 32, benchmarks: int = 88,
-    ties: str = DEFAULTS.ties, alpha: float = 0.01, repeat: int = 3, seed: int = 0,
+    *, tokens: int = 1 << 16, models: int = 32, benchmarks: int = 88,
+    ties: str = DEFAULTS.ties, alpha: float = DEFAULTS.alpha, repeat: int = 3, run: RunSpec | None = None,
 ) -> KernelProfile:
     """Time every screening kernel and one forward-selection step on a synthetic chunk.
 
     Parameters
     ----------
-    device : {"cpu", "gpu", "auto"}
-        ``gpu`` needs CuPy and a CUDA GPU (:func:`~bsig_array.runtime.device.resolve_device`).
     tokens, models, benchmarks
         Size of the chunk (m models x tokens) and of the score table (B x m).
     ties
@@ -250,14 +233,17 @@ def profile_kernels(
         Tail fraction of the tail test's boundaries.
     repeat
         Timed calls per kernel after a warm-up; the fastest counts.
-    seed
-        Seed of the synthetic NLLs and scores.
+    run
+        The run's settings (:class:`~bsig_array.runtime.run.RunSpec`): its ``device`` (``gpu`` needs
+        CuPy and a CUDA GPU, :func:`~bsig_array.runtime.device.resolve_device`) and the ``seed`` of the
+        synthetic NLLs and scores.
 
     Returns
     -------
     KernelProfile
     """
-    device = resolve_device(device)
+    run = RunSpec.build() if run is None else run
+    device, seed = resolve_device(run.device), run.seed
     n = check_count(tokens, "--tokens", minimum=64)
     m = check_count(models, "--models", minimum=2)
     B = check_count(benchmarks, "--benchmarks", minimum=1)
@@ -388,89 +374,3 @@ def _gpu_times(
     how = ("device memory bandwidth: fastest CuPy copy of 256 MiB (bytes read + written), CUDA events",
            f"op rate: STATED, {H200.fp32_ops:.3g}/s FP32 of the {H200.name} ({H200.source})")
     return out, memory, H200.fp32_ops, how
-
-
-# ----------------------------------------------------------------------------- screen runs
-
-
-def screen_breakdown(attrs: dict[str, Any]) -> dict[str, Any]:
-    """Per pass read + decode, check, compute (codes, histograms, tails) and spill, then merge and write.
-
-    ``attrs`` are a screen output's attributes (the driver's ``timings``).  Task times are summed
-    over the tasks, so with several workers they exceed a pass's wall time; ``tails_s`` includes
-    writing the members to the spill, which ``spill_s`` counts again with the NLL columns.
-    """
-    t = dict(attrs.get("timings", {}))
-    passes = {}
-    for name in ("pass", "pass1", "pass2"):
-        if f"{name}_s" not in t:
-            continue
-        task = {key: float(t.get(f"{name}_{key}_s", 0.0)) for key in ("read", "check", "codes", "count", "collect", "spill")}
-        passes[name] = {
-            "wall_s": float(t[f"{name}_s"]), "read_decode_s": task["read"], "check_s": task["check"],
-            "codes_s": task["codes"], "histograms_s": task["count"], "tails_s": task["collect"],
-            "compute_s": task["codes"] + task["count"] + task["collect"], "spill_s": task["spill"],
-        }
-    return {
-        "device": attrs.get("device"), "passes": passes, "driver_fold_s": float(t.get("driver_fold_s", 0.0)),
-        "repair_s": float(t.get("repair_s", 0.0)), "merge_s": float(t.get("merge_finalize_s", 0.0)),
-        "write_s": float(t.get("merge_write_s", 0.0)), "total_merge_write_s": float(t.get("merge_s", 0.0)),
-        "timings": t,
-    }
-
-
-def check_report_paths(reports: Sequence[str | os.PathLike | None], run: Sequence[str | os.PathLike | None]) -> None:
-    """Refuse a report path that is an input or output of the run, given twice (it would be
-    overwritten), or not writable (a missing bucket, a read-only directory): before any work.
-
-    Paths may be URLs (``s3://…``): reports are then staged locally and uploaded whole
-    (:func:`write_report_text`, :func:`dask_performance_report`).
-    """
-    from bsig_array.io.atomic import check_writable
-    from bsig_array.io.location import as_location
-
-    taken = {as_location(p).key().rstrip("/") for p in run if p}
-    for p in reports:
-        if not p:
-            continue
-        key = as_location(p).key().rstrip("/")
-        if key in taken:
-            raise OptionError(f"{as_location(p)} is an input or output of this run (or another report); "
-                              "write the report elsewhere")
-        check_writable(p, "report")
-        taken.add(key)
-
-
-def write_report_text(path: str | os.PathLike, text: str) -> None:
-    """Write a report (JSON, HTML) to ``path``, a local path or a URL, atomically."""
-    from bsig_array.io.atomic import atomic_output
-
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(text)
-
-
-@contextlib.contextmanager
-def dask_performance_report(scheduler: Any, path: str | os.PathLike | None) -> Iterator[Any]:
-    """The scheduler to run with, inside Dask's performance report to ``path`` (a dask.distributed run only).
-
-    ``path`` may be a URL: Dask writes the report to a local staging file, uploaded when the run
-    succeeds (:func:`~bsig_array.io.atomic.atomic_output`).
-    """
-    if path is None:
-        yield scheduler
-        return
-    if not (isinstance(scheduler, str) and "://" in scheduler):
-        raise OptionError("--performance-report needs a dask.distributed scheduler (--scheduler tcp://host:port)")
-    try:
-        import bokeh  # noqa: F401  (Dask renders the report with it)
-    except ImportError:
-        raise OptionError("--performance-report needs bokeh (pip install bokeh)") from None
-    from distributed import performance_report
-
-    from bsig_array.io.atomic import atomic_output
-    from bsig_array.runtime.tasks import connect
-
-    # as_current: performance_report finds the client through distributed.get_client()
-    with atomic_output(path) as tmp, connect(scheduler) as client, client.as_current(), \
-            performance_report(filename=str(tmp)):
-        yield client
