@@ -337,7 +337,7 @@ def project(
                disk.spill_two_pass, two)
     merge_row("two passes", C * B * 2 * k + disk.union, disk.spill_two_pass, two)
 
-    # selection: one --screen-method, B independent benchmarks of at most 2k candidates
+    # selection: one coefficient (--coefficients), B independent benchmarks of at most 2k candidates
     n = min(2 * k, d)
     steps = max(m - 2, 1)
     # as ``bsig select`` plans it: the driver holds nothing per candidate (each task reads its own
@@ -374,7 +374,7 @@ def project(
         f"one-pass spill: speculative tail boundaries admit about 1.2k + 4 sqrt(k) + 16 members, plus the first "
         f"64/alpha tokens, = {spill_members_per_tail(alpha, k, d):,} per benchmark and tail ({SPILLED_MEMBER_BYTES} B each) "
         "plus their NLL columns",
-        f"selection: one --screen-method, {problems} fits per benchmark (LOO-CV), {steps} steps (delta = 0 runs to "
+        f"selection: one coefficient (--coefficients), {problems} fits per benchmark (LOO-CV), {steps} steps (delta = 0 runs to "
         "m - 2), 2k candidates per benchmark; merge: the driver sorts members and union at the measured "
         "rate on one core",
         f"chunks of {chunk:,} tokens ({n_chunks:,} chunks), float{8 * int(itemsize)} NLLs, no null permutations",
