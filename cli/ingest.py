@@ -1,4 +1,4 @@
-"""``bsig ingest`` (NLL files -> perplexity store) and ``bsig validate`` (check a store)."""
+"""``bsig ingest`` (NLL files -> perplexity store) and ``bsig validate`` (check any artifact bsig writes)."""
 
 from __future__ import annotations
 
@@ -54,23 +54,45 @@ def ingest(
 
 
 @click.command()
-@click.argument("store", type=Where())
-@click.option("--deep", is_flag=True, help="Stream every chunk: count NaN/inf and find unreadable chunk files.")
-@click.option("--mark-pending", is_flag=True, help="With --deep: mark unreadable chunks unwritten so the writer rewrites them.")
+@click.argument("path", metavar="PATH", type=Where())
+@click.option("--deep", is_flag=True, help="Read every chunk of every array (checksums); a store: also count NaN/inf.")
+@click.option("--mark-pending", is_flag=True, help="Perplexity store, with --deep: mark unreadable chunks unwritten so the writer rewrites them.")
+@click.option("--repair-progress", is_flag=True,
+              help="Perplexity store: rebuild a damaged progress record from the chunks that verify, then stop.")
 @click.option("--performance", "performance", type=Where(exists=True),
               help="Also check a performance table (CSV/Parquet/NetCDF/Zarr) against the store's models.")
 @click.option("--metadata", type=Where(exists=True), help="Benchmark metadata CSV for --performance.")
-def validate(store: str, deep: bool, mark_pending: bool, performance: str | None, metadata: str | None) -> None:
-    """Check a perplexity store (and optionally a performance table) and print a summary."""
+def validate(path: str, deep: bool, mark_pending: bool, repair_progress: bool, performance: str | None,
+             metadata: str | None) -> None:
+    """Check an artifact bsig wrote and print a summary.
+
+    \b
+    PATH is a perplexity store, corpus store, screen output, signatures store, overlap file (.zarr or
+    .nc), performance table, stats folder, synthetic pool or demo output.  Every metadata document
+    of a Zarr artifact is read and compared with the consolidated copy; --deep also reads every
+    chunk and verifies its checksum.  The first problem is named in one line.
+    """
     from bsig_array.cli.progress import rich_progress
-    from bsig_array.io.perplexity_store.validate import validate_store
+    from bsig_array.io.kinds import artifact_kind
+    from bsig_array.io.perplexity_store.schema import PERPLEXITY_STORE
+    from bsig_array.io.perplexity_store.validate import repair_progress as repair
+    from bsig_array.io.validate_artifact import validate_artifact
 
     if mark_pending and not deep:
         raise OptionError("--mark-pending needs --deep (it marks the chunks that a deep scan finds unreadable)")
-    summary = validate_store(store, deep=deep, mark_pending=mark_pending, progress=rich_progress)
-    if performance is not None:
+    if repair_progress and (deep or mark_pending or performance is not None):
+        raise OptionError("--repair-progress runs alone; run bsig validate again afterwards for the other checks")
+    kind = artifact_kind(path)
+    if (mark_pending or repair_progress or performance is not None) and kind not in (None, PERPLEXITY_STORE):
+        flag = "--mark-pending" if mark_pending else "--repair-progress" if repair_progress else "--performance"
+        raise OptionError(f"{flag} applies to a perplexity store; {path} is a {kind}")
+    if repair_progress:
+        click.echo(repair(path))
+        return
+    summary = validate_artifact(path, deep=deep, mark_pending=mark_pending, progress=rich_progress)
+    if performance is not None and summary.store is not None:
         from bsig_array.io.scores import align_performance, load_performance
 
-        score = align_performance(load_performance(performance, metadata=metadata), summary.models)
-        summary.notes.append(f"performance {performance}: {score.sizes['benchmark']} benchmarks, models match the store")
+        score = align_performance(load_performance(performance, metadata=metadata), summary.store.models)
+        summary.store.notes.append(f"performance {performance}: {score.sizes['benchmark']} benchmarks, models match the store")
     click.echo(summary.format())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings as warnings_module
 
 import click
 import numpy as np
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bsig_array.cli.storage import Where
+from bsig_array.errors import BsigWarning
 from bsig_array.io.atomic import check_new_output
 from bsig_array.io.leaderboard import (
     DUPLICATE_RULES,
@@ -51,8 +53,8 @@ def _provenance(artifact: str, score: xr.DataArray, inputs: dict, options: dict)
 
 
 def _warn(lines: list[str]) -> None:
-    for line in lines:
-        click.echo(f"warning: {line}", err=True)
+    for line in lines:  # the same one-line form as every other warning (cli/main.py)
+        click.echo(f"bsig: warning: {line}", err=True)
 
 
 @performance.command("import")
@@ -189,14 +191,16 @@ def show(path: str, metadata: str | None, store: str | None) -> None:
             str(len(np.unique(col[np.isfinite(col)]))),
         )
     Console().print(table)
-    if store is not None:
-        from bsig_array.io.perplexity_store.reader import open_store
+    with warnings_module.catch_warnings():  # the range warning is one of `warnings` already, said once below
+        warnings_module.simplefilter("ignore", BsigWarning)
+        if store is not None:
+            from bsig_array.io.perplexity_store.reader import open_store
 
-        align_performance(score, open_store(store, require_complete=False))
-        checked = f"models match {store}; scores are complete and every benchmark varies"
-    else:
-        check_scores(score)
-        checked = "scores are complete and every benchmark varies"
+            align_performance(score, open_store(store, require_complete=False))
+            checked = f"models match {store}; scores are complete and every benchmark varies"
+        else:
+            check_scores(score)
+            checked = "scores are complete and every benchmark varies"
     _warn(warnings)
     count = f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
     click.echo(f"{count} (see above); {checked}" if warnings else f"ok: {checked}")

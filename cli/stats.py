@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bsig_array.cli.storage import Where
+from bsig_array.errors import InputError
 from bsig_array.runtime.defaults import DEFAULTS
 from bsig_array.schema import LEVELS, STATS_TABLES
 
@@ -28,14 +29,14 @@ if TYPE_CHECKING:
               help="benchmark-label permutations of the tests (all of them, exactly, when n! is not larger)")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option("--out", required=True, type=Where(), help="directory for the CSV tables")
-@click.option("--overwrite", is_flag=True, help="Replace tables of these levels already in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace the stats tables already in --out (the folder is replaced as one unit).")
 def stats(overlap_path, metadata, levels, threshold, resamples, seed, out, overwrite):
     """Statistics of the overlap matrices (paper Table 5, Figure 5, Figure 1, max clique)."""
     from bsig_array.io.atomic import check_output_files
     from bsig_array.io.location import as_location
     from bsig_array.io.overlap_file import load_overlap, present_levels
-    from bsig_array.io.provenance import derived_record, write_record_file
-    from bsig_array.io.stats_tables import write_stats
+    from bsig_array.io.provenance import derived_record
+    from bsig_array.io.stats_tables import stats_table_names, write_stats_folder
     from bsig_array.stages.stats import compute_stats
 
     check_output_files(out, [f"{level}_{t}.csv" for level in levels for t in STATS_TABLES], overwrite=overwrite,
@@ -46,15 +47,21 @@ def stats(overlap_path, metadata, levels, threshold, resamples, seed, out, overw
     if not levels:  # the file's levels: their tables are known once it is read
         check_output_files(out, [f"{level}_{t}.csv" for level in chosen for t in STATS_TABLES], overwrite=overwrite,
                            what="stats table", inputs=[overlap_path, metadata])
-    # Every level computed before any is written: a failure leaves no mix of old and new tables.
+    # A stats folder is one run (one provenance.json): tables of other levels would not belong to it.
+    others = sorted(n for n in stats_table_names(out) if not any(n == f"{lv}_{t}.csv" for lv in chosen for t in STATS_TABLES))
+    if others:
+        raise InputError(
+            f"stats folder {as_location(out)} holds tables this run does not write ({', '.join(others[:4])}"
+            f"{', …' if len(others) > 4 else ''}); a stats folder holds one run: pass --level for each of their levels, "
+            "remove them, or pick another --out")
+    # Every level computed before anything is written, then the folder is replaced as one unit.
     results = {level: compute_stats(overlap, metadata, level=level, threshold=threshold, resamples=resamples, seed=seed)
                for level in chosen}
-    for level, tables in results.items():
-        write_stats(tables, out, level)
-        print_stats(tables, level, console)
     options = {"levels": chosen, "threshold": threshold, "resamples": resamples, "seed": seed}
-    write_record_file(out, derived_record("stats", {"overlap": overlap}, {"overlap": overlap_path, "metadata": metadata},
-                                          options=options))
+    write_stats_folder(results, out, derived_record("stats", {"overlap": overlap}, {"overlap": overlap_path, "metadata": metadata},
+                                                    options=options))
+    for level, tables in results.items():
+        print_stats(tables, level, console)
     click.echo(f"wrote tables to {as_location(out)}")  # a URL without credentials
 
 
@@ -78,6 +85,11 @@ def print_stats(tables: dict[str, pd.DataFrame], level: str, console: Console | 
             title += f" ({int(frame['n_pairs_excluded'].max())} pairs with an unknown label left out)"
         if "reason" in frame.attrs:
             title += f" (skipped: {frame.attrs['reason']})"
+        if "note" in frame.columns:  # "not testable: …" rows: said in the title, not in a narrow column
+            notes = [f"{idx}: {note}" for idx, note in frame["note"].items() if isinstance(note, str) and note]
+            if notes:
+                title += " (" + "; ".join(notes) + ")"
+            frame = frame.drop(columns="note")
         table = Table(title=title)
         table.add_column(frame.index.name or "")
         for col in frame.columns:

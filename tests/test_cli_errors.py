@@ -138,7 +138,7 @@ def test_corrupt_chunk_file_garbage(tmp_path, capsys):
 def test_missing_store_and_not_a_store(tmp_path, capsys):
     assert_one_line_error(capsys, ["validate", tmp_path / "nope.zarr"], "does not exist")
     (tmp_path / "junk").mkdir()
-    assert_one_line_error(capsys, ["validate", tmp_path / "junk"], "cannot open")
+    assert_one_line_error(capsys, ["validate", tmp_path / "junk"], "is an empty directory holding no artifact bsig writes")
 
 
 def test_mark_pending_needs_deep(tmp_path, capsys):

@@ -167,7 +167,7 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("ingest-chunk-tokens-negative", ["ingest", f"{B}/wide_text.csv", "--out", "{new}/p.zarr", "--chunk-tokens", "-5"],
      ("chunk",)),
     ("validate-missing", ["validate", "{new}/nothing.zarr"], ("nothing.zarr",)),
-    ("validate-a-file", ["validate", Y], ("performance.csv",)),
+    ("validate-a-damaged-file", ["validate", f"{B}/binary.csv"], ("binary.csv",)),  # a good CSV validates (a score table)
     ("validate-performance-binary", ["validate", P, "--performance", f"{B}/binary.csv"], ("binary.csv",)),
     ("validate-performance-latin1", ["validate", P, "--performance", f"{B}/latin1.csv"], ("latin1.csv",)),
     # --- performance files

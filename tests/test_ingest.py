@@ -214,9 +214,9 @@ def test_wide_without_token_column_and_model_subset(tmp_path):
     "content, message",
     [
         ("m1,m2,m3\n1,2,3\n1,x,3\n", "NLL columns must be numbers"),
-        ("m1,m2,m3\n1,2,3\n1,,3\n", "model column 'm2' has empty values"),
-        ("m1,m2,m3\n1,2,3\n1,inf,3\n", "nll has 0 NaN and 1 inf values in tokens 1..1 (first: model 'm2', token position 1)"),
-        ("token,m1,m2,m3\n1.5,1,2,3\n", "token/doc/piece integers"),
+        ("m1,m2,m3\n1,2,3\n1,,3\n", "1 values cannot be NLLs (row 1 model 'm2': empty)"),
+        ("m1,m2,m3\n1,2,3\n1,inf,3\n", "1 values cannot be NLLs (row 1 model 'm2': inf)"),
+        ("token,m1,m2,m3\n1.5,1,2,3\n", "token ids: 1 are not integers (row 0: '1.5')"),
         ("m1,m2,m3\n", "has no rows"),
     ],
 )

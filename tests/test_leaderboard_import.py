@@ -370,7 +370,7 @@ def test_cli_import_and_show(tmp_path, capsys):
     assert exc.value.code != 0 and err.count("\n") == 1 and "already exists; pass --overwrite" in err
     main(["performance", "import", str(src), "--out", str(out), "--scale", "fraction", "--overwrite"])
     warned = capsys.readouterr().err.splitlines()
-    assert warned == ["warning: 4 benchmarks with scores in (1, 100], which look like percent: anatomy, high_school_biology, "
+    assert warned == ["bsig: warning: 4 benchmarks with scores in (1, 100], which look like percent: anatomy, high_school_biology, "
                       "boolean_expressions, virology; bsig performance import --scale auto divides them by 100"]
     main(["performance", "show", str(out)])
     shown = capsys.readouterr()

@@ -193,7 +193,10 @@ def check_new_output(
     if loc.is_remote and found is not None and kind is not None and (is_zarr_kind(kind) or loc.suffix.lower() == ".zarr"):
         if (found == kind and not loc.child("zarr.json").exists()) or uncommitted_zarr(loc):
             # Never committed, never opened: replaced without --overwrite (publish removes it first).
-            _note(f"replacing {loc}: an incomplete {kind} without its root zarr.json, left by an interrupted bsig run")
+            # The CLI, the stage and the writer each check the output: warned from this one line
+            # (stacklevel 1, not the caller's), Python's default filter prints it once, not per caller.
+            warnings.warn(f"replacing {loc}: an incomplete {kind} without its root zarr.json, left by an "
+                          "interrupted bsig run", BsigWarning, stacklevel=1)
             return out
     if found is None and (loc.is_remote or not loc.path.is_symlink()):
         return out
@@ -221,7 +224,7 @@ def check_new_output(
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (on this machine)."""
+    """Whether process ``pid`` exists (on this machine) and has not exited (a zombie has)."""
     if pid == os.getpid():
         return True
     try:
@@ -230,7 +233,55 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    stat = _proc_stat(pid)
+    return stat is None or stat[0] not in ("Z", "X")
+
+
+#: A scratch directory of :func:`scratch_dir`, whatever its prefix: ``.bsig-KIND-PID-HOST-…``.
+_SCRATCH = re.compile(r"^\.bsig-[A-Za-z_-]*?-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-.+$")
+#: Seconds by which a running process must have started after an entry last changed to count as a
+#: stranger reusing a dead writer's pid: generous, since the entry's ctime comes from the file
+#: system's clock (a network disk's server may lag this machine's).
+_START_SLACK = 3600.0
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first), or None without procfs."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def _started_after(pid: int, when: float) -> bool:
+    """Whether the running process ``pid`` started after time ``when`` (so it reuses the pid of a dead
+    writer whose entry was last changed at ``when``); False when that cannot be told."""
+    stat = _proc_stat(pid)
+    try:
+        with open("/proc/stat") as fh:
+            btime = next(int(line.split()[1]) for line in fh if line.startswith("btime "))
+        start = btime + int(stat[19]) / os.sysconf("SC_CLK_TCK")  # type: ignore[index]
+    except (OSError, StopIteration, TypeError, IndexError, ValueError):
+        return False
+    return start > when + _START_SLACK
+
+
+def _writer_dead(pid: str, host: str, entry: Path, tag: str | None) -> bool:
+    """Whether the writer ``pid`` on ``host`` that left ``entry`` is gone: not running, a zombie, or its
+    pid now belongs to a process started after the entry was last changed (every writer creates its
+    entries after it starts; ``.old`` entries are renamed old outputs, so only the pid counts there)."""
+    if not pid.isdigit() or host != HOST:
+        return False
+    if not pid_alive(int(pid)):
+        return True
+    if tag == "old" or int(pid) == os.getpid():
+        return False
+    try:
+        changed = entry.lstat().st_ctime
+    except OSError:
+        return False
+    return _started_after(int(pid), changed)
 
 
 def _note(message: str) -> None:
@@ -241,24 +292,30 @@ def remove_stale(directory: str | os.PathLike, prefix: str | None = None) -> lis
     """Remove debris of dead writers in ``directory`` and say so; return what was removed.
 
     Debris is a temporary ``.NAME.tmp-PID-…`` of :func:`atomic_output` (and ``.NAME.old-PID-…``,
-    an old output moved aside, which is put back when ``NAME`` is missing) and, with ``prefix``, a
-    scratch directory ``PREFIXPID-HOST-…`` of :func:`scratch_dir`, whose PID is not running here.
+    an old output moved aside, which is put back when ``NAME`` is missing) and a scratch directory
+    ``.bsig-KIND-PID-HOST-…`` of :func:`scratch_dir` (every kind, whatever ``prefix``: a writer
+    removes the spill of another command too) whose writer on this host is gone (:func:`_writer_dead`:
+    every dead pid, not only the latest, and a pid reused since by a newer process).  ``prefix``
+    additionally names scratch of another form ``PREFIXPID-HOST-…``.
     """
     directory = Path(directory)
     removed: list[Path] = []
     try:
-        entries = list(directory.iterdir())
+        entries = sorted(directory.iterdir())
     except OSError:
         return removed
     for entry in entries:
         match = TEMPORARY.match(entry.name)
+        scratch = _SCRATCH.match(entry.name)
         if match is not None:
             pid, host = match["pid"], match["host"]
+        elif scratch is not None:
+            pid, host = scratch["pid"], scratch["host"]
         elif prefix is not None and entry.name.startswith(prefix):
             pid, host, *_ = entry.name[len(prefix):].split("-") + ["", ""]
         else:
             continue
-        if not pid.isdigit() or host != HOST or pid_alive(int(pid)):
+        if not _writer_dead(pid, host, entry, None if match is None else match["tag"]):
             continue
         if match is not None and match["tag"] == "old" and not (directory / match["name"]).exists():
             os.replace(entry, directory / match["name"])

@@ -47,7 +47,7 @@ from bsig_array.errors import InputError, OptionError
 from bsig_array.io.atomic import check_new_output
 from bsig_array.io.benchmark_metadata import canonical_benchmark, chance_levels, load_metadata, with_metadata
 from bsig_array.io.lm_eval_results import import_lm_eval
-from bsig_array.io.scores import PERFORMANCE
+from bsig_array.io.scores import PERFORMANCE, accuracy_range_warning
 from bsig_array.options import check_choice
 from bsig_array.schema import METADATA_COLUMNS, UNKNOWN
 
@@ -508,4 +508,7 @@ def performance_warnings(score: xr.DataArray, metadata: str | os.PathLike | pd.D
             f"{_n(len(percent), 'benchmark')} with scores in (1, 100], which look like percent: {_listing(percent)}; "
             "bsig performance import --scale auto divides them by 100"
         )
+    out_of_range = accuracy_range_warning(score, skip=percent)  # accuracies outside [0, 1], not percent-like
+    if out_of_range:
+        lines.append(out_of_range)
     return lines

@@ -11,14 +11,24 @@ Storage options (endpoint, credentials, …) come from ``--storage-options JSON|
 pickled to a dask.distributed worker reaches the store with the same options.  They never appear
 in ``str()``, ``repr()``, messages or provenance records: a location prints as its URL without
 user, password, query or fragment.
+
+Object stores that stop answering: an ``s3://`` request that does not connect or answer within
+``BSIG_STORAGE_TIMEOUT`` seconds is retried up to ``BSIG_STORAGE_RETRIES`` times (s3fs's retry
+loop; botocore's own retries are off, so the two do not multiply), with one ``bsig: warning:`` line
+when the first retry starts; the last failure is one ``bsig: error:`` line naming the store, the
+timeout and the settings to raise (:func:`storage_failure`).  Explicit ``config_kwargs`` in the
+storage options win over these settings.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,7 +37,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from bsig_array.errors import InputError, OptionError
+from bsig_array.errors import BsigWarning, InputError, OptionError
+from bsig_array.runtime.boundary import STORAGE_CLIENTS, storage_failure
 
 #: Environment variable with the default storage options (JSON, or @FILE holding JSON).
 STORAGE_OPTIONS_ENV = "BSIG_STORAGE_OPTIONS"
@@ -115,7 +126,7 @@ def _fs(protocol: str, options_json: str) -> Any:
         raise InputError(f"unknown URL protocol {protocol}://; use a local path or a protocol fsspec knows "
                          "(s3://, gs://, az://, memory://, file://, …)")
     try:
-        return fsspec.filesystem(protocol, **json.loads(options_json))
+        return _tuned(protocol, fsspec.filesystem(protocol, **json.loads(options_json)))
     except ImportError as exc:
         raise InputError(f"{protocol}:// URLs need an fsspec backend that is not installed ({exc}); "
                          f"pip install the package fsspec names for {protocol} (s3fs for s3://, gcsfs for gs://)") from None
@@ -291,8 +302,10 @@ class Location:
             return self.path
         from zarr.storage import FsspecStore
 
-        return self._remote(FsspecStore.from_url, self.url, storage_options=dict(self.options) or None,
-                            read_only=read_only)
+        store = self._remote(FsspecStore.from_url, self.url, storage_options=dict(self.options) or None,
+                             read_only=read_only)
+        _tuned(self.protocol, store.fs)
+        return store
 
     def _remote(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Call ``fn`` on the remote store; a refusal of the store is one :class:`InputError`."""
@@ -303,6 +316,9 @@ class Location:
         except PermissionError as exc:
             raise InputError(f"{self}: access denied ({exc}); check the credentials in --storage-options") from None
         except Exception as exc:  # botocore/aiohttp raise many types for an unreachable or refusing endpoint
+            failed = storage_failure(exc, str(self), _one_line(exc, self.options))
+            if failed is not None:  # stopped answering: timed out or lost the connection, after the retries
+                raise failed from None
             if type(exc).__module__.split(".")[0] in _CLIENT_PACKAGES:
                 raise InputError(f"{self}: the object store refused or cannot be reached ({type(exc).__name__}: "
                                  f"{_one_line(exc, self.options)}); check the URL, the endpoint and the credentials") from None
@@ -315,7 +331,78 @@ class Location:
 
 
 #: Packages of the storage clients behind fsspec: their exceptions are refusals of the store.
-_CLIENT_PACKAGES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "adlfs", "fsspec")
+_CLIENT_PACKAGES = STORAGE_CLIENTS
+
+#: Protocols served by s3fs (botocore): the ones the timeout and retry settings apply to.
+S3_PROTOCOLS = ("s3", "s3a")
+
+
+def client_options(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with the timeout settings (``BSIG_STORAGE_TIMEOUT``) as botocore ``config_kwargs``.
+
+    Only for ``s3://``; an explicit ``config_kwargs`` entry wins.  Botocore's own retries are off:
+    s3fs's retry loop (:func:`_tuned`) retries a whole read, a stalled body included.
+    """
+    if protocol not in S3_PROTOCOLS:
+        return dict(options)
+    from bsig_array.runtime.defaults import DEFAULTS
+
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("connect_timeout", DEFAULTS.storage_timeout)
+    config.setdefault("read_timeout", DEFAULTS.storage_timeout)
+    config.setdefault("retries", {"total_max_attempts": 1})
+    return {**options, "config_kwargs": config}
+
+
+def _tuned(protocol: str, fs: Any) -> Any:
+    """``fs`` retrying a failed request ``BSIG_STORAGE_RETRIES`` times, with a warning (s3fs only)."""
+    if protocol in S3_PROTOCOLS and hasattr(fs, "retries"):
+        from bsig_array.runtime.defaults import DEFAULTS
+
+        fs.retries = DEFAULTS.storage_retries + 1  # attempts, the first included
+        _RetryWarning.install()
+    return fs
+
+
+class _RetryWarning(logging.Filter):
+    """On the ``s3fs`` logger: a retried request becomes a ``bsig: warning:`` line (once per store).
+
+    s3fs logs each failed attempt at DEBUG; the logger is lowered to DEBUG so this filter sees them,
+    and the filter drops every record below the level the logger had, so nothing else changes.
+    """
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    @classmethod
+    def install(cls) -> None:
+        logger = logging.getLogger("s3fs")
+        if any(isinstance(f, cls) for f in logger.filters):
+            return
+        logger.addFilter(cls(logger.getEffectiveLevel()))
+        logger.setLevel(logging.DEBUG)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Retryable error") and record.args:
+            try:
+                self.warn(record.args[0] if isinstance(record.args, tuple) else record.args)
+            except Exception:  # noqa: S110  # never break the client's retry loop over a message
+                pass
+        return record.levelno >= self.level
+
+    @staticmethod
+    def warn(exc: Any) -> None:
+        from bsig_array.runtime.defaults import DEFAULTS
+
+        found = re.search(r"https?://[^/\s\"']+", str(exc))
+        store = f"the object store at {found.group(0)}" if found else "the object store"
+        # No key or attempt in the text: the warnings registry prints it once, not once per chunk.
+        warnings.warn(
+            f"{store} did not answer ({type(exc).__name__}); retrying, up to BSIG_STORAGE_RETRIES="
+            f"{DEFAULTS.storage_retries} times, each waiting up to BSIG_STORAGE_TIMEOUT={DEFAULTS.storage_timeout:g}s",
+            BsigWarning, stacklevel=2,
+        )
 
 
 def _raised_in_client(exc: BaseException) -> bool:
@@ -365,7 +452,7 @@ def as_location(where: str | os.PathLike | Location) -> Location:
         raise OptionError(f"{redact_url(text)} names no bucket; write {protocol}://BUCKET/PATH")
     if protocol in LOCAL_PROTOCOLS:
         return Location(text.split("://", 1)[1])
-    return Location(text, storage_options(protocol))
+    return Location(text, client_options(protocol, storage_options(protocol)))
 
 
 @contextmanager

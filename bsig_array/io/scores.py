@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bsig_array.errors import InputError
+from bsig_array.errors import BsigWarning, InputError
 from bsig_array.io.atomic import atomic_output
 from bsig_array.io.benchmark_metadata import with_metadata
 from bsig_array.io.kinds import ArtifactKind, register_kind
@@ -226,8 +227,40 @@ def _models_of(models: Sequence[str] | xr.Dataset | xr.DataArray) -> list[str]:
     return [str(m) for m in models]
 
 
+#: Benchmark formats whose score is an accuracy (a fraction of questions right, in [0, 1]).
+ACCURACY_FORMATS = ("multiple_choice", "true_false")
+
+
+def accuracy_range_warning(score: xr.DataArray, skip: Sequence[str] = ()) -> str | None:
+    """One line naming the benchmarks whose metadata says they are accuracies (``format``
+    multiple_choice or true_false) but whose scores leave [0, 1]; ``None`` when there are none.
+    Benchmarks in ``skip`` are left out (``bsig performance show`` already calls them percent)."""
+    if "format" not in score.coords:
+        return None
+    score = score.transpose("model", "benchmark")
+    values = np.asarray(score.values, dtype=np.float64)
+    hits = []
+    for j, (name, fmt) in enumerate(zip(score["benchmark"].values, score["format"].values)):
+        col = values[:, j][np.isfinite(values[:, j])]
+        out = col[(col < 0) | (col > 1)]
+        if str(fmt) in ACCURACY_FORMATS and len(out) and str(name) not in skip:
+            hits.append((str(name), len(out), float(col.min()), float(col.max())))
+    if not hits:
+        return None
+    n = sum(h[1] for h in hits)
+    listed = ", ".join(f"{b} ({k} score{'s' * (k != 1)}, range {lo:.4g} to {hi:.4g})" for b, k, lo, hi in hits[:6])
+    more = f", and {len(hits) - 6} more" if len(hits) > 6 else ""
+    return (f"{n} score{'s' * (n != 1)} outside [0, 1] in {len(hits)} accuracy benchmark{'s' * (len(hits) != 1)} "
+            f"(metadata format {'/'.join(ACCURACY_FORMATS)}): {listed}{more}; percent? "
+            "(bsig performance import --scale percent) or a wrong metric")
+
+
 def check_scores(score: xr.DataArray) -> None:
-    """Refuse NaN/inf scores, constant benchmarks, duplicate models and fewer than three models."""
+    """Refuse NaN/inf scores, constant benchmarks, duplicate models and fewer than three models.
+
+    Warns (:class:`~bsig_array.errors.BsigWarning`, :func:`accuracy_range_warning`) about scores
+    outside [0, 1] on benchmarks whose metadata says they are accuracies.
+    """
     if set(score.dims) != {"model", "benchmark"}:
         raise InputError(f"score has dims {score.dims}, expected (model, benchmark)")
     score = score.transpose("model", "benchmark")
@@ -247,6 +280,9 @@ def check_scores(score: xr.DataArray) -> None:
             f"performance has {int(bad.sum())} missing (NaN/inf) scores ({where}{more}); "
             "fill them in or drop those models/benchmarks"
         )
+    line = accuracy_range_warning(score)
+    if line:
+        warnings.warn(line, BsigWarning, stacklevel=2)
     constant = [str(b) for b, col in zip(score["benchmark"].values, values.T) if np.all(col == col[0])]
     if constant:
         raise InputError(

@@ -44,7 +44,7 @@ from bsig_array.io.perplexity_store.reader import open_store
 from bsig_array.io.scores import align_performance, load_performance
 from bsig_array.io.screen_output import load_screen_summary, open_screen
 from bsig_array.io.signatures import write_signatures
-from bsig_array.io.stats_tables import write_stats
+from bsig_array.io.stats_tables import write_stats_folder
 from bsig_array.options import check_count
 from bsig_array.pipelines.synth import make_spec, synthesize
 from bsig_array.runtime.defaults import DEFAULTS
@@ -215,7 +215,7 @@ def _chain(
     stats = {}
     for level in present_levels(overlap):
         stats[level] = compute_stats(overlap, level=level, resamples=resamples, seed=seed)
-        write_stats(stats[level], out / "stats", level)
+    write_stats_folder(stats, out / "stats", {"artifact": "stats"})  # one folder, one run
     done("stats", t0, f"{', '.join(stats)} -> {final / 'stats'}")
 
     truth = json.loads(Path(paths.truth).read_text())

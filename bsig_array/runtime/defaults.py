@@ -82,6 +82,13 @@ def _fraction(low_open: float, high: float, *, high_closed: bool) -> Check:
     return check
 
 
+def _positive(value: Any, what: str) -> float:
+    number = check_number(value, what)
+    if number <= 0:
+        raise OptionError(f"{what} must be a number of seconds > 0, got {value}")
+    return number
+
+
 def _choice(choices: tuple[str, ...], noun: str) -> Check:
     return lambda value, what: check_choice(str(value), choices, f"{noun} ({what})")
 
@@ -153,6 +160,10 @@ class Defaults:
         "", "directory of the screen's spill (empty: next to a local --out, else TMPDIR); on a multi-host "
         "dask cluster, a directory every worker mounts", _text
     )
+    storage_timeout: float = _setting(60, "seconds an object store may take to connect or to answer a read "
+                                      "before the request is retried", _positive, "{:g}".format)
+    storage_retries: int = _setting(3, "retries of an object-store request that timed out or lost its connection "
+                                    "(each prints a warning; then one error)", _count(0))
     chunk_tokens: int = _setting(1 << 20, "tokens per chunk of a new perplexity store (--chunk-tokens)", _count(1))
     context_pieces: int = _setting(30, "preceding pieces of context per corpus feature", _count(1))
     sample_rate: float = _setting(0.02, "fraction of corpus pieces kept as features (paper: 1/50)",

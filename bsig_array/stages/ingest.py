@@ -22,8 +22,13 @@ and writes whole chunks.  Peak memory is therefore about 13 bytes per token plus
 of the ``logprobs`` lists.  Every mismatch between files is found in pass 2, before
 the store is created; the store is built under a temporary name and renamed when complete.
 
-The wide layout is a single pass (after reading the row count from the Parquet footer, or counting
-CSV rows in a first streaming pass): rows fill a (model x chunk) buffer written when full.
+The wide layout takes two streaming passes: the first counts the rows and checks every value and id
+(:func:`_check_wide`; it keeps the token ids, 8 bytes per token, to find repeats), the second fills a
+(model x chunk) buffer written when full.
+
+Nothing that cannot be a log-probability, an NLL or an id reaches a store: positive or non-finite
+last logprobs, empty/NaN/inf/negative NLLs, and negative, non-integer or repeated ids are refused
+before the store is created, in one line naming the first :data:`SHOW` rows and counting them all.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import pyarrow.parquet as pq
 from bsig_array.errors import InputError
 from bsig_array.io.atomic import atomic_output, check_new_output, scratch_dir
 from bsig_array.io.location import Location, as_location
-from bsig_array.io.perplexity_store.schema import PERPLEXITY_STORE, check_block
+from bsig_array.io.perplexity_store.schema import NLL_TOLERANCE, PERPLEXITY_STORE, check_block
 from bsig_array.io.perplexity_store.writer import StoreWriter, create_store
 from bsig_array.io.provenance import FINGERPRINT_TOKENS, make_record, record_attrs, store_fingerprint_of
 from bsig_array.io.zarr_format import zarr_array
@@ -56,6 +61,30 @@ Source = Path | Location
 PAPER_COLUMNS = ("text_id", "chunk_id", "logprobs")
 COORD_COLUMNS = ("token", "doc", "piece")
 BATCH_ROWS = 1 << 16
+#: Offending rows a refusal names (it counts them all).
+SHOW = 3
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+class _Found:
+    """Offending entries of one kind, for one message: how many in all and the first few."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+        self.first: list[str] = []
+
+    def add(self, count: int, shown: Sequence[str]) -> None:
+        """Count ``count`` more; ``shown`` names the first :data:`SHOW` of them."""
+        self.count += count
+        self.first += list(shown)[: max(0, SHOW - len(self.first))]
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def text(self) -> str:
+        more = f", and {self.count - len(self.first)} more" if self.count > len(self.first) else ""
+        return f"{self.count} {self.what} ({'; '.join(self.first)}{more})"
 
 
 # --------------------------------------------------------------------------------------------- entry
@@ -165,6 +194,34 @@ def ingest(
     # Build next to the target and rename at the end: a failed or killed ingest never leaves a
     # store at `out`, and --overwrite keeps the old store until the new one is complete.  A killed
     # ingest is not resumed: the next one removes its debris (named by pid), says so and starts over.
+    # Folders made for the output go again when the ingest refuses its input: a refusal writes nothing.
+    made = _missing_folders(out)
+    try:
+        _build(files, out, format, model_names, chunk_tokens, dtype, batch_rows, progress)
+    except BaseException:
+        for folder in made:  # deepest first; only while empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    return out
+
+
+def _missing_folders(out: Path) -> list[Path]:
+    """The folders above a local ``out`` that do not exist yet, deepest first."""
+    if not isinstance(out, Path):
+        return []
+    made, parent = [], Path(os.path.abspath(out)).parent
+    while not parent.exists() and parent != parent.parent:
+        made.append(parent)
+        parent = parent.parent
+    return made
+
+
+def _build(files: list[Source], out: Path, format: str, model_names: Sequence[str] | None, chunk_tokens: int | None,
+           dtype: str, batch_rows: int, progress: Progress) -> None:
+    """The store at ``out``, built beside it and swapped in when complete (:func:`ingest`)."""
     with atomic_output(out) as partial:
         if format == "paper":
             ingest_paper(files, partial, model_names=model_names, chunk_tokens=chunk_tokens, dtype=dtype,
@@ -180,7 +237,6 @@ def ingest(
             options={"format": format, "model_names": list(model_names) if model_names else None,
                      "chunk_tokens": writer.chunk_tokens, "dtype": dtype},
         )))
-    return out
 
 
 def _fingerprint(writer: StoreWriter) -> str:
@@ -304,11 +360,14 @@ def _key_index(path: Source, batch_rows: int) -> _KeyIndex:
     distinct: pa.Array | None = None
     pending: list[pa.Array] = []
     n, chunk_min, chunk_max = 0, None, None
+    bad_chunk = _Found("chunk_ids are negative or above 2**31-1")
     for batch in _batches(path, ("text_id", "chunk_id"), batch_rows):
         text = batch.column("text_id")
         if text.null_count:
             raise InputError(f"{path}: text_id has {text.null_count} empty values; every row needs a text_id")
         chunk = _chunk_ids(batch, path)
+        rows = np.flatnonzero((chunk < 0) | (chunk > _INT32_MAX))
+        bad_chunk.add(len(rows), [f"text_id={text[r].as_py()!r}, chunk_id={int(chunk[r])}" for r in rows[:SHOW]])
         if len(chunk):
             lo, hi = int(chunk.min()), int(chunk.max())
             chunk_min = lo if chunk_min is None else min(chunk_min, lo)
@@ -319,6 +378,8 @@ def _key_index(path: Source, batch_rows: int) -> _KeyIndex:
         n += batch.num_rows
     if n == 0:
         raise InputError(f"{path} has no rows; nothing to ingest")
+    if bad_chunk:
+        raise InputError(f"{path}: {bad_chunk.text()}; chunk_id is the piece id, a non-negative 32-bit integer: renumber them")
     distinct = _distinct(distinct, pending)
     try:
         docs = np.unique(_int_like(distinct))
@@ -326,6 +387,12 @@ def _key_index(path: Source, batch_rows: int) -> _KeyIndex:
     except (ValueError, pa.ArrowException):
         docs = np.unique(np.asarray(distinct.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=str)).astype(object)
         doc_is_int = False
+    if doc_is_int and docs[0] < 0:
+        negative = docs[docs < 0]
+        raise InputError(
+            f"{path}: {len(negative)} integer text_ids are negative ({', '.join(str(int(d)) for d in negative[:SHOW])}"
+            f"{', …' if len(negative) > SHOW else ''}); an integer text_id is the doc id, a non-negative integer: renumber them"
+        )
     assert chunk_min is not None and chunk_max is not None  # n > 0 rows, each with a chunk_id
     span = chunk_max - chunk_min + 1
     if len(docs) * span >= 2**62:
@@ -378,6 +445,8 @@ def _fill_model(path: Source, name: str, reference: str, index: _KeyIndex, batch
     """Pass 2 for one model: its NLL per token position, with every row matched to the key set."""
     nll = np.full(index.n, np.nan, dtype=np.float32)
     seen = np.zeros(index.n, dtype=bool)
+    positive = _Found("last logprobs are positive")
+    nonfinite = _Found("last logprobs are NaN/inf")
     for batch in _batches(path, PAPER_COLUMNS, batch_rows):
         chunk = _chunk_ids(batch, path)
         pos, ok, repeated = index.positions(batch.column("text_id"), chunk)
@@ -391,7 +460,12 @@ def _fill_model(path: Source, name: str, reference: str, index: _KeyIndex, batch
         if repeated or seen[pos].any():
             raise InputError(f"{path} (model {name!r}) repeats (text_id, chunk_id) rows; keep one row per feature")
         seen[pos] = True
-        nll[pos] = -_last_logprob(batch, path)
+        logprob = _last_logprob(batch, path)
+        text = batch.column("text_id")
+        finite = np.isfinite(logprob)
+        for found, rows in ((nonfinite, np.flatnonzero(~finite)), (positive, np.flatnonzero(finite & (logprob > NLL_TOLERANCE)))):
+            found.add(len(rows), [f"text_id={text[r].as_py()!r}, chunk_id={int(chunk[r])}: {logprob[r]:g}" for r in rows[:SHOW]])
+        nll[pos] = -logprob
         bar.advance(batch.num_rows)
     if not seen.all():
         at = int(np.argmax(~seen))
@@ -399,12 +473,11 @@ def _fill_model(path: Source, name: str, reference: str, index: _KeyIndex, batch
             f"row ({index.describe(index.keys[at])}) is in {reference} but missing from {path} "
             f"(model {name!r}); every model's file must hold the same rows"
         )
-    bad = ~np.isfinite(nll)
-    if bad.any():
-        at = int(np.argmax(bad))
+    problems = [f.text() for f in (positive, nonfinite) if f]
+    if problems:
         raise InputError(
-            f"{path} (model {name!r}): {int(bad.sum())} last logprobs are NaN/inf, first at "
-            f"({index.describe(index.keys[at])}); recompute them"
+            f"{path} (model {name!r}): {', '.join(problems)}; a log-probability is a finite number <= 0 "
+            "(nll = -logprob): recompute them, or pass NLLs as a wide table"
         )
     return nll
 
@@ -486,7 +559,8 @@ def _wide_reader(
         raise InputError(f"cannot read {path} as CSV ({exc}); check the file") from None
 
     def batches(cols: list[str]) -> Iterator[pa.RecordBatch]:
-        types = {c: (pa.int64() if c in COORD_COLUMNS else pa.float64()) for c in cols}
+        # ids as text: _ids names a non-integer id by its row instead of failing the whole parse
+        types = {c: (pa.string() if c in COORD_COLUMNS else pa.float64()) for c in cols}
         convert = pacsv.ConvertOptions(include_columns=cols, column_types=types)
         with pacsv.open_csv(_readable(path), read_options=read, parse_options=parse, convert_options=convert) as reader:
             yield from reader
@@ -514,6 +588,12 @@ def ingest_wide(
     absent = [n for n in names if n not in columns]
     if absent:
         raise InputError(f"{path} has no columns {absent} (it has {columns}); check --model-names")
+    dup = duplicates([c for c in columns if c in names or c in COORD_COLUMNS])
+    if dup:
+        raise InputError(f"{path} has several columns named {dup}; give every column its own name")
+    dup = duplicates(names)
+    if dup:
+        raise InputError(f"duplicate model names {dup}; name each model column of {path} once in --model-names")
     if path.suffix == ".parquet":
         for n in names:
             t = schema.field(n).type
@@ -527,12 +607,7 @@ def ingest_wide(
         except pa.ArrowInvalid as exc:
             raise InputError(f"cannot read {path}: {str(exc).splitlines()[0]}; NLL columns must be numbers and token/doc/piece integers") from None
 
-    if path.suffix == ".parquet":
-        n_tokens = _parquet_file(path).metadata.num_rows
-    else:  # CSV has no row count: count it in a streaming pass over one column
-        n_tokens = sum(b.num_rows for b in stream(wanted[:1]))
-    if n_tokens < 1:
-        raise InputError(f"{path} has no rows; nothing to ingest")
+    n_tokens = _check_wide(path, stream(wanted), names, coords)
 
     writer = create_store(
         out, names, n_tokens, chunk_tokens=chunk_tokens, dtype=dtype, overwrite=overwrite,
@@ -551,16 +626,10 @@ def ingest_wide(
                 if j == writer.n_chunks:
                     raise InputError(f"{path} changed while reading (more than {n_tokens} rows); ingest it again")
                 take = min(batch.num_rows - done, chunk - fill)
-                for i, n in enumerate(names):
-                    col = table[n].slice(done, take)
-                    if col.null_count:
-                        raise InputError(f"{path}: model column {n!r} has empty values near row {row + done}; every token needs an NLL from every model")
-                    buf[i, fill:fill + take] = col.to_numpy(zero_copy_only=False)
+                for i, n in enumerate(names):  # values and ids were checked by _check_wide
+                    buf[i, fill:fill + take] = table[n].slice(done, take).to_numpy(zero_copy_only=False)
                 for c in coords:
-                    col = table[c].slice(done, take)
-                    if col.null_count:
-                        raise InputError(f"{path}: column {c!r} has empty values near row {row + done}; fill or drop it")
-                    cbuf[c][fill:fill + take] = col.to_numpy(zero_copy_only=False)
+                    cbuf[c][fill:fill + take] = _ids(table[c].slice(done, take), path, c)[0]
                 fill += take
                 done += take
                 sl = writer.chunk_slice(j)
@@ -572,6 +641,90 @@ def ingest_wide(
     if j != writer.n_chunks:
         raise InputError(f"{path} changed while reading ({row} rows, expected {n_tokens}); ingest it again")
     return out
+
+
+def _ids(col: pa.Array, path: Source, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Integer ids of an id column as int64 and a mask of the entries that are not integers (empty,
+    fractional, text); integer-valued floats (``3.0``) count as integers."""
+    t = col.type
+    if pa.types.is_integer(t):
+        bad = col.is_null().to_numpy(zero_copy_only=False)
+        try:
+            return pc.fill_null(col, 0).cast(pa.int64()).to_numpy(zero_copy_only=False), bad
+        except pa.ArrowInvalid:  # uint64 beyond int64
+            t, col = pa.float64(), col.cast(pa.float64(), safe=False)
+    if pa.types.is_floating(t):
+        f = np.asarray(pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(f) | (f != np.round(f)) | (np.abs(f) >= 2.0**63)
+        return np.where(bad, 0, f).astype(np.int64), bad
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        text = pc.utf8_trim_whitespace(col)
+        ok = pc.fill_null(pc.match_substring_regex(text, r"^[+-]?\d{1,18}(\.0*)?$"), False)
+        digits = pc.if_else(ok, pc.replace_substring_regex(text, r"\.0*$", ""), "0")
+        return digits.cast(pa.int64()).to_numpy(zero_copy_only=False), ~ok.to_numpy(zero_copy_only=False)
+    raise InputError(f"{path}: column {name!r} has type {t}, expected integer ids; cast it to int64")
+
+
+def _check_wide(path: Source, batches: Iterator[pa.RecordBatch], names: list[str], coords: list[str]) -> int:
+    """Pass 1 of the wide layout: count the rows and refuse, before anything is written, every value
+    that cannot be an NLL (empty, NaN, inf, negative) and every id that cannot be one (empty or not an
+    integer, negative, a token id repeated), naming the first few rows (from 0, header not counted)
+    and counting all of them.  Keeps the token ids (8 bytes per token) for the duplicate check."""
+    bad_nll = _Found("values cannot be NLLs")
+    bad_id = {c: (_Found("are not integers"), _Found("are negative" + (" or above 2**31-1" if c == "piece" else "")))
+              for c in coords}
+    tokens: list[np.ndarray] = []
+    row = 0
+    for batch in batches:
+        for n in names:
+            col = batch.column(n)
+            values = np.asarray(pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False))
+            empty = col.is_null().to_numpy(zero_copy_only=False)
+            with np.errstate(invalid="ignore"):
+                bad = empty | ~np.isfinite(values) | (values < -NLL_TOLERANCE)
+            rows = np.flatnonzero(bad)
+            bad_nll.add(len(rows), [f"row {row + r} model {n!r}: {'empty' if empty[r] else f'{values[r]:g}'}" for r in rows[:SHOW]])
+        for c in coords:
+            col = batch.column(c)
+            ids, wrong = _ids(col, path, c)
+            rows = np.flatnonzero(wrong)
+            bad_id[c][0].add(len(rows), [f"row {row + r}: {col[r].as_py()!r}" for r in rows[:SHOW]])
+            rows = np.flatnonzero(~wrong & ((ids < 0) | ((ids > _INT32_MAX) if c == "piece" else False)))
+            bad_id[c][1].add(len(rows), [f"row {row + r}: {int(ids[r])}" for r in rows[:SHOW]])
+            if c == "token":
+                tokens.append(np.where(wrong | (ids < 0), -1, ids))
+        row += batch.num_rows
+    if row < 1:
+        raise InputError(f"{path} has no rows; nothing to ingest")
+    problems = [f"{c} ids: {f.text()}" for c, found in bad_id.items() for f in found if f]
+    if tokens:
+        problems += _duplicate_tokens(np.concatenate(tokens))
+    if problems:
+        raise InputError(f"{path}: {', '.join(problems)}; token, doc and piece must be non-negative integers and "
+                         "token ids unique: fix the id columns (or drop the token column to number tokens by row)")
+    if bad_nll:
+        raise InputError(f"{path}: {bad_nll.text()}; an NLL is a finite number >= 0 (nll = -logprob): fix or drop those rows")
+    return row
+
+
+def _duplicate_tokens(ids: np.ndarray) -> list[str]:
+    """The problem ``token ids: N repeat …`` naming the first repeated ids in row order (``-1``: refused already)."""
+    ordered = np.sort(ids)
+    repeat = (ordered[1:] == ordered[:-1]) & (ordered[1:] >= 0)
+    if not repeat.any():
+        return []
+    values = np.unique(ordered[1:][repeat])
+    del ordered
+    rows = np.flatnonzero(np.isin(ids, values))
+    shown: dict[int, list[int]] = {}
+    for r in rows:
+        v = int(ids[r])
+        if v in shown or len(shown) < SHOW:
+            shown.setdefault(v, []).append(int(r))
+    first = [f"id {v} at rows {', '.join(map(str, rs[:SHOW]))}{', …' if len(rs) > SHOW else ''}" for v, rs in shown.items()]
+    more = f", and {len(values) - len(first)} more ids" if len(values) > len(first) else ""
+    return [f"token ids: {int(repeat.sum())} rows repeat an earlier id ({'; '.join(first)}{more})"]
 
 
 def _write_wide_chunk(writer: StoreWriter, j: int, block: np.ndarray, cbuf: dict, coords: list[str],

@@ -204,10 +204,18 @@ def coefficients_figure(screen: xr.Dataset, benchmarks: Sequence[str] | None = N
     return fig
 
 
+def _testable(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a stats table that carry a result (rows with a "not testable" note carry none)."""
+    if "note" not in table.columns:
+        return table
+    return table[table["note"].isna() | (table["note"].astype(str).str.strip() == "")]
+
+
 def within_cross_figure(tables: Mapping[str, pd.DataFrame]) -> plt.Figure:
     """Figure 5 / Table 5: within vs cross mean overlap per category, one panel per level."""
     fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 3.8), squeeze=False, constrained_layout=True)
     for ax, (level, table) in zip(axes[0], tables.items()):
+        table = _testable(table)
         idx = np.arange(len(table))
         ax.bar(idx - 0.2, table["within"], 0.4, label="within")
         ax.bar(idx + 0.2, table["cross"], 0.4, label="cross")
@@ -452,7 +460,9 @@ def write_report(
         figure(coefficients_figure(screen), "coefficients", "Exact token-level coefficient distributions with the tail thresholds.")
     if stats:
         sections.append("<h2>Statistics</h2>")
-        wc = {lv: t["within_cross"] for lv, t in stats.items() if "within_cross" in t and len(t["within_cross"])}
+        # a table whose only rows say "not testable" (a note, no values) has nothing to draw
+        wc = {lv: t["within_cross"] for lv, t in stats.items()
+              if "within_cross" in t and len(_testable(t["within_cross"]))}
         if wc:
             figure(within_cross_figure(wc), "within_cross", "Within- vs cross-category mean overlap (stars: benchmark-label permutation p-value).")
         for level, tables in stats.items():

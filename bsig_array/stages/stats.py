@@ -28,8 +28,15 @@ Function matrix (Figure 1 left): ``mean(f, g)`` over the benchmarks' ``function`
 
 Maximum cliques: every largest set of benchmarks whose pairwise overlaps all exceed ``threshold``
 (networkx ``find_cliques`` enumerates the maximal cliques; those of the largest size are kept), one
-row per (clique, member).  No pair above the threshold gives an empty table.  The tables are written
-by :mod:`bsig_array.io.stats_tables`.
+row per (clique, member).  No pair above the threshold gives an empty table and a warning naming the
+largest overlap.  The tables are written by :mod:`bsig_array.io.stats_tables`.
+
+Too little to test: an overlap of one benchmark (no pair) is refused.  A within_cross table without
+a testable category (fewer than two known categories, or none with two benchmarks) is one ``overall``
+row without values whose ``note`` says ``not testable: <reason>``; a family/format row without both
+same- and different-label pairs gets such a ``note`` too (the column exists only when a row needs
+it).  Two benchmarks (one pair) are computed with a warning: no test can run on them; the function
+matrix and the clique still describe the pair.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ import pandas as pd
 import scipy.stats
 import xarray as xr
 
-from bsig_array.errors import InputError, PlanError
+from bsig_array.errors import BsigWarning, InputError, PlanError
 from bsig_array.io.benchmark_metadata import benchmark_metadata
 from bsig_array.options import check_count, check_number, check_seed
 from bsig_array.runtime.defaults import DEFAULTS
@@ -376,17 +383,58 @@ def compute_stats(
     m = level_matrix(overlap, level)
     meta = overlap_metadata(overlap, metadata)
     benchmarks = list(meta.index)
+    if len(benchmarks) < 2:
+        raise InputError(f"the {level} overlap has {len(benchmarks)} benchmark{'s' * (len(benchmarks) != 1)} "
+                         f"({', '.join(benchmarks) or 'none'}): statistics compare pairs of benchmarks and there is none; "
+                         "run bsig overlap on more benchmarks")
+    if len(benchmarks) == 2:
+        warnings.warn(f"the {level} overlap has only 2 benchmarks (1 pair): no test can run; the within_cross and "
+                      "family_format rows say 'not testable'", BsigWarning, stacklevel=2)
     categories = meta["category"]
+    wc_columns = ["n_benchmarks", "within", "cross", "diff", "diff_pct", "p_value", "permutations", "n_pairs_excluded"]
     if len(set(categories[known_labels(categories)])) < 2:
         # scores-only data often has no categories: the other tables still mean something
-        wc = pd.DataFrame(columns=["n_benchmarks", "within", "cross", "diff", "diff_pct", "p_value", "permutations", "n_pairs_excluded"])
-        wc.index.name = "category"
-        wc.attrs["reason"] = "fewer than two known categories (pass --metadata with a category column)"
+        wc = _not_testable(wc_columns, "category", "fewer than two known categories (pass --metadata with a category column)")
     else:
         wc = within_cross(m, categories, resamples=resamples, seed=seed)
+        if wc.empty:
+            wc = _not_testable(wc_columns, "category", "no category has two benchmarks")
+    clique = max_cliques(m, benchmarks, threshold, meta)
+    if clique.empty:
+        a, b = _pairs(m)
+        largest = f"largest overlap {float(np.max(m[a, b])):.4g}" if len(a) else "no finite overlap between two benchmarks"
+        warnings.warn(f"no pair exceeds --threshold {threshold:g} ({largest}) at the {level} level; the clique table is empty",
+                      BsigWarning, stacklevel=2)
     return {
         "within_cross": wc,
-        "family_format": same_vs_different(m, meta, permutations=resamples, seed=seed),
+        "family_format": _mark_untestable(same_vs_different(m, meta, permutations=resamples, seed=seed)),
         "function_matrix": group_matrix(m, meta["function"]),
-        "clique": max_cliques(m, benchmarks, threshold, meta),
+        "clique": clique,
     }
+
+
+#: Column of the within_cross and family_format tables saying why a row has no test (only when one has none).
+NOTE = "note"
+
+
+def _not_testable(columns: Sequence[str], index: str, reason: str) -> pd.DataFrame:
+    """A table of one ``overall`` row without values whose ``note`` says why no test ran."""
+    row = {c: (0 if c in ("permutations",) else np.nan) for c in columns}
+    return pd.DataFrame([{**row, NOTE: f"not testable: {reason}"}], index=pd.Index(["overall"], name=index))
+
+
+def _mark_untestable(table: pd.DataFrame) -> pd.DataFrame:
+    """Add ``note`` = "not testable: …" to the family/format rows without a test (no same or no different pair)."""
+    notes = []
+    for attr, row in table.iterrows():
+        if row["n_same"] and row["n_different"]:
+            notes.append("")
+        elif not row["n_same"] and not row["n_different"]:
+            notes.append(f"not testable: no pair of benchmarks with a known {attr}")
+        elif not row["n_same"]:
+            notes.append(f"not testable: no two benchmarks share a {attr}")
+        else:
+            notes.append(f"not testable: every benchmark with a known {attr} has the same one")
+    if any(notes):
+        table = table.assign(**{NOTE: notes})
+    return table

@@ -51,6 +51,7 @@ from bsig_array.io.zarr_format import (
     require_zarr_v3,
     zarr_array,
 )
+from bsig_array.runtime.boundary import storage_failure
 
 __all__ = ["GuardedArray", "chunk_files", "decode_whole_chunk", "open_store", "read_block", "unreadable_message"]
 
@@ -100,12 +101,11 @@ def open_store(
         check_all_chunks(path, what=f"store {path}", fix="the store is damaged: re-create it", max_bytes=1 << 26)
         raise InputError(f"cannot open {path} as a Zarr store ({type(exc).__name__}: {exc})") from None
     if PROGRESS in ds:
-        record = zarr_array(group, PROGRESS)
-        # Unwritten progress chunks are legitimately absent (all zero); damaged ones are named.
-        done = read_checked(
-            record, (slice(None), slice(None)), what=f"store {path}",
-            fix="the progress record is damaged: re-create the store, or rewrite that file",
-        ).astype(bool)
+        from bsig_array.io.perplexity_store.writer import progress_record, read_progress
+
+        # Unwritten progress chunks are legitimately absent (all zero); damaged ones are named, with
+        # the recovery (rebuild the record from the chunks that verify, or start over).
+        done = read_progress(progress_record(group, path), path).astype(bool)
         if require_complete and not done.all():
             missing = int((~done).sum())
             raise InputError(
@@ -224,16 +224,21 @@ def read_block(
     """
     region = normalize_region(key, tuple(array.shape))
     name = array.path.rsplit("/", 1)[-1]
-    if require_chunks and name in (NLL, "token"):
-        # A missing token chunk of one token may be the fill value 0 itself (zarr skips such chunks).
-        missing = [(k, part) for k, part in missing_chunks(array, region) if name == NLL or part[-1].stop - part[-1].start > 1]
-        if missing:
-            raise InputError(missing_message(array, missing, path))
     try:
+        if require_chunks and name in (NLL, "token"):
+            # A missing token chunk of one token may be the fill value 0 itself (zarr skips such chunks).
+            missing = [(k, part) for k, part in missing_chunks(array, region)
+                       if name == NLL or part[-1].stop - part[-1].start > 1]
+            if missing:
+                raise InputError(missing_message(array, missing, path))
         block = _read(array, region)
     except BsigError:
         raise
     except Exception as exc:  # codecs raise RuntimeError/ValueError/OSError/... for damaged chunk files
+        # A store that stopped answering is not a damaged file: say so, without re-reading every file.
+        failed = storage_failure(exc, f"store {path}")
+        if failed is not None:
+            raise failed from None
         raise InputError(unreadable_message(array, region, path, exc)) from None
     if check_values and name != "token":
         rows, cols = region
@@ -475,7 +480,9 @@ def decode_whole_chunk(array: zarr.Array, region: tuple[slice, ...]) -> np.ndarr
     and are decoded here, in the task (the worker) that reads them.
     A chunk with a crc32c trailer is checked against it first (:func:`check_crc32c`).
     A damaged file raises :class:`ValueError` (:func:`check_crc32c`, :func:`check_blosc_frame`) or
-    whatever Blosc raises; :func:`read_block` names the file.
+    whatever Blosc raises; :func:`read_block` names the file.  An object store that stops answering
+    raises the client's timeout or connection error (after ``BSIG_STORAGE_RETRIES`` retries, see
+    :mod:`bsig_array.io.location`), which :func:`read_block` turns into one line naming the store.
     """
     import numcodecs.blosc
 

@@ -24,7 +24,7 @@ from bsig_array.io.perplexity_store.schema import (
     check_constant_rows,
     first_bad,
 )
-from bsig_array.io.perplexity_store.writer import StoreWriter
+from bsig_array.io.perplexity_store.writer import StoreWriter, progress_record, read_progress
 from bsig_array.io.zarr_format import missing_chunks, open_group, zarr_array
 from bsig_array.runtime.progress import Progress, no_progress
 
@@ -164,7 +164,10 @@ def validate_store(
     n_chunks = -(-n_tokens // chunk)
     models = [str(m) for m in ds["model"].values]
     bsig = PROGRESS in group
-    done = np.asarray(zarr_array(group, PROGRESS)[:, :], dtype=bool) if bsig else np.ones((len(models), n_chunks), bool)
+    done = (
+        read_progress(progress_record(group, loc, (len(models), n_chunks)), loc).astype(bool) if bsig
+        else np.ones((len(models), n_chunks), bool)
+    )
     version: Any = group.attrs.get("bsig_schema_version")
     summary = StoreSummary(
         path=str(path),
@@ -252,3 +255,17 @@ def validate_store(
     if problems:
         raise InputError(f"store {path}: " + "; ".join(problems))
     return summary
+
+
+def repair_progress(path: str | os.PathLike | Location) -> str:
+    """Rebuild the progress record of a bsig store from the chunks that verify
+    (:meth:`StoreWriter.rebuild_progress`) and say what it marked, for ``bsig validate --repair-progress``."""
+    loc = as_location(path)
+    if not loc.exists():
+        raise InputError(f"store {loc} does not exist; pass the perplexity store whose progress record is damaged")
+    writer = StoreWriter(loc)
+    marked, total = writer.rebuild_progress()
+    rest = "every block verifies: the store is complete" if marked == total else (
+        f"the other {total - marked:,} are unmarked: run the command that wrote the store again to write them"
+    )
+    return f"rebuilt the progress record of {loc}: {marked:,} of {total:,} (model, chunk) blocks verify and are marked; {rest}"

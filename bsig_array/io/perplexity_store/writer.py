@@ -29,7 +29,16 @@ from bsig_array.io.perplexity_store.schema import (
     compressor,
     default_chunk_tokens,
 )
-from bsig_array.io.zarr_format import open_group, quiet_zarr, require_zarr_v3, write_zarr, zarr_array
+from bsig_array.io.zarr_format import (
+    missing_chunks,
+    open_group,
+    quiet_zarr,
+    read_checked,
+    require_zarr_v3,
+    with_checksum,
+    write_zarr,
+    zarr_array,
+)
 from bsig_array.options import check_unique_models
 
 
@@ -139,11 +148,27 @@ class StoreWriter:
         if NLL not in self.group or PROGRESS not in self.group:
             raise InputError(f"{self.path} is not a writable bsig store (no nll or progress record)")
         self.nll = zarr_array(self.group, NLL)
-        self.progress = zarr_array(self.group, PROGRESS)
         self.models = [str(m) for m in np.asarray(zarr_array(self.group, "model")[:])]
         self.n_tokens = int(self.nll.shape[1])
         self.chunk_tokens = int(self.nll.chunks[1])
         self.n_chunks = -(-self.n_tokens // self.chunk_tokens)
+        # A damaged record still opens a writer (rebuild_progress needs one); every read of it says so.
+        self.progress: zarr.Array | None = None
+        self._damage: str | None = None
+        try:
+            self.progress = progress_record(self.group, self.path, (len(self.models), self.n_chunks))
+        except InputError as exc:
+            self._damage = str(exc)
+
+    def _record(self) -> zarr.Array:
+        """The progress record, or the one-line :class:`InputError` saying it is damaged."""
+        if self.progress is None:
+            raise InputError(self._damage or progress_damage(self.path, "is unreadable"))
+        return self.progress
+
+    def _marks(self, key: tuple[slice, ...]) -> np.ndarray:
+        """Marks of ``key`` read through the checked read: damage is one line naming the record's file."""
+        return read_progress(self._record(), self.path, key)
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -203,7 +228,7 @@ class StoreWriter:
             block = np.asarray(self.nll[:, sl])
             block[rows] = nll
             self.nll[:, sl] = block
-        marks = np.asarray(self.progress[:, j])
+        marks = self._marks((slice(None), slice(j, j + 1)))[:, 0].copy()
         if token is None and "token" in self.group and not marks.any():
             # First write of this chunk without explicit ids: ids default to positions, so a store
             # never carries the placeholder zeros as feature ids.
@@ -215,11 +240,11 @@ class StoreWriter:
                 zarr_array(self.group, name)[sl] = np.asarray(values)
         fault_point()  # tests kill here: data written, mark not yet
         marks[rows] = 1
-        self.progress[:, j] = marks
+        self._record()[:, j] = marks
 
     def complete(self) -> np.ndarray:
         """Boolean (model, chunk) matrix of finished blocks."""
-        return np.asarray(self.progress[:, :], dtype=bool)
+        return self._marks((slice(None), slice(None))).astype(bool)
 
     def pending(self, rows: Sequence[int] | None = None) -> list[int]:
         """Chunks in which any of ``rows`` (default: all models) is not yet written."""
@@ -236,9 +261,9 @@ class StoreWriter:
         rows = list(range(len(self.models))) if rows is None else list(rows)
         for j in chunks:
             self.chunk_slice(j)  # range check
-            marks = np.asarray(self.progress[:, j])
+            marks = self._marks((slice(None), slice(j, j + 1)))[:, 0].copy()
             marks[rows] = 0
-            self.progress[:, j] = marks
+            self._record()[:, j] = marks
 
     def add_models(self, names: Sequence[str]) -> list[int]:
         """Append new model rows (unwritten) and return their row indices."""
@@ -247,8 +272,9 @@ class StoreWriter:
             return self.model_index(names)
         m_old = len(self.models)
         m_new = m_old + len(new)
+        record = self._record()
         self.nll.resize((m_new, self.n_tokens))
-        self.progress.resize((m_new, self.n_chunks))
+        record.resize((m_new, self.n_chunks))
         model = zarr_array(self.group, "model")
         model.resize((m_new,))
         model[m_old:] = np.array(new, dtype=model.dtype)
@@ -257,9 +283,84 @@ class StoreWriter:
         return self.model_index(names)
 
 
+    def rebuild_progress(self) -> tuple[int, int]:
+        """Write the progress record again from the chunks that verify; returns (marked, total) blocks.
+
+        A (model, chunk) block is marked written when the chunk's ``nll`` file (and its ``token``
+        file, if the store has that coordinate) exists and passes its checksum, and the model's row
+        of it holds only finite values (unwritten rows are the NaN fill).  Everything else stays
+        unmarked, so the next run of the writer rewrites it.  The record is created anew (a record
+        whose metadata or shape is damaged too) and the consolidated metadata refreshed.
+        """
+        what, fix = f"store {self.path}", "rebuilding the progress record"
+        done = np.zeros((len(self.models), self.n_chunks), dtype="uint8")
+        token = zarr_array(self.group, "token") if "token" in self.group else None
+        for j in range(self.n_chunks):
+            sl = self.chunk_slice(j)
+            region = (slice(0, len(self.models)), sl)
+            if missing_chunks(self.nll, region) or (token is not None and missing_chunks(token, (sl,))):
+                continue
+            try:
+                block = read_checked(self.nll, region, what=what, fix=fix)
+                if token is not None:
+                    read_checked(token, (sl,), what=what, fix=fix)
+            except InputError:
+                continue
+            done[:, j] = np.isfinite(block).all(axis=1)
+        with quiet_zarr():
+            record = self.group.create_array(
+                PROGRESS, shape=done.shape, chunks=(len(self.models), 1), dtype="uint8", fill_value=0,
+                compressors=with_checksum(), dimension_names=("model", "chunk"), overwrite=True,
+            )
+            record[:, :] = done
+        self.progress, self._damage = record, None
+        self._consolidate()
+        return int(done.sum()), int(done.size)
+
+
+def _recovery(path: Location | str) -> str:
+    return (
+        f"rebuild it from the chunks that verify with 'bsig validate --repair-progress {path}' and run the "
+        "same command again, or start over with --overwrite"
+    )
+
+
+def progress_damage(path: Location | str, problem: str) -> str:
+    """The one line for a damaged progress record: what is wrong and the two ways to recover."""
+    return f"store {path}: the progress record {PROGRESS} {problem}; {_recovery(path)}"
+
+
+def progress_fix(path: Location | str) -> str:
+    """The ``fix`` of a damaged chunk file of the progress record (for :func:`read_checked`)."""
+    return f"the progress record {PROGRESS} is damaged: {_recovery(path)}"
+
+
+def progress_record(group: zarr.Group, path: Location | str, shape: tuple[int, int] | None = None) -> zarr.Array:
+    """The progress record of the store ``group`` at ``path``, its metadata checked (an array of
+    ``shape``, 2-D, uint8); a damaged one is one :class:`InputError` naming it and the recovery."""
+    try:
+        record = group[PROGRESS]
+    except Exception as exc:  # zarr raises several types for damaged metadata
+        raise InputError(progress_damage(path, f"is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")) from None
+    if not isinstance(record, zarr.Array) or record.ndim != 2 or record.dtype != np.dtype("uint8"):
+        raise InputError(progress_damage(path, "is not a 2-D uint8 (model, chunk) array"))
+    if shape is not None and tuple(record.shape) != tuple(shape):
+        raise InputError(progress_damage(path, f"has shape {tuple(record.shape)}, expected (models, chunks) = {tuple(shape)}"))
+    return record
+
+
+def read_progress(record: zarr.Array, path: Location | str, key: tuple[slice, ...] = (slice(None), slice(None))) -> np.ndarray:
+    """``record[key]`` through the checked read (checksums); unwritten record chunks are legitimately
+    absent (all zero).  A damaged file, or a mark other than 0/1, is one :class:`InputError`."""
+    marks = read_checked(record, key, what=f"store {path}", fix=progress_fix(path))
+    if marks.size and int(marks.max()) > 1:
+        raise InputError(progress_damage(path, f"holds the value {int(marks.max())} (marks are 0 or 1)"))
+    return marks
+
+
 def is_complete(path: str | os.PathLike | Location) -> bool:
     """True when every (model, chunk) block of the store is written (or it has no progress record)."""
     group = open_group(path)
     if PROGRESS not in group:
         return True
-    return bool(np.asarray(zarr_array(group, PROGRESS)[:, :]).all())
+    return bool(read_progress(progress_record(group, as_location(path)), as_location(path)).all())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +42,8 @@ class ChunkSpill:
     Created in ``BSIG_SPILL_DIR`` when that is set, else next to the screen output when that is a
     local path (a pool-sized spill belongs on the disk the user chose for the output, not in
     ``/tmp``), else under ``TMPDIR``: an output on object storage (``s3://…``) has no directory to
-    put it in.  Tasks write the spill themselves, so dask.distributed workers must see it: the
+    put it in, so it goes in :func:`spill_parent` (``TMPDIR/bsig-spill-<uid>``), where the next
+    screen finds and removes a killed one's.  Tasks write the spill themselves, so dask.distributed workers must see it: the
     workers of a LocalCluster share this machine's ``TMPDIR``; on a multi-host cluster set
     ``BSIG_SPILL_DIR`` to a shared mount.  Copies shipped to tasks in other processes are plain
     paths and never delete anything.
@@ -52,7 +54,7 @@ class ChunkSpill:
         if spill_dir:  # the run's spill_dir (RunSpec), from BSIG_SPILL_DIR
             parent: Path | None = Path(spill_dir).expanduser().absolute()
         else:
-            parent = None if where is None or where.is_remote else where.path.absolute().parent
+            parent = spill_parent() if where is None or where.is_remote else where.path.absolute().parent
         # pid in the name: the next screen removes the spill of a killed one (scratch_dir).
         self.path = str(scratch_dir(parent, ".bsig-screen-spill-"))
         self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
@@ -66,6 +68,17 @@ class ChunkSpill:
     def remove(self) -> None:
         """Delete the directory now."""
         self._remove()
+
+
+def spill_parent() -> Path:
+    """``TMPDIR/bsig-spill-<uid>``: the parent of spills with no output folder to sit next to.
+
+    A known folder, so the next screen removes the spill of a killed one (:func:`scratch_dir`
+    removes ``.bsig-screen-spill-PID-…`` folders of dead pids there); one per user, so users sharing
+    ``/tmp`` never need each other's permissions.
+    """
+    uid = os.getuid() if hasattr(os, "getuid") else 0  # no uid on Windows: one folder per TMPDIR
+    return Path(tempfile.gettempdir()) / f"bsig-spill-{uid}"
 
 
 def _file(spill: str | os.PathLike, name: Any, kind: str) -> str:
