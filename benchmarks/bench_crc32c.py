@@ -109,6 +109,27 @@ def screen_cpu(store: Path, performance: Path, out: Path, repeat: int, memory_li
     return min(runs, key=lambda r: r["cpu_s"])
 
 
+def one_thread_reads(workdir: Path) -> None:
+    """What both read benchmarks (this one, bench_value_check.py) measure under: one decoder thread
+    (the screen reads one chunk per worker thread), one zarr thread, no progress bars; ``workdir`` made."""
+    import numcodecs.blosc
+    import zarr
+
+    os.environ["BSIG_PROGRESS"] = "0"
+    numcodecs.blosc.set_nthreads(1)
+    zarr.config.set({"threading.max_workers": 1, "async.concurrency": 1})
+    workdir.mkdir(parents=True, exist_ok=True)
+
+
+def write_json(path: str | None, args: argparse.Namespace, results: dict) -> None:
+    """The run's arguments, machine and results as JSON at ``path`` (nothing without one)."""
+    from bench_codec import machine
+
+    if path:
+        Path(path).write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                          "machine": machine(), "results": results}, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=1 << 20)
@@ -124,17 +145,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import numba
-    import numcodecs.blosc
-    import zarr
     from bench_codec import machine
 
     from bsig_array.runtime.memory import peak_rss
 
-    os.environ["BSIG_PROGRESS"] = "0"
-    numcodecs.blosc.set_nthreads(1)  # one decoder thread: the screen reads one chunk per worker thread
+    one_thread_reads(args.workdir)
     numba.set_num_threads(1)
-    zarr.config.set({"threading.max_workers": 1, "async.concurrency": 1})
-    args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"# crc32c benchmark on {machine()}: {args.models} models x {args.tokens:,} tokens, chunks of "
           f"{args.chunk_tokens:,} tokens; read + check one thread, best of {args.repeat} CPU times", flush=True)
 
@@ -163,9 +179,7 @@ def main() -> None:
                   f"{cpu[0] / cpu[1]:.2f}x the time (peak RSS {row['screen_crc32c_peak_rss'] / 2**20:.0f} vs "
                   f"{row['screen_none_peak_rss'] / 2**20:.0f} MiB)", flush=True)
     print(f"# peak RSS of this process (read + check): {peak_rss() / 2**20:.0f} MiB")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                               "machine": machine(), "results": results}, indent=2) + "\n")
+    write_json(args.json, args, results)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,6 @@ tokens/s, ratios against the peers, peak RSS.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -79,19 +77,14 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
-    import numcodecs.blosc
-    import zarr
     from bench_codec import machine
-    from bench_crc32c import build_pool
+    from bench_crc32c import build_pool, one_thread_reads, write_json
 
     from bsig_array.io.perplexity_store.chunks import chunk_sources
     from bsig_array.io.perplexity_store.reader import open_store
     from bsig_array.runtime.memory import peak_rss
 
-    os.environ["BSIG_PROGRESS"] = "0"
-    numcodecs.blosc.set_nthreads(1)
-    zarr.config.set({"threading.max_workers": 1, "async.concurrency": 1})
-    args.workdir.mkdir(parents=True, exist_ok=True)
+    one_thread_reads(args.workdir)
     print(f"# value-check benchmark on {machine()}: {args.models} models x {args.tokens:,} tokens, chunks of "
           f"{args.chunk_tokens:,} tokens; one thread, best of {args.repeat} CPU times", flush=True)
 
@@ -115,9 +108,7 @@ def main() -> None:
             label = "read + check" if kind == "read+" else "check alone "
             print(f"  {dtype} {label}: check_block {new / 1e6:.1f} M tok/s; peers {peers}", flush=True)
     print(f"# peak RSS: {peak_rss() / 2**20:.0f} MiB")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                               "machine": machine(), "results": results}, indent=2) + "\n")
+    write_json(args.json, args, results)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ console script; the next run removes every earlier run's debris, whatever its pi
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -26,14 +25,9 @@ import pytest
 from bsig_array.io.atomic import HOST
 from bsig_array.io.perplexity_store.reader import open_store
 from tests.test_cli_errors import assert_one_line_error
+from tests.test_damage import snapshot
 
 BSIG = str(Path(sys.executable).parent / "bsig")
-
-
-def snapshot(directory: Path) -> dict[str, str]:
-    """Every entry under ``directory`` (hidden ones too) with the hash of its bytes."""
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(directory.rglob("*"))}
 
 
 def paper_files(directory: Path, n_docs: int = 40, pieces: int = 10, models: int = 3, seed: int = 0,

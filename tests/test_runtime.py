@@ -95,6 +95,12 @@ def test_run_spec_is_built_once_from_options_variables_and_the_table():
         RunSpec.build(memory_limit="lots")
     with pytest.raises(OptionError, match=r"^--workers must be an integer >= 1, got 0$"):
         RunSpec.build(workers=0)
+    # dask's own variable goes through the same validator as BSIG_SCHEDULER
+    with pytest.raises(OptionError, match=r"^DASK_SCHEDULER_ADDRESS: unknown scheduler address scheme 'foo://'"):
+        Defaults.from_env({"DASK_SCHEDULER_ADDRESS": "foo://host:1"})
+    assert run.replace(scheduler="processes").scheduler == "processes"
+    with pytest.raises(OptionError, match=r"^--scheduler: unknown scheduler 'bad'"):
+        run.replace(scheduler="bad")
 
 
 def test_cli_defaults_follow_the_environment():

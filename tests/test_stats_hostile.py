@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import test_cli_errors as cli_errors
 import xarray as xr
 
-from bsig_array.cli.main import main
 from bsig_array.io.overlap_file import write_overlap
 from bsig_array.io.provenance import PROVENANCE_FILE
 from bsig_array.io.stats_tables import read_stats
@@ -29,12 +29,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:The data type", "ignore:Consolid
 
 
 def run_cli(capsys, *args: object) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
+    code, out, err = cli_errors.run_cli(capsys, *args)
     assert "Traceback" not in err
-    return exc.value.code or 0, out, err
+    return code or 0, out, err
 
 
 def warning_lines(err: str) -> list[str]:

@@ -19,6 +19,7 @@ import pytest
 import xarray as xr
 from test_cli_errors import run_cli
 from test_damage import flip_inside, snapshot, write_performance, write_store
+from test_damage import one_error as one_line
 
 from bsig_array.pipelines.synth import simulate
 from bsig_array.stages.corpus import build_corpus
@@ -26,16 +27,6 @@ from bsig_array.stages.corpus import build_corpus
 pytestmark = pytest.mark.filterwarnings("ignore:The data type", "ignore:Consolidated metadata")
 
 SYNTH = ["--models", "4", "--benchmarks", "3", "--tokens", "600", "--chunk-tokens", "200", "--planted", "2", "--no-questions"]
-
-
-def one_line(capsys, *args, names: tuple[str, ...] = ()) -> str:
-    code, _, err = run_cli(capsys, *args)
-    lines = err.splitlines()
-    assert code not in (0, None), err
-    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("bsig: error: "), err
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
 
 
 def ok(capsys, *args) -> str:

@@ -59,6 +59,7 @@ from bsig_array.io.kinds import (
     artifact_kind,
     is_directory_kind,
     is_zarr_kind,
+    with_article,
 )
 from bsig_array.io.location import BUCKET_PROTOCOLS, Location, as_location, remove_path
 
@@ -69,10 +70,6 @@ HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
 def owner() -> str:
     """``PID-HOST`` of this process, as temporaries and scratch directories carry it."""
     return f"{os.getpid()}-{HOST}"
-
-
-def _article(kind: str) -> str:
-    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def is_directory_output(path: str | os.PathLike | Location, kind: str) -> bool:
@@ -205,14 +202,14 @@ def check_new_output(
     if kind is not None:
         directory = is_directory_output(out, kind)
         if directory and found == FILE:
-            raise InputError(f"{what} {out} is a file, but {_article(kind)} is a directory; pick another path")
+            raise InputError(f"{what} {out} is a file, but {with_article(kind)} is a directory; pick another path")
         if not directory and found != FILE:
-            raise InputError(f"{what} {out} is a directory, but {_article(kind)} is a file; pick another path")
+            raise InputError(f"{what} {out} is a directory, but {with_article(kind)} is a file; pick another path")
         if directory and found == EMPTY_DIRECTORY:
             return out  # nothing to lose
         if found not in (kind, FILE):
             raise InputError(
-                f"{what} {out} is {_article(found)}, not {_article(kind)}; bsig does not replace another kind of "
+                f"{what} {out} is {with_article(found)}, not {with_article(kind)}; bsig does not replace another kind of "
                 "data even with --overwrite; pick another path"
             )
     if not overwrite:
@@ -481,7 +478,7 @@ def check_output_files(
     if found == FILE:
         raise InputError(f"{what} directory {directory} is a file; pick a directory")
     if found not in (None, EMPTY_DIRECTORY, DIRECTORY):
-        raise InputError(f"{what} directory {directory} is {_article(found)}; pick another directory")
+        raise InputError(f"{what} directory {directory} is {with_article(found)}; pick another directory")
     return [check_new_output(loc.child(name), overwrite=overwrite, what=what, inputs=inputs) for name in names]
 
 

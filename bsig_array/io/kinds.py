@@ -71,6 +71,11 @@ TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<tag>tmp|old)-(?P<pid>\d+)-(?P<host
 SCRATCH_PREFIX = ".bsig-"
 
 
+def with_article(kind: str) -> str:
+    """``a screen output``, ``an overlap file``: a kind name as messages say it."""
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
+
+
 def is_debris(name: str) -> bool:
     """Whether a directory entry is a bsig writer's temporary or scratch (removed by the next writer)."""
     return TEMPORARY.match(name) is not None or name.startswith(SCRATCH_PREFIX)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bsig_array.errors import InputError
+from bsig_array.io.corpus_store import CORPUS_STORE
 from bsig_array.io.kinds import (
     DIRECTORY,
     EMPTY_DIRECTORY,
@@ -28,9 +29,15 @@ from bsig_array.io.kinds import (
     artifact_kind,
     is_debris,
     is_zarr_kind,
+    with_article,
 )
 from bsig_array.io.location import Location, as_location
+from bsig_array.io.overlap_file import OVERLAP_FILE
 from bsig_array.io.perplexity_store.schema import NLL, PERPLEXITY_STORE, TOKEN_COORDS
+from bsig_array.io.questions import QUESTIONS
+from bsig_array.io.scores import PERFORMANCE
+from bsig_array.io.screen_output import SCREEN_OUTPUT
+from bsig_array.io.signatures import SIGNATURES
 from bsig_array.io.zarr_format import (
     ALL_CHUNKS_ATTR,
     chunk_exists,
@@ -48,12 +55,12 @@ if TYPE_CHECKING:
 
 #: The command that writes each artifact kind (how a damaged one is made again).
 COMMANDS = {
-    "perplexity store": "bsig synth, bsig ingest or bsig perplexity (--overwrite)",
-    "corpus store": "bsig corpus --overwrite",
-    "screen output": "bsig screen --overwrite",
-    "signatures store": "bsig select --overwrite",
-    "overlap file": "bsig overlap --overwrite",
-    "performance matrix": "bsig performance",
+    PERPLEXITY_STORE: "bsig synth, bsig ingest or bsig perplexity (--overwrite)",
+    CORPUS_STORE: "bsig corpus --overwrite",
+    SCREEN_OUTPUT: "bsig screen --overwrite",
+    SIGNATURES: "bsig select --overwrite",
+    OVERLAP_FILE: "bsig overlap --overwrite",
+    PERFORMANCE: "bsig performance",
 }
 
 
@@ -222,7 +229,7 @@ def _zarr(loc: Location, kind: str, *, deep: bool, progress: Progress) -> Artifa
         summary.lines.append(f"chunks     {files:,} chunk files of {arrays} arrays read, checksums verified")
     else:
         summary.lines.append("chunks     not read (pass --deep to read every chunk and verify its checksum)")
-    if kind == "performance matrix":
+    if kind == PERFORMANCE:
         summary.lines.append(_performance(loc))
     return summary
 
@@ -258,7 +265,7 @@ def _directory(loc: Location, kind: str, *, deep: bool, progress: Progress) -> A
     names = sorted(n for n in loc.names() if not is_debris(n))
     if kind in (DIRECTORY, EMPTY_DIRECTORY):
         if not table_files(loc):
-            raise InputError(f"{loc} is {'an' if kind[:1] in 'aeiou' else 'a'} {kind} holding no artifact bsig writes; pass a store, screen, signatures, "
+            raise InputError(f"{loc} is {with_article(kind)} holding no artifact bsig writes; pass a store, screen, signatures, "
                              "overlap, performance table, stats folder, synthetic pool or demo output")
         tables = read_stats(loc)
         n = sum(len(t) for t in tables.values())
@@ -268,14 +275,14 @@ def _directory(loc: Location, kind: str, *, deep: bool, progress: Progress) -> A
             f"tables     {n} tables of {len(tables)} levels parsed ({', '.join(sorted(tables))})",
             "checksums  none (plain CSV)",
         ])
-    if kind == "question set":
+    if kind == QUESTIONS:
         return ArtifactSummary(str(loc), kind, [f"files      {len(names)} question files (plain text: no checksums, not read)"])
     # A composite (synthetic pool, demo output): every member artifact in turn.
     summary = ArtifactSummary(str(loc), kind)
     for name in names:
         child = loc.child(name)
         child_kind = artifact_kind(child)
-        known = child_kind not in (None, FILE, EMPTY_DIRECTORY, DIRECTORY, ZARR_STORE, "question set")
+        known = child_kind not in (None, FILE, EMPTY_DIRECTORY, DIRECTORY, ZARR_STORE, QUESTIONS)
         if known or (child_kind == FILE and child.suffix.lower() == ".nc") or name in ("performance.csv", "stats"):
             sub = validate_artifact(child, deep=deep, progress=progress)
             summary.lines.append(f"member     {name}: {sub.kind}, checked")

@@ -200,7 +200,7 @@ class Defaults:
             values[f.name] = check_setting(f.name, environ[var], source=var)
         dask_address = environ.get(DASK_SCHEDULER_ADDRESS, "").strip()
         if "scheduler" not in values and dask_address:  # Dask's own variable: a cluster to run on
-            values["scheduler"] = dask_address
+            values["scheduler"] = check_setting("scheduler", dask_address, source=DASK_SCHEDULER_ADDRESS)
         return cls(**values)
 
     def rows(self) -> list[tuple[str, str, Any, str]]:

@@ -27,6 +27,14 @@ OPTION_NAMES = {
 }
 
 
+def _checked(key: str, value: Any, source: str) -> Any:
+    """A given setting through the table's validator; a scheduler may also be a ``distributed.Client``."""
+    if key == "scheduler" and not isinstance(value, str):  # a Client handed in by a library caller
+        check_scheduler(value)
+        return value
+    return check_setting(key, value, source=source)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """How and where one run executes; built once at the boundary by :meth:`build`.
@@ -91,27 +99,17 @@ class RunSpec:
             One line naming the option and the value that is not valid.
         """
         names = {**OPTION_NAMES, **(names or {})}
-        given = dict(memory_limit=memory_limit, workers=workers, device=device, spill_dir=spill_dir, seed=seed)
-        values = {
-            key: getattr(defaults, key) if value is None else check_setting(key, value, source=names[key])
-            for key, value in given.items()
-        }
-        if scheduler is None:
-            scheduler = defaults.scheduler
-        elif isinstance(scheduler, str):
-            scheduler = check_setting("scheduler", scheduler, source=names["scheduler"])
-        else:  # a distributed.Client handed in by a library caller
-            check_scheduler(scheduler)
+        given = dict(memory_limit=memory_limit, workers=workers, scheduler=scheduler, device=device,
+                     spill_dir=spill_dir, seed=seed)
+        values = {key: getattr(defaults, key) if value is None else _checked(key, value, names[key])
+                  for key, value in given.items()}
         values["spill_dir"] = values["spill_dir"] or None
-        return cls(**values, scheduler=scheduler, progress=progress or no_progress)
+        return cls(**values, progress=progress or no_progress)
 
     def replace(self, **changes: Any) -> RunSpec:
-        """A copy with some settings changed, each checked like :meth:`build` checks it."""
-        checked = {k: v if k in ("progress", "scheduler") else check_setting(k, v, source=OPTION_NAMES[k])
-                   for k, v in changes.items()}
-        if isinstance(checked.get("scheduler"), str):
-            checked["scheduler"] = check_setting("scheduler", checked["scheduler"], source="--scheduler")
-        return dataclasses.replace(self, **checked)
+        """A copy with some settings changed, each checked as :meth:`build` checks it."""
+        return dataclasses.replace(self, **{key: value if key == "progress" else _checked(key, value, OPTION_NAMES[key])
+                                            for key, value in changes.items()})
 
     def record(self) -> dict[str, Any]:
         """The settings as recorded in an output's provenance (bytes, not text; no progress sink)."""
